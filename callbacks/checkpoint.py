@@ -1,0 +1,32 @@
+"""ModelCheckpoint that keeps ``last.ckpt`` always and the best by a metric when it exists."""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = ["RobustCheckpoint"]
+
+
+class RobustCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose top-k step is skipped (with one warning) on epochs where
+    the monitored metric was not logged.
+
+    ``PGDEvaluation(every_n_epochs=k)`` logs ``val/robust_acc`` only every k epochs; a
+    plain ``ModelCheckpoint(monitor='val/robust_acc')`` raises on the other epochs. This
+    one saves ``last.ckpt`` every time and updates the best checkpoint whenever the
+    metric is there.
+    """
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        if self.monitor is not None and self.monitor not in monitor_candidates:
+            if not getattr(self, "_warned_missing", False):
+                rank_zero_warn(
+                    f"checkpoint.monitor={self.monitor!r} was not logged this time (available: "
+                    f"{sorted(monitor_candidates)}); only last.ckpt is saved until it is."
+                )
+                self._warned_missing = True
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)

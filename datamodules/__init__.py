@@ -1,0 +1,37 @@
+"""Lightning datamodules of ``lightning-adv``: image classification data in [0, 1].
+
+Every datamodule yields ``float32`` images in ``[0, 1]`` (no normalisation: models
+normalise internally) and ``int64`` labels, splits a validation set off the training set
+with a fixed seed, and raises :class:`DataNotFoundError` before training when its data
+is missing or cannot be downloaded.
+
+* :class:`DigitsDataModule` -- scikit-learn digits, 1x8x8, no download (quickstart);
+* :class:`MNISTDataModule`, :class:`FashionMNISTDataModule` -- 1x28x28 (torchvision);
+  Fashion-MNIST also reads Debian's ``dataset-fashion-mnist`` package;
+* :class:`CIFAR10DataModule`, :class:`CIFAR100DataModule` -- 3x32x32 (torchvision).
+
+:func:`write_cifar_standin` and :func:`write_mnist_standin` write small generated data
+sets in the original on-disk formats, for tests and benchmarks without a network.
+"""
+
+from .base import DataNotFoundError, ImageClassificationDataModule, StandInDataWarning, TransformedSubset
+from .cifar import CIFAR10DataModule, CIFAR100DataModule
+from .digits import DigitsDataModule
+from .mnist import FashionMNISTDataModule, MNISTDataModule
+from .standins import STANDIN_MARKER, read_standin_manifest, write_cifar_standin, write_mnist_standin
+
+__all__ = [
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "DataNotFoundError",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ImageClassificationDataModule",
+    "MNISTDataModule",
+    "STANDIN_MARKER",
+    "StandInDataWarning",
+    "TransformedSubset",
+    "read_standin_manifest",
+    "write_cifar_standin",
+    "write_mnist_standin",
+]

@@ -1,0 +1,423 @@
+"""Common base for the image-classification datamodules of ``lightning-adv``.
+
+Conventions every datamodule of this package follows:
+
+* an image leaving a dataloader is a ``float32`` tensor of shape :attr:`input_shape`
+  with values in ``[0, 1]``. There is **no** mean/std normalisation in the data
+  pipeline: models normalise internally, so that attacks work in pixel space;
+* a label is an ``int64`` class index in ``[0, num_classes)``;
+* the validation set is split off the *training* set (``val_size``, a fraction or an
+  absolute count) with a fixed ``seed``; it uses the evaluation transform, never the
+  training augmentation;
+* data that is missing (``download=False``), that cannot be downloaded, or that cannot
+  be read raises one :class:`DataNotFoundError` from :meth:`prepare_data` or
+  :meth:`setup`, i.e. before any training step. Its message names the data set, the
+  exact directory looked in, and how to get the data.
+
+Subclasses describe one data set through a handful of hooks (:meth:`dataset_dir`,
+:meth:`_data_available`, :meth:`_download_data`, :meth:`_load_split`, the two transform
+builders, :meth:`_how_to_get`); the splitting, validation of the arguments, error
+handling and dataloaders live here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional, Sequence, Union
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "DataNotFoundError",
+    "ImageClassificationDataModule",
+    "StandInDataWarning",
+    "TransformedSubset",
+]
+
+Transform = Callable[[Any], torch.Tensor]
+
+# Exceptions that torchvision's loaders raise on missing, truncated or corrupted files
+# (torchvision reports a failed integrity check as RuntimeError, a short idx file as
+# AssertionError/RuntimeError, a broken pickle as UnpicklingError/EOFError, a failed
+# download as RuntimeError or urllib's URLError, which is an OSError).
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError,
+    OSError,
+    ValueError,
+    EOFError,
+    AssertionError,
+    KeyError,
+    pickle.UnpicklingError,
+)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data of a datamodule is missing, could not be downloaded, or is unreadable.
+
+    Attributes:
+        dataset: human-readable name of the data set (``"CIFAR-10"``).
+        directory: absolute path of the directory where the data was looked for.
+        how_to_get: instructions to obtain the data.
+        reason: optional detail (``"download failed: ..."``).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        directory: Union[str, os.PathLike],
+        how_to_get: str,
+        reason: Optional[str] = None,
+    ) -> None:
+        self.dataset = dataset
+        self.directory = str(directory)
+        self.how_to_get = how_to_get
+        self.reason = reason
+        detail = f": {reason}" if reason else ""
+        message = (
+            f"{dataset} data not found or not readable in {self.directory}{detail}.\n"
+            f"How to get it: {how_to_get}"
+        )
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions are pickled through ``args``; ours has a richer signature (needed
+        # when the error crosses a process boundary, e.g. in a dataloader worker or DDP).
+        return (type(self), (self.dataset, self.directory, self.how_to_get, self.reason))
+
+    def __str__(self) -> str:
+        # OSError.__str__ would prefix "[Errno ...]" if errno/filename were ever set.
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+class StandInDataWarning(UserWarning):
+    """Emitted when a datamodule reads generated stand-in data instead of the real set."""
+
+
+class TransformedSubset(Dataset):
+    """A view of ``dataset`` restricted to ``indices`` that applies its own ``transform``.
+
+    Used to give the training and validation splits of one underlying data set
+    different transforms without loading the data twice. Items are returned as
+    ``(transform(x), int(y))``; the default collate function turns the labels into an
+    ``int64`` tensor.
+
+    Args:
+        dataset: map-style data set returning ``(x, y)`` pairs (untransformed).
+        indices: indices into ``dataset``; ``None`` means all of it.
+        transform: applied to ``x``; ``None`` leaves it as it is.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        indices: Optional[Sequence[int]] = None,
+        transform: Optional[Transform] = None,
+    ) -> None:
+        self.dataset = dataset
+        self.indices: Optional[list[int]] = None if indices is None else [int(i) for i in indices]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        source_index = self.indices[index] if self.indices is not None else index
+        x, y = self.dataset[source_index]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(y)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require_int(name: str, value: Any, minimum: int, fix: str) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name}={value!r} is invalid: expected an integer >= {minimum}. {fix}")
+
+
+class ImageClassificationDataModule(pl.LightningDataModule):
+    """Base class: train/val/test dataloaders of a labelled image data set.
+
+    Args:
+        data_dir: root directory of the data (as for torchvision's ``root``).
+        batch_size: batch size of the training dataloader.
+        eval_batch_size: batch size of the validation and test dataloaders; ``None``
+            uses ``batch_size``.
+        num_workers: dataloader worker processes (``0`` loads in the main process);
+            workers are kept alive between epochs when ``num_workers > 0``.
+        val_size: size of the validation split taken off the training set: a fraction
+            in ``[0, 1)`` (a float) or an absolute count (an int). ``0`` disables
+            validation (``val_dataloader`` then returns no loader).
+        seed: seed of the train/validation split (independent of the global seed).
+        download: let torchvision download the data when it is not in ``data_dir``
+            (needs a network). Without it, missing data raises :class:`DataNotFoundError`.
+        augment: apply the data set's training augmentation (training split only).
+        pin_memory: ``pin_memory`` of the dataloaders.
+        drop_last: drop the last incomplete batch of the *training* dataloader
+            (evaluation loaders never drop data).
+
+    Attributes (class level): ``name``, ``num_classes``, ``input_shape`` ``(C, H, W)``.
+    After :meth:`setup`: ``train_dataset``, ``val_dataset``, ``test_dataset``.
+    """
+
+    #: short name of the data set, e.g. ``"cifar10"``.
+    name: ClassVar[str] = "image-classification"
+    #: human-readable name used in messages, e.g. ``"CIFAR-10"``.
+    display_name: ClassVar[str] = "image classification"
+    #: number of classes.
+    num_classes: ClassVar[int] = 0
+    #: shape ``(C, H, W)`` of one image tensor.
+    input_shape: ClassVar[tuple[int, int, int]] = (0, 0, 0)
+    #: size of the full official training set, used to validate an absolute ``val_size``
+    #: early (``None``: only checked against the loaded data in :meth:`setup`).
+    full_train_size: ClassVar[Optional[int]] = None
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        val_size: Union[int, float] = 0.1,
+        seed: int = 0,
+        download: bool = False,
+        augment: bool = True,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
+            raise ValueError(
+                f"data_dir={data_dir!r} is invalid: expected a non-empty path string. "
+                "Pass the directory that holds (or will hold) the data, e.g. data_dir='data'."
+            )
+        _require_int("batch_size", batch_size, 1, "Use a positive batch size such as 128.")
+        if eval_batch_size is not None:
+            _require_int(
+                "eval_batch_size", eval_batch_size, 1,
+                "Use a positive batch size, or None to reuse batch_size.",
+            )
+        _require_int("num_workers", num_workers, 0, "Use 0 to load in the main process, or a positive count.")
+        _require_int("seed", seed, 0, "Use a non-negative integer seed such as 0.")
+        for flag_name, flag in (
+            ("download", download), ("augment", augment),
+            ("pin_memory", pin_memory), ("drop_last", drop_last),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{flag_name}={flag!r} is invalid: expected True or False.")
+        self._check_val_size(val_size)
+
+        self.data_dir = str(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        self.num_workers = num_workers
+        self.val_size = val_size
+        self.seed = seed
+        self.download = download
+        self.augment = augment
+        self.pin_memory = pin_memory
+        self.drop_last = drop_last
+
+        self.train_dataset: Optional[TransformedSubset] = None
+        self.val_dataset: Optional[TransformedSubset] = None
+        self.test_dataset: Optional[TransformedSubset] = None
+        self._warned_standin = False
+
+    # ------------------------------------------------------------------ validation
+    def _check_val_size(self, val_size: Any) -> None:
+        fix = "Pass a fraction of the training set in [0, 1) such as 0.1, or an integer count such as 5000."
+        if _is_int(val_size):
+            if val_size < 0:
+                raise ValueError(f"val_size={val_size!r} is invalid: a count cannot be negative. {fix}")
+            limit = self._expected_train_size()
+            if limit is not None and val_size >= limit:
+                raise ValueError(
+                    f"val_size={val_size!r} is invalid: the {self.display_name} training set has "
+                    f"{limit} examples and at least one must stay for training. {fix}"
+                )
+        elif isinstance(val_size, float):
+            if not math.isfinite(val_size) or not 0.0 <= val_size < 1.0:
+                raise ValueError(
+                    f"val_size={val_size!r} is invalid: a float is a fraction and must lie in [0, 1). {fix}"
+                )
+        else:
+            raise ValueError(f"val_size={val_size!r} is invalid: expected a float or an int. {fix}")
+
+    def _expected_train_size(self) -> Optional[int]:
+        """Size of the training pool before the validation split, if known in advance."""
+        return self.full_train_size
+
+    def _num_val(self, n_train: int) -> int:
+        """Number of validation examples for a training pool of ``n_train`` examples."""
+        if isinstance(self.val_size, float):
+            n_val = int(round(self.val_size * n_train))
+            if self.val_size > 0.0:
+                n_val = max(n_val, 1)
+        else:
+            n_val = int(self.val_size)
+        if n_val >= n_train:
+            raise ValueError(
+                f"val_size={self.val_size!r} is invalid for the data in {self.dataset_dir}: the "
+                f"training set there has {n_train} examples and val_size takes {n_val} of them, "
+                "leaving none for training. Pass a smaller val_size."
+            )
+        return n_val
+
+    # ------------------------------------------------------------------ hooks
+    @property
+    def root(self) -> Path:
+        """``data_dir`` as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def dataset_dir(self) -> Path:
+        """The exact directory where the data files are looked for."""
+        return self.root
+
+    def _data_available(self) -> bool:
+        """Cheap check that the data files are in place (no checksum)."""
+        return True
+
+    def _prepare_local(self) -> bool:
+        """Put the data in place from a local source; True on success. Default: none."""
+        return False
+
+    def _download_data(self) -> None:
+        """Download the data into ``data_dir`` (may raise torchvision's errors)."""
+
+    def _how_to_get(self) -> str:
+        """Instructions to obtain the data, for :class:`DataNotFoundError`."""
+        return f"pass --data.download true on a machine with network access, or put the files in {self.dataset_dir}."
+
+    def _not_found_note(self) -> Optional[str]:
+        """Extra detail for the 'data not found' message (e.g. about a local source)."""
+        return None
+
+    def _load_split(self, train: bool) -> Dataset:
+        """The untransformed training pool (``train=True``) or test set."""
+        raise NotImplementedError
+
+    def _build_train_transform(self) -> Optional[Transform]:
+        """Transform of the training split (augmentation + conversion to [0,1] tensor)."""
+        raise NotImplementedError
+
+    def _build_eval_transform(self) -> Optional[Transform]:
+        """Transform of the validation and test splits (conversion only)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ errors
+    def _error(self, reason: Optional[str] = None) -> DataNotFoundError:
+        return DataNotFoundError(self.display_name, self.dataset_dir, self._how_to_get(), reason)
+
+    def _missing_error(self) -> DataNotFoundError:
+        reason = f"the files are missing and download={self.download}"
+        note = self._not_found_note()
+        if note:
+            reason = f"{reason}; {note}"
+        return self._error(reason)
+
+    def _warn_standin(self, folder: Path) -> None:
+        if not self._warned_standin:
+            self._warned_standin = True
+            rank_zero_warn(
+                f"{self.display_name}: using generated STAND-IN data from {folder} (marker file "
+                "'.standin' found), not the real data set; results are meaningless for research.",
+                category=StandInDataWarning,
+            )
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """Make sure the data is on disk: local source, then download, else raise.
+
+        Runs on one process per node under DDP. Raises :class:`DataNotFoundError` when
+        the data is missing and cannot be obtained.
+        """
+        if self._data_available() or self._prepare_local():
+            return
+        if not self.download:
+            raise self._missing_error()
+        try:
+            self._download_data()
+        except DataNotFoundError:
+            raise
+        except _DATA_ERRORS as err:
+            reason = (
+                f"download=True but the download failed ({type(err).__name__}: {str(err).strip()}); "
+                "check the network connection, or get the files another way"
+            )
+            note = self._not_found_note()
+            raise self._error(f"{reason}; {note}" if note else reason) from err
+        if not self._data_available():
+            raise self._error("the download finished but the expected files are still missing")
+
+    def _load(self, train: bool) -> Dataset:
+        if not (self._data_available() or self._prepare_local()):
+            raise self._missing_error()
+        try:
+            return self._load_split(train)
+        except DataNotFoundError:
+            raise
+        except _DATA_ERRORS as err:
+            raise self._error(
+                f"the files are present but could not be read ({type(err).__name__}: {str(err).strip()}); "
+                "delete them and get the data again"
+            ) from err
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Load the splits needed for ``stage`` (``fit``/``validate``/``test``; ``None``: all)."""
+        need_fit = stage in (None, "fit", "validate")
+        need_test = stage in (None, "test")
+        if need_fit and self.train_dataset is None:
+            pool = self._load(train=True)
+            n_pool = len(pool)  # type: ignore[arg-type]
+            n_val = self._num_val(n_pool)
+            generator = torch.Generator().manual_seed(self.seed)
+            order = torch.randperm(n_pool, generator=generator)
+            val_indices = sorted(order[:n_val].tolist())
+            train_indices = sorted(order[n_val:].tolist())
+            self.train_dataset = TransformedSubset(pool, train_indices, self._build_train_transform())
+            self.val_dataset = TransformedSubset(pool, val_indices, self._build_eval_transform())
+        if need_test and self.test_dataset is None:
+            self.test_dataset = TransformedSubset(self._load(train=False), None, self._build_eval_transform())
+
+    def _loader(self, dataset: Optional[Dataset], split: str, train: bool) -> DataLoader:
+        if dataset is None:
+            stage = "fit" if split in ("train", "val") else "test"
+            raise RuntimeError(f"{type(self).__name__}.{split}_dataloader() needs setup('{stage}') to run first.")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=self.drop_last if train else False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training loader (Lightning swaps in a DistributedSampler under DDP)."""
+        return self._loader(self.train_dataset, "train", train=True)
+
+    def val_dataloader(self) -> Union[DataLoader, list[DataLoader]]:
+        """Validation loader; an empty list (no validation) when ``val_size`` is 0."""
+        if self.val_dataset is not None and len(self.val_dataset) == 0:
+            return []
+        return self._loader(self.val_dataset, "val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test loader over the official test split."""
+        return self._loader(self.test_dataset, "test", train=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(data_dir={self.data_dir!r}, batch_size={self.batch_size}, "
+            f"val_size={self.val_size!r}, seed={self.seed}, augment={self.augment})"
+        )

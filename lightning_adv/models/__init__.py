@@ -1,0 +1,48 @@
+"""Model zoo: CIFAR backbones of the authors' code, small models, and a registry.
+
+Every model takes images in [0, 1] and returns logits; mean/std normalisation (identity by
+default, as in the authors' code) is its first layer, ``model.normalize``.
+
+Registered names (``list_models()``):
+
+==================  ===========================================================
+``resnet18``        kuangliu CIFAR ResNet-18 (ARD student), 11.17M params
+``resnet18_noskip`` the same without shortcuts (thesis table 6.8)
+``resnet34``        kuangliu CIFAR ResNet-34
+``mobilenetv2``     kuangliu CIFAR MobileNetV2 (ARD student), 2.30M params
+``wideresnet``      TRADES WideResNet, any depth / widen factor
+``wrn34_10``        TRADES WRN-34-10 (ARD teacher), 46.16M used params
+``small_cnn``       small CNN for 8x8 digits / 28x28 MNIST (grey by default)
+``mlp``             configurable MLP on flattened images
+==================  ===========================================================
+
+Use ``create_model(name, **kwargs)`` and ``load_model_weights(model, path)``.
+"""
+from .mobilenetv2 import InvertedResidual, MobileNetV2
+from .normalize import Normalize
+from .registry import create_model, list_models, load_model_weights, model_class, model_preset, register_model
+from .resnet import BasicBlock, ResNet, ResNet18, ResNet34
+from .small import ACTIVATIONS, MLP, SmallCNN
+from .wideresnet import NetworkBlock, WideBasicBlock, WideResNet
+
+__all__ = [
+    "Normalize",
+    "register_model",
+    "create_model",
+    "list_models",
+    "model_class",
+    "model_preset",
+    "load_model_weights",
+    "BasicBlock",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "InvertedResidual",
+    "MobileNetV2",
+    "WideBasicBlock",
+    "NetworkBlock",
+    "WideResNet",
+    "SmallCNN",
+    "MLP",
+    "ACTIVATIONS",
+]

@@ -1,0 +1,158 @@
+"""Adversarial training: PGD-AT (Madry et al.), TRADES (Zhang et al.) and free AT (Shafahi et al.)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..attacks import PGD, kl_loss, module_mode
+from .classifier import Classifier
+from .free import FreeReplay
+from .optim import OptimConfig
+
+__all__ = ["AdvTraining", "METHODS"]
+
+METHODS = ("pgd", "trades", "free")
+
+
+class AdvTraining(Classifier):
+    """Adversarial training of a registered architecture.
+
+    Methods:
+
+    * ``pgd`` (Madry et al.): minimise the cross-entropy at ``x_adv = attack(x)``.
+    * ``trades`` (Zhang et al.): ``CE(f(x), y) + beta * KL(f(x) || f(x_adv)) / B``
+      (KL summed over classes, mean over the batch as in the TRADES code), ``x_adv``
+      maximising the KL to the clean prediction (set ``attack.loss: kl``, the default of
+      the TRADES configs; with ``loss: ce`` the attack maximises the cross-entropy).
+    * ``free`` (Shafahi et al.): m = ``free_replays`` replays of each batch with a
+      persistent perturbation updated by the same backward (manual optimisation);
+      ``attack.eps``/``attack.norm`` give the ball, ``free_step_size`` (default eps) the
+      step. Divide ``max_epochs`` and ``optim.milestones`` by m in the config.
+
+    The training attack defaults to the thesis': Linf, eps 8/255, 10 steps of 2/255,
+    random start, the model in train mode while attacking (BN batch statistics, as in the
+    authors' code; ``attack.bn_mode: eval`` attacks the eval-mode model instead).
+
+    Logged (besides :class:`Classifier`'s): ``train/adv_acc`` (accuracy on the training
+    adversarial examples) and ``train/acc`` (clean accuracy, from an extra no-grad
+    eval-mode forward when ``track_clean_acc``).
+    """
+
+    def __init__(
+        self,
+        arch: str = "small_cnn",
+        num_classes: int = 10,
+        in_channels: int = 3,
+        mean: Optional[list[float]] = None,
+        std: Optional[list[float]] = None,
+        arch_kwargs: Optional[dict[str, Any]] = None,
+        optim: OptimConfig = OptimConfig(),
+        init_weights: Optional[str] = None,
+        method: str = "pgd",
+        attack: PGD = PGD(bn_mode="train"),
+        trades_beta: float = 6.0,
+        free_replays: int = 4,
+        free_step_size: Optional[float] = None,
+        track_clean_acc: bool = True,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method={method!r} is not one of {METHODS}")
+        if isinstance(attack, dict):
+            attack = PGD(**attack)
+        if not isinstance(attack, PGD):
+            raise ValueError(f"attack must be a PGD config, got {type(attack).__name__}")
+        if trades_beta < 0:
+            raise ValueError(f"trades_beta must be >= 0, got trades_beta={trades_beta}")
+        if method == "free" and (int(free_replays) != free_replays or free_replays < 1):
+            raise ValueError(f"free_replays (m) must be an integer >= 1, got free_replays={free_replays}")
+        if free_step_size is not None and free_step_size <= 0:
+            raise ValueError(f"free_step_size must be > 0 (or null for eps), got free_step_size={free_step_size}")
+        super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
+                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights)
+        self.hparams["attack"] = asdict(attack)
+        self.attack = attack
+        self.method = method
+        self.trades_beta = float(trades_beta)
+        self.track_clean_acc = track_clean_acc
+        self.train_adv_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.free: Optional[FreeReplay] = None
+        if method == "free":
+            self.automatic_optimization = False
+            step = free_step_size if free_step_size is not None else attack.eps
+            self.free = FreeReplay(attack.threat, int(free_replays), step)
+
+    # ---------------------------------------------------------------- helpers
+    def _clean_accuracy(self, x: Tensor, y: Tensor) -> None:
+        if not self.track_clean_acc:
+            return
+        with torch.no_grad(), module_mode(self.model, "eval"):
+            self.train_acc(self.model(x), y)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def _log_train(self, loss: Tensor, logits_adv: Tensor, y: Tensor) -> None:
+        self.train_adv_acc(logits_adv.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/adv_acc", self.train_adv_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_lr()
+
+    # ---------------------------------------------------------------- steps
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
+        x, y = batch
+        if self.method == "free":
+            return self._free_step(x, y)
+        if self.method == "trades":
+            logits_clean = self.model(x)
+            target = F.softmax(logits_clean.detach(), dim=1) if self.attack.loss == "kl" else y
+            x_adv = self.attack(self.model, x, target)
+            logits_adv = self.model(x_adv)
+            robust = kl_loss(logits_adv, F.softmax(logits_clean, dim=1)).mean()
+            loss = F.cross_entropy(logits_clean, y) + self.trades_beta * robust
+            self.train_acc(logits_clean.detach(), y)
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("train/trades_kl", robust.detach(), on_step=False, on_epoch=True)
+        else:
+            if self.attack.loss == "kl":
+                with torch.no_grad():
+                    target: Any = F.softmax(self.model(x), dim=1)
+            else:
+                target = y
+            x_adv = self.attack(self.model, x, target)
+            logits_adv = self.model(x_adv)
+            loss = F.cross_entropy(logits_adv, y)
+            self._clean_accuracy(x, y)
+        self._log_train(loss, logits_adv, y)
+        return loss
+
+    def _free_step(self, x: Tensor, y: Tensor) -> None:
+        assert self.free is not None
+
+        def closure(x_in: Tensor) -> tuple[Tensor, Tensor]:
+            logits = self.model(x_in)
+            return F.cross_entropy(logits, y), logits
+
+        results = self.free.run(self, x, closure)
+        loss, logits_adv = results[-1]
+        self._clean_accuracy(x, y)
+        self._log_train(torch.stack([r[0] for r in results]).mean(), logits_adv, y)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization:
+            sched = self.lr_schedulers()
+            if sched is not None:
+                sched.step()
+
+    # ---------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.free is not None:
+            checkpoint["free_delta"] = self.free.state_for_checkpoint(self)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.free is not None and "free_delta" in checkpoint:
+            rank = self.global_rank if self._trainer is not None else 0
+            self.free.load_from_checkpoint(checkpoint["free_delta"], rank)

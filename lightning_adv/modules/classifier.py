@@ -1,0 +1,126 @@
+"""Natural training of a registered architecture: the base every classifier module shares."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..models import create_model, load_model_weights
+from .optim import OptimConfig, build_optimizer, build_scheduler
+
+__all__ = ["Classifier"]
+
+
+class Classifier(pl.LightningModule):
+    """Image classifier trained on clean data (the natural baseline of every table).
+
+    Images come in [0, 1]; the model normalises them in its first layer (``mean``/``std``,
+    none by default as in the thesis authors' code).
+
+    Args:
+        arch: registered model name (``lightning_adv.models.list_models()``).
+        num_classes: output classes; must match the datamodule.
+        in_channels: image channels; must match the datamodule.
+        mean, std: per-channel normalisation inside the model (None: identity).
+        arch_kwargs: extra keyword arguments of the architecture (e.g. ``width``).
+        optim: optimiser and LR schedule (:class:`OptimConfig`).
+        init_weights: optional path of weights to start from (a checkpoint of this
+            project or a raw / TRADES-format state dict), loaded with ``weights_only=True``.
+
+    Logged: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``,
+    ``test/acc``, ``lr``.
+    """
+
+    def __init__(
+        self,
+        arch: str = "small_cnn",
+        num_classes: int = 10,
+        in_channels: int = 3,
+        mean: Optional[list[float]] = None,
+        std: Optional[list[float]] = None,
+        arch_kwargs: Optional[dict[str, Any]] = None,
+        optim: OptimConfig = OptimConfig(),
+        init_weights: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        optim = OptimConfig.coerce(optim)
+        self.optim_cfg = optim
+        # hparams hold only primitives, so checkpoints load with weights_only=True
+        self.save_hyperparameters(ignore=["optim"])
+        self.hparams["optim"] = optim.to_dict()
+        self.model = create_model(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
+                                  **(arch_kwargs or {}))
+        if init_weights:
+            load_model_weights(self.model, init_weights)
+        self.num_classes = num_classes
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    # ------------------------------------------------------------------ basics
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def setup(self, stage: str) -> None:
+        """Check the model against the data before any training step runs."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        dm_classes = getattr(dm, "num_classes", None)
+        if dm_classes is not None and dm_classes != self.hparams.num_classes:
+            raise ValueError(
+                f"model.num_classes={self.hparams.num_classes} but the data ({type(dm).__name__}) has "
+                f"{dm_classes} classes; set --model.num_classes {dm_classes}"
+            )
+        shape = getattr(dm, "input_shape", None)
+        if shape is not None and shape[0] != self.hparams.in_channels:
+            raise ValueError(
+                f"model.in_channels={self.hparams.in_channels} but the data ({type(dm).__name__}) has "
+                f"{shape[0]}-channel images; set --model.in_channels {shape[0]}"
+            )
+
+    def _log_lr(self) -> None:
+        opt = self.optimizers(use_pl_optimizer=False)
+        if isinstance(opt, list):
+            opt = opt[0]
+        self.log("lr", opt.param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_lr()
+        return loss
+
+    def _shared_eval_step(self, batch: Any, stage: str) -> Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        metric = self.val_acc if stage == "val" else self.test_acc
+        metric(logits, y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_eval_step(batch, "test")
+
+    # ------------------------------------------------------------------ optim
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        scheduler = build_scheduler(optimizer, self.optim_cfg, max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,90 @@
+"""Optimiser and learning-rate schedule as one typed, YAML-readable config."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Optional
+
+import torch
+
+__all__ = ["OptimConfig", "build_optimizer", "build_scheduler"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("multistep", "cosine", "constant")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule. Defaults are the thesis' chapter-4 recipe.
+
+    SGD, lr 0.1, momentum 0.9, weight decay 2e-4, no Nesterov; the learning rate is
+    multiplied by ``gamma`` at each epoch in ``milestones`` (thesis: 100 and 150 of 200).
+    With free training (m replays) divide ``milestones`` and ``max_epochs`` by m in the
+    config. Schedules step once per epoch.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    nesterov: bool = False
+    scheduler: str = "multistep"
+    milestones: Optional[list[int]] = None
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optim.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got lr={self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"optim.momentum must be in [0, 1), got momentum={self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got weight_decay={self.weight_decay}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("optim.nesterov=true needs optimizer 'sgd' with momentum > 0")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"optim.scheduler={self.scheduler!r} is not one of {SCHEDULERS}")
+        if self.milestones is not None:
+            ms = list(self.milestones)
+            if any(int(m) != m or m <= 0 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:])):
+                raise ValueError(
+                    f"optim.milestones must be strictly increasing positive epochs, got milestones={ms}"
+                )
+            self.milestones = [int(m) for m in ms]
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"optim.gamma must be in (0, 1], got gamma={self.gamma}")
+
+    @classmethod
+    def coerce(cls, value: Any) -> "OptimConfig":
+        """Accept an OptimConfig, a dict (as stored in a checkpoint's hparams) or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        raise ValueError(f"optim must be an OptimConfig or a mapping, got {type(value).__name__}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
+                    max_epochs: Optional[int]) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+    if cfg.scheduler == "constant":
+        return None
+    if cfg.scheduler == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones or [], gamma=cfg.gamma)
+    if not max_epochs or max_epochs < 1:
+        raise ValueError("optim.scheduler='cosine' needs trainer.max_epochs >= 1")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)

@@ -1,0 +1,35 @@
+"""Shared fixtures: stand-in data sets in the real on-disk formats, repo paths, quiet logs."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+@pytest.fixture(scope="session")
+def standin_root(tmp_path_factory) -> Path:
+    """CIFAR-10/100 and (Fashion-)MNIST stand-ins, read by the real torchvision loaders."""
+    from datamodules import write_cifar_standin, write_mnist_standin
+
+    root = tmp_path_factory.mktemp("standins")
+    write_cifar_standin(root, dataset="cifar10", n_train=64, n_test=16)
+    write_cifar_standin(root, dataset="cifar100", n_train=200, n_test=16)
+    write_mnist_standin(root, dataset="MNIST", n_train=64, n_test=16)
+    write_mnist_standin(root, dataset="FashionMNIST", n_train=64, n_test=16)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    """LightningCLI(args=...) warns when pytest's own argv is also present."""
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])

@@ -1,0 +1,256 @@
+"""Properties of the attack engine (lightning_adv.attacks)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_adv.attacks import (
+    FGSM,
+    PGD,
+    L2Threat,
+    LinfThreat,
+    cross_entropy_loss,
+    kl_loss,
+    make_threat,
+    margin_loss,
+    pgd,
+)
+
+THREATS = [("linf", 8 / 255), ("l2", 0.5)]
+
+
+def _norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    return delta.flatten(1).norm(p=math.inf if norm == "linf" else 2, dim=1)
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    """A small MLP trained on scikit-learn digits (real data), with its test split."""
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target)
+    perm = torch.randperm(len(y))
+    x, y = x[perm], y[perm]
+    xtr, ytr, xte, yte = x[:1400], y[:1400], x[1400:], y[1400:]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(model(xtr), ytr).backward()
+        opt.step()
+    model.eval()
+    acc = (model(xte).argmax(1) == yte).float().mean().item()
+    assert acc > 0.9, acc
+    return model, xte, yte
+
+
+@pytest.mark.parametrize("norm,eps", THREATS)
+def test_random_start_inside_ball_and_not_degenerate(norm, eps):
+    torch.manual_seed(0)
+    threat = make_threat(norm, eps)
+    x = torch.rand(64, 1, 8, 8)
+    delta = threat.random_init(x)
+    n = _norms(delta, norm)
+    assert (n <= eps + 1e-6).all()
+    # uniform in the ball: far from the centre on average (Linf: nearly eps per coordinate max)
+    assert n.mean() > 0.5 * eps
+
+
+@pytest.mark.parametrize("norm,eps", THREATS)
+def test_every_step_inside_ball_and_image(norm, eps, digits_model):
+    model, x, y = digits_model
+    x, y = x[:64], y[:64]
+    threat = make_threat(norm, eps)
+    step = 2.5 * eps / 5
+    for k in range(0, 6):  # the point after each step count
+        torch.manual_seed(1)
+        x_adv = pgd(model, x, y, threat, steps=k, step_size=step, loss_fn=cross_entropy_loss)
+        delta = x_adv - x
+        assert (_norms(delta, norm) <= eps + 1e-5).all(), k
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+@pytest.mark.parametrize("norm,eps", THREATS)
+def test_projection_properties(norm, eps):
+    torch.manual_seed(0)
+    threat = make_threat(norm, eps)
+    big = torch.randn(16, 3, 4, 4)
+    p = threat.project(big)
+    assert (_norms(p, norm) <= eps + 1e-6).all()
+    # projection is idempotent and leaves points inside the ball alone
+    assert torch.allclose(threat.project(p), p)
+    small = p * 0.5
+    assert torch.allclose(threat.project(small), small)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_eps_zero_returns_input(norm, digits_model):
+    model, x, y = digits_model
+    x_adv = PGD(eps=0.0, steps=10, step_size=0.1, norm=norm)(model, x[:32], y[:32])
+    assert torch.equal(x_adv, x[:32])
+
+
+@pytest.mark.parametrize("norm,eps", THREATS)
+def test_pgd_raises_loss(norm, eps, digits_model):
+    model, x, y = digits_model
+    torch.manual_seed(0)
+    attack = PGD(eps=eps, steps=10, norm=norm)
+    x_adv, adv_loss = attack(model, x, y, return_loss=True)
+    with torch.no_grad():
+        clean_loss = cross_entropy_loss(model(x), y)
+        recomputed = cross_entropy_loss(model(x_adv), y)
+    assert torch.allclose(adv_loss, recomputed, atol=1e-5)
+    assert adv_loss.mean() > 2 * clean_loss.mean()
+    assert (adv_loss >= clean_loss - 1e-6).float().mean() >= 0.95
+
+
+@pytest.mark.parametrize("norm,eps", THREATS)
+def test_restarts_never_lower_worst_case(norm, eps, digits_model):
+    model, x, y = digits_model
+    torch.manual_seed(3)
+    _, one = PGD(eps=eps, steps=3, norm=norm, restarts=1)(model, x, y, return_loss=True)
+    torch.manual_seed(3)
+    _, many = PGD(eps=eps, steps=3, norm=norm, restarts=4)(model, x, y, return_loss=True)
+    assert (many >= one - 1e-6).all()
+    assert (many > one + 1e-6).any()  # the extra restarts found something
+
+
+def test_model_mode_and_param_grads_unchanged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    model.eval()
+    model[3].train()  # a mixed state that must survive the attack
+    model[0].weight.grad = torch.full_like(model[0].weight, 0.123)
+    before = {n: m.training for n, m in model.named_modules()}
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    for bn_mode in ("train", "eval", "keep"):
+        running = model[1].running_mean.clone()
+        PGD(eps=0.1, steps=2, bn_mode=bn_mode)(model, x, y)
+        assert {n: m.training for n, m in model.named_modules()} == before
+        assert torch.equal(model[0].weight.grad, torch.full_like(model[0].weight, 0.123))
+        assert all(p.grad is None for n, p in model.named_parameters() if n != "0.weight")
+        # BN statistics move only when the attack runs the model in train mode
+        assert torch.equal(model[1].running_mean, running) == (bn_mode != "train")
+
+
+def test_works_under_no_grad_and_inference_mode(digits_model):
+    model, x, y = digits_model
+    torch.manual_seed(0)
+    ref = PGD(eps=0.1, steps=3, random_start=False)(model, x[:16], y[:16])
+    with torch.no_grad():
+        a = PGD(eps=0.1, steps=3, random_start=False)(model, x[:16], y[:16])
+    with torch.inference_mode():
+        xi, yi = x[:16].clone(), y[:16].clone()  # inference tensors, as Lightning test batches are
+        b = PGD(eps=0.1, steps=3, random_start=False)(model, xi, yi)
+    assert torch.allclose(a, ref) and torch.allclose(b, ref)
+    assert not torch.equal(ref, x[:16])
+
+
+def test_fgsm_is_one_sign_step(digits_model):
+    model, x, y = digits_model
+    x, y = x[:32], y[:32]
+    eps = 0.05
+    x_req = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(x_req), y, reduction="sum"), x_req)
+    expected = (x + eps * g.sign()).clamp(0, 1)
+    assert torch.allclose(FGSM(eps=eps)(model, x, y), expected, atol=1e-6)
+
+
+def test_targeted_attack_reaches_target(digits_model):
+    model, x, y = digits_model
+    x, y = x[:64], y[:64]
+    target = (y + 1) % 10
+    torch.manual_seed(0)
+    x_adv = PGD(eps=0.3, steps=40, step_size=0.02, targeted=True)(model, x, target)
+    with torch.no_grad():
+        hit = (model(x_adv).argmax(1) == target).float().mean().item()
+    assert hit > 0.9
+
+
+def _reference_pgd_linf(model, x, y, eps, alpha, steps, seed=None):
+    """An independent plain-loop PGD (Madry et al.), written without the library."""
+    if seed is None:
+        xa = x.clone()
+    else:
+        g = torch.Generator().manual_seed(seed)
+        xa = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * eps).clamp(0, 1)
+    for _ in range(steps):
+        xa = xa.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(xa), y)
+        (grad,) = torch.autograd.grad(loss, xa)
+        xa = xa.detach() + alpha * grad.sign()
+        xa = torch.min(torch.max(xa, x - eps), x + eps).clamp(0, 1)
+    return xa.detach()
+
+
+def _acc(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def test_robust_accuracy_matches_reference_implementation(digits_model):
+    model, x, y = digits_model
+    eps, alpha, steps = 0.1, 0.01, 20
+    # deterministic start: the two implementations must agree
+    ref_acc = _acc(model, _reference_pgd_linf(model, x, y, eps, alpha, steps), y)
+    our_acc = _acc(model, PGD(eps=eps, steps=steps, step_size=alpha, random_start=False)(model, x, y), y)
+    assert abs(our_acc - ref_acc) <= 0.01, (our_acc, ref_acc)
+    # random start: different random draws, so compare the mean over 5 seeds
+    ref_accs, our_accs = [], []
+    for seed in range(5):
+        ref_accs.append(_acc(model, _reference_pgd_linf(model, x, y, eps, alpha, steps, seed=100 + seed), y))
+        torch.manual_seed(seed)
+        our_accs.append(_acc(model, PGD(eps=eps, steps=steps, step_size=alpha)(model, x, y), y))
+    ref_mean, our_mean = sum(ref_accs) / 5, sum(our_accs) / 5
+    assert abs(our_mean - ref_mean) <= 0.01, (our_accs, ref_accs)
+    assert our_mean < _acc(model, x, y) - 0.2  # the attack does something on a natural model
+
+
+def test_losses_match_torch():
+    torch.manual_seed(0)
+    logits, other = torch.randn(6, 5), torch.randn(6, 5)
+    y = torch.randint(0, 5, (6,))
+    p = other.softmax(1)
+    expected_kl = F.kl_div(logits.log_softmax(1), p, reduction="none").sum(1)
+    assert torch.allclose(kl_loss(logits, p), expected_kl, atol=1e-6)
+    assert torch.allclose(cross_entropy_loss(logits, y), F.cross_entropy(logits, y, reduction="none"))
+    true = logits[torch.arange(6), y]
+    masked = logits.clone()
+    masked[torch.arange(6), y] = -1e9
+    assert torch.allclose(margin_loss(logits, y), masked.max(1).values - true)
+
+
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        (dict(eps=-0.1), "eps"),
+        (dict(eps=2.0), "eps"),
+        (dict(steps=-1), "steps"),
+        (dict(step_size=0.0), "step_size"),
+        (dict(restarts=0), "restarts"),
+        (dict(norm="l7"), "norm"),
+        (dict(bn_mode="frozen"), "bn_mode"),
+        (dict(loss="hinge"), "loss"),
+        (dict(name="a/b"), "name"),
+    ],
+)
+def test_bad_attack_config_names_parameter(kwargs, param):
+    with pytest.raises(ValueError, match=param):
+        PGD(**kwargs)
+
+
+def test_threat_classes_and_labels():
+    assert isinstance(make_threat("Linf", 0.1), LinfThreat)
+    assert isinstance(make_threat("l2", 3.0), L2Threat)  # L2 radii above 1 are legitimate
+    assert PGD(eps=8 / 255, steps=20).label == "pgd20_linf_eps8"
+    assert FGSM(eps=8 / 255).label == "fgsm_linf_eps8"
+    assert PGD(eps=0.5, norm="l2", steps=10, restarts=3).label == "pgd10_l2_eps0.5_r3"
+    assert math.isclose(PGD(eps=8 / 255, steps=10).effective_step_size, 2 / 255)

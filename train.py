@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Train, validate or test any experiment of lightning-adv.
+
+    python train.py fit --config configs/quickstart.yaml
+    python train.py fit --config configs/at_resnet18_cifar10.yaml --model.attack.steps 7 --trainer.devices 2
+    python train.py test --config configs/quickstart.yaml --ckpt_path runs/quickstart/version_0/checkpoints/last.ckpt
+
+See lightning_adv/cli.py for the defaults and README.md for the configs.
+"""
+from lightning_adv.cli import main
+
+if __name__ == "__main__":
+    main()
