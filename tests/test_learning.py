@@ -1,0 +1,101 @@
+"""Learning on real data: adversarial training buys robustness a natural model lacks.
+
+scikit-learn digits (always at hand) and Fashion-MNIST (the Debian package
+``dataset-fashion-mnist``; the test needs its files and says so when they are absent).
+"""
+from __future__ import annotations
+
+import os
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from datamodules import DigitsDataModule, FashionMNISTDataModule
+from lightning_adv.attacks import PGD
+from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
+
+pytestmark = pytest.mark.slow
+
+EPS = 0.15  # digits have 16 grey levels: 0.15 is about 2.4 levels
+ADAM = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant")
+
+
+def _fit(module: pl.LightningModule, dm: pl.LightningDataModule, epochs: int, tmp_path) -> pl.LightningModule:
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(module, dm)
+    return module
+
+
+def _accuracies(module, dataset, eps: float, n: int = 2000) -> tuple[float, float]:
+    n = min(n, len(dataset))
+    xs, ys = zip(*[dataset[i] for i in range(n)])
+    x, y = torch.stack(xs), torch.tensor(ys)
+    model = module.model.eval()
+    torch.manual_seed(0)
+    x_adv = PGD(eps=eps, steps=20, step_size=eps / 8)(model, x, y)
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y).float().mean().item()
+        robust = (model(x_adv).argmax(1) == y).float().mean().item()
+    return clean, robust
+
+
+@pytest.fixture(scope="module")
+def digits_natural(tmp_path_factory):
+    dm = DigitsDataModule(batch_size=64)
+    module = _fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), dm, 10, tmp_path_factory.mktemp("nat"))
+    dm.setup("test")
+    clean, robust = _accuracies(module, dm.test_dataset, EPS)
+    assert clean > 0.9, clean
+    assert robust < 0.3, robust  # a natural model is not robust
+    return clean, robust
+
+
+@pytest.mark.parametrize("method", ["pgd", "trades", "free"])
+def test_adversarial_training_beats_natural_on_digits(method, digits_natural, tmp_path):
+    nat_clean, nat_robust = digits_natural
+    if method == "free":
+        module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, method="free", free_replays=4,
+                             attack=PGD(eps=EPS))
+        epochs = 3  # 12 replays of each batch
+    else:
+        loss = "kl" if method == "trades" else "ce"
+        bn = "eval" if method == "trades" else "train"
+        module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, method=method,
+                             attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, loss=loss, bn_mode=bn))
+        epochs = 10
+    dm = DigitsDataModule(batch_size=64)
+    _fit(module, dm, epochs, tmp_path)
+    dm.setup("test")
+    clean, robust = _accuracies(module, dm.test_dataset, EPS)
+    print(f"{method}: clean {clean:.3f} robust {robust:.3f} | natural: clean {nat_clean:.3f} robust {nat_robust:.3f}")
+    assert clean > 0.85
+    assert robust > nat_robust + (0.15 if method == "free" else 0.3)
+
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="Fashion-MNIST files absent: apt-get install dataset-fashion-mnist")
+def test_pgd_training_beats_natural_on_fashion_mnist(tmp_path):
+    eps = 0.1
+    def dm():  # 6000 real training images keep this a CPU-minute test
+        return FashionMNISTDataModule(data_dir=str(tmp_path / "data"), batch_size=128, val_size=54000,
+                                      local_source=FMNIST)
+    mlp = dict(arch="mlp", arch_kwargs={"input_size": 28, "hidden": [256, 256]}, in_channels=1, optim=ADAM)
+    natural = _fit(Classifier(**mlp), dm(), 3, tmp_path)
+    robust_model = _fit(AdvTraining(**mlp, method="pgd",
+                                    attack=PGD(eps=eps, steps=3, step_size=eps / 2, bn_mode="train")),
+                        dm(), 3, tmp_path)
+    data = dm()
+    data.prepare_data()
+    data.setup("test")
+    nat_clean, nat_robust = _accuracies(natural, data.test_dataset, eps, n=1000)
+    adv_clean, adv_robust = _accuracies(robust_model, data.test_dataset, eps, n=1000)
+    print(f"fmnist natural {nat_clean:.3f}/{nat_robust:.3f}  pgd-at {adv_clean:.3f}/{adv_robust:.3f}")
+    assert nat_clean > 0.75 and adv_clean > 0.6
+    assert nat_robust < 0.25
+    assert adv_robust > nat_robust + 0.3
