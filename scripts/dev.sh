@@ -101,7 +101,11 @@ case "$cmd" in
   quickstart)
     setup
     "$VPY" train.py fit --config configs/quickstart.yaml "$@"
-    log "TensorBoard: $VENV/bin/tensorboard --logdir runs"
+    # the newest run's last checkpoint, evaluated on the held-out test split
+    ckpt=$(ls -t runs/quickstart/version_*/checkpoints/last.ckpt | head -n 1)
+    "$VPY" train.py test --config configs/quickstart.yaml --ckpt_path "$ckpt" "$@"
+    log "checkpoint: $ckpt"
+    log "TensorBoard: $VENV/bin/tensorboard --logdir runs   (then open http://localhost:6006)"
     ;;
   test)
     setup

@@ -36,11 +36,11 @@ def test_validate_and_test_compute_robust_accuracy(quick_ckpt, tmp_path, inferen
         cli = main(_base(tmp_path, "--ckpt_path", str(quick_ckpt), "--trainer.inference_mode", inference_mode,
                          sub=sub))
         m = cli.trainer.callback_metrics
-        for key in (f"{stage}/acc", f"{stage}/robust_acc", f"{stage}/robust_acc/pgd20_linf_eps25.5",
+        for key in (f"{stage}/acc", f"{stage}/robust_acc", f"{stage}/robust_acc/pgd20",
                     f"{stage}/robust_acc/fgsm"):
             assert key in m, (key, sorted(m))
         assert 0 <= m[f"{stage}/robust_acc"] <= m[f"{stage}/robust_acc/fgsm"] + 1e-6
-        assert m[f"{stage}/robust_acc/pgd20_linf_eps25.5"] <= m[f"{stage}/acc"] + 1e-6
+        assert m[f"{stage}/robust_acc/pgd20"] <= m[f"{stage}/acc"] + 1e-6
 
 
 # (override, text the error must contain): each is rejected before any training step
@@ -121,8 +121,11 @@ class _CheckRestored(Callback):
         opt_now = trainer.optimizers[0].state_dict()
         opt_saved = saved["optimizer_states"][0]
         assert opt_now["param_groups"][0]["lr"] == opt_saved["param_groups"][0]["lr"]
+        assert opt_saved["state"]  # the optimiser had state to restore (SGD momentum)
         for idx, st in opt_saved["state"].items():
-            assert torch.equal(opt_now["state"][idx]["momentum_buffer"].cpu(), st["momentum_buffer"])
+            assert set(opt_now["state"][idx]) == set(st)
+            for key, value in st.items():
+                assert torch.equal(torch.as_tensor(opt_now["state"][idx][key]).cpu(), torch.as_tensor(value)), key
         assert trainer.global_step == saved["global_step"]
         assert trainer.current_epoch == saved["epoch"]
         assert torch.equal(module.free.delta.cpu(), saved["free_delta"][0])
@@ -135,7 +138,9 @@ class _CheckRestored(Callback):
 def test_crash_and_resume_from_last_checkpoint(tmp_path):
     args = _base(tmp_path, "--model.method", "free", "--model.free_replays", "2", "--trainer.max_epochs", "3",
                  "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
-                 "--checkpoint.every_n_train_steps", "4", sub=None)
+                 "--checkpoint.every_n_train_steps", "4", "--model.optim.optimizer", "sgd",
+                 "--model.optim.lr", "0.05", "--model.optim.scheduler", "multistep",
+                 "--model.optim.milestones", "[1]", sub=None)
     cli = main(args, run=False)
     cli.trainer.callbacks.append(_CrashAt(batch=9))  # epoch 1, after a mid-epoch checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -151,3 +156,5 @@ def test_crash_and_resume_from_last_checkpoint(tmp_path):
     assert check.checked
     assert cli2.trainer.global_step == 3 * 6 * 2  # training continued to the end
     assert any(not torch.equal(a, b) for a, b in zip(check.params_at_start, cli2.model.parameters()))
+    assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.005)  # after the milestone
+    assert cli2.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.005)

@@ -67,7 +67,7 @@ def test_ddp_fit_free_training(tmp_path):
     delta = ckpt["free_delta"]
     assert delta.shape[0] == 2  # the perturbation of each rank is kept for resuming
     assert not torch.equal(delta[0], delta[1])  # ranks attacked different shards
-    assert delta.abs().max() <= 0.1 + 1e-6
+    assert delta.abs().max() <= 0.15 + 1e-6  # quickstart eps
 
 
 def test_ddp_batchnorm_model_with_train_mode_attack(tmp_path):

@@ -116,7 +116,6 @@ def test_trades_loss_matches_formula():
     spy.loss = real_attack.loss
     module.attack = spy
     module.log = lambda *a, **k: None
-    module._log_lr = lambda: None
     loss = module.training_step((x, y), 0)
     with torch.no_grad():
         clean = module.model(x)

@@ -79,7 +79,7 @@ class AdvTraining(Classifier):
         self.method = method
         self.trades_beta = float(trades_beta)
         self.track_clean_acc = track_clean_acc
-        self.train_adv_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_adv_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.free: Optional[FreeReplay] = None
         if method == "free":
             self.automatic_optimization = False
@@ -91,14 +91,13 @@ class AdvTraining(Classifier):
         if not self.track_clean_acc:
             return
         with torch.no_grad(), module_mode(self.model, "eval"):
-            self.train_acc(self.model(x), y)
+            self.train_acc.update(self.model(x), y)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def _log_train(self, loss: Tensor, logits_adv: Tensor, y: Tensor) -> None:
-        self.train_adv_acc(logits_adv.detach(), y)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+        self.train_adv_acc.update(logits_adv.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
         self.log("train/adv_acc", self.train_adv_acc, on_step=False, on_epoch=True, prog_bar=True)
-        self._log_lr()
 
     # ---------------------------------------------------------------- steps
     def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
@@ -112,7 +111,7 @@ class AdvTraining(Classifier):
             logits_adv = self.model(x_adv)
             robust = kl_loss(logits_adv, F.softmax(logits_clean, dim=1)).mean()
             loss = F.cross_entropy(logits_clean, y) + self.trades_beta * robust
-            self.train_acc(logits_clean.detach(), y)
+            self.train_acc.update(logits_clean.detach(), y)
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
             self.log("train/trades_kl", robust.detach(), on_step=False, on_epoch=True)
         else:

@@ -57,7 +57,8 @@ class Classifier(pl.LightningModule):
         if init_weights:
             load_model_weights(self.model, init_weights)
         self.num_classes = num_classes
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # training metrics skip torchmetrics' argument checks (a device sync per update)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -83,21 +84,21 @@ class Classifier(pl.LightningModule):
                 f"{shape[0]}-channel images; set --model.in_channels {shape[0]}"
             )
 
-    def _log_lr(self) -> None:
+    def on_train_epoch_start(self) -> None:
+        """Log the learning rate once per epoch (a per-step log costs a host-device copy)."""
         opt = self.optimizers(use_pl_optimizer=False)
         if isinstance(opt, list):
             opt = opt[0]
-        self.log("lr", opt.param_groups[0]["lr"], on_step=False, on_epoch=True)
+        self.log("lr", float(opt.param_groups[0]["lr"]), on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
-        self.train_acc(logits.detach(), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.train_acc.update(logits.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        self._log_lr()
         return loss
 
     def _shared_eval_step(self, batch: Any, stage: str) -> Tensor:
