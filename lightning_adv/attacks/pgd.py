@@ -203,6 +203,15 @@ class PGD:
         if self.name is not None and ("/" in self.name or not self.name):
             raise ValueError(f"name={self.name!r} must be non-empty and contain no '/' (it becomes a metric key)")
 
+    @classmethod
+    def coerce(cls, value: Any, param: str = "attack") -> "PGD":
+        """Accept a PGD config or a mapping of its fields (as stored in checkpoint hparams)."""
+        if isinstance(value, dict):
+            value = cls(**value)
+        if not isinstance(value, PGD):
+            raise ValueError(f"{param} must be a PGD config, got {type(value).__name__}")
+        return value
+
     @property
     def threat(self) -> ThreatModel:
         return make_threat(self.norm, self.eps)

@@ -1,7 +1,13 @@
-"""LightningModules: natural and adversarial training (more methods arrive with their issues)."""
+"""LightningModules: natural and adversarial training, distillation (more methods arrive with their issues)."""
 from .adv_training import METHODS, AdvTraining
 from .classifier import Classifier
+from .distill import ARD, KL_REDUCTIONS, FastARD, KnowledgeDistillation, distillation_kl
 from .free import FreeReplay
 from .optim import OptimConfig, build_optimizer, build_scheduler
+from .robust import RobustTrainingMixin
+from .teacher import load_teacher
 
-__all__ = ["AdvTraining", "Classifier", "FreeReplay", "METHODS", "OptimConfig", "build_optimizer", "build_scheduler"]
+__all__ = [
+    "ARD", "AdvTraining", "Classifier", "FastARD", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "METHODS",
+    "OptimConfig", "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
+]

@@ -7,19 +7,18 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy
 
-from ..attacks import PGD, kl_loss, module_mode
+from ..attacks import PGD, kl_loss
 from .classifier import Classifier
-from .free import FreeReplay
 from .optim import OptimConfig
+from .robust import RobustTrainingMixin, check_free_args
 
 __all__ = ["AdvTraining", "METHODS"]
 
 METHODS = ("pgd", "trades", "free")
 
 
-class AdvTraining(Classifier):
+class AdvTraining(RobustTrainingMixin, Classifier):
     """Adversarial training of a registered architecture.
 
     Methods:
@@ -62,48 +61,25 @@ class AdvTraining(Classifier):
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method={method!r} is not one of {METHODS}")
-        if isinstance(attack, dict):
-            attack = PGD(**attack)
-        if not isinstance(attack, PGD):
-            raise ValueError(f"attack must be a PGD config, got {type(attack).__name__}")
+        attack = PGD.coerce(attack)
         if trades_beta < 0:
             raise ValueError(f"trades_beta must be >= 0, got trades_beta={trades_beta}")
-        if method == "free" and (int(free_replays) != free_replays or free_replays < 1):
-            raise ValueError(f"free_replays (m) must be an integer >= 1, got free_replays={free_replays}")
-        if free_step_size is not None and free_step_size <= 0:
-            raise ValueError(f"free_step_size must be > 0 (or null for eps), got free_step_size={free_step_size}")
+        check_free_args(free_replays, free_step_size, check_replays=method == "free")
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                          arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights)
         self.hparams["attack"] = asdict(attack)
         self.attack = attack
         self.method = method
         self.trades_beta = float(trades_beta)
-        self.track_clean_acc = track_clean_acc
-        self.train_adv_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.free: Optional[FreeReplay] = None
+        self._init_robust(track_clean_acc)
         if method == "free":
-            self.automatic_optimization = False
-            step = free_step_size if free_step_size is not None else attack.eps
-            self.free = FreeReplay(attack.threat, int(free_replays), step)
-
-    # ---------------------------------------------------------------- helpers
-    def _clean_accuracy(self, x: Tensor, y: Tensor) -> None:
-        if not self.track_clean_acc:
-            return
-        with torch.no_grad(), module_mode(self.model, "eval"):
-            self.train_acc.update(self.model(x), y)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-
-    def _log_train(self, loss: Tensor, logits_adv: Tensor, y: Tensor) -> None:
-        self.train_adv_acc.update(logits_adv.detach(), y)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
-        self.log("train/adv_acc", self.train_adv_acc, on_step=False, on_epoch=True, prog_bar=True)
+            self._init_free(attack.threat, free_replays, free_step_size)
 
     # ---------------------------------------------------------------- steps
     def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
         x, y = batch
         if self.method == "free":
-            return self._free_step(x, y)
+            return self._free_at_step(x, y)
         if self.method == "trades":
             logits_clean = self.model(x)
             target = F.softmax(logits_clean.detach(), dim=1) if self.attack.loss == "kl" else y
@@ -111,8 +87,7 @@ class AdvTraining(Classifier):
             logits_adv = self.model(x_adv)
             robust = kl_loss(logits_adv, F.softmax(logits_clean, dim=1)).mean()
             loss = F.cross_entropy(logits_clean, y) + self.trades_beta * robust
-            self.train_acc.update(logits_clean.detach(), y)
-            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+            self._log_clean_acc(logits_clean, y)
             self.log("train/trades_kl", robust.detach(), on_step=False, on_epoch=True)
         else:
             if self.attack.loss == "kl":
@@ -123,35 +98,13 @@ class AdvTraining(Classifier):
             x_adv = self.attack(self.model, x, target)
             logits_adv = self.model(x_adv)
             loss = F.cross_entropy(logits_adv, y)
-            self._clean_accuracy(x, y)
-        self._log_train(loss, logits_adv, y)
+            self._eval_clean_acc(x, y)
+        self._log_adv_step(loss, logits_adv, y)
         return loss
 
-    def _free_step(self, x: Tensor, y: Tensor) -> None:
-        assert self.free is not None
-
+    def _free_at_step(self, x: Tensor, y: Tensor) -> None:
         def closure(x_in: Tensor) -> tuple[Tensor, Tensor]:
             logits = self.model(x_in)
             return F.cross_entropy(logits, y), logits
 
-        results = self.free.run(self, x, closure)
-        loss, logits_adv = results[-1]
-        self._clean_accuracy(x, y)
-        self._log_train(torch.stack([r[0] for r in results]).mean(), logits_adv, y)
-        return None
-
-    def on_train_epoch_end(self) -> None:
-        if not self.automatic_optimization:
-            sched = self.lr_schedulers()
-            if sched is not None:
-                sched.step()
-
-    # ---------------------------------------------------------------- checkpoint
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.free is not None:
-            checkpoint["free_delta"] = self.free.state_for_checkpoint(self)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.free is not None and "free_delta" in checkpoint:
-            rank = self.global_rank if self._trainer is not None else 0
-            self.free.load_from_checkpoint(checkpoint["free_delta"], rank)
+        self._free_step(x, y, closure)

@@ -95,11 +95,22 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        self.train_acc.update(logits.detach(), y)
+        loss = self.objective(logits, x, y)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_clean_acc(logits, y)
         return loss
+
+    def objective(self, logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """The training loss of a clean batch given the model's ``logits`` on it.
+
+        Cross-entropy here; knowledge distillation overrides it with the teacher's term.
+        """
+        return F.cross_entropy(logits, y)
+
+    def _log_clean_acc(self, logits: Tensor, y: Tensor) -> None:
+        """Accumulate and log ``train/acc`` (epoch level) from logits on clean inputs."""
+        self.train_acc.update(logits.detach(), y)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def _shared_eval_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch

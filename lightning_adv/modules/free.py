@@ -7,6 +7,13 @@ and the input gradient (``delta`` ascends along it, then is projected onto the b
 An epoch therefore costs about what m natural epochs cost, so configs divide the number
 of epochs and the LR milestones by m.
 
+Optionally the perturbation ascends a *separate* loss (``ascent_closure``): each replay
+first takes one step of ``delta`` along the input gradient of that loss (an extra forward
+and input-only backward, ``torch.autograd.grad``, so parameter gradients and DDP are not
+touched), then computes the training loss at the moved point and steps the parameters.
+This is the literal reading of Fast-ARD's Algorithm 2 (delta ascends the student's
+cross-entropy); the default shares one backward, as free-AT does.
+
 Under manual optimisation ``trainer.global_step`` advances m times per batch, and the LR
 schedulers are stepped by the module at the end of each epoch.
 Under ``precision='16-mixed'`` the input gradient arrives multiplied by the loss scale:
@@ -26,6 +33,8 @@ __all__ = ["FreeReplay"]
 
 # loss_closure(x_in) -> (loss to minimise and whose input gradient delta ascends, outputs)
 LossClosure = Callable[[Tensor], tuple[Tensor, Tensor]]
+# ascent_closure(x_in) -> scalar loss whose input gradient delta ascends instead
+AscentClosure = Callable[[Tensor], Tensor]
 
 
 class FreeReplay:
@@ -56,8 +65,15 @@ class FreeReplay:
         self.delta = self.delta.to(device=x.device, dtype=x.dtype)
         return self.delta[: x.shape[0]]
 
-    def run(self, module: pl.LightningModule, x: Tensor, loss_closure: LossClosure) -> list[tuple[Tensor, Tensor]]:
-        """Replay ``x`` m times; return ``(loss, outputs)`` of every replay (detached)."""
+    def run(self, module: pl.LightningModule, x: Tensor, loss_closure: LossClosure,
+            ascent_closure: Optional[AscentClosure] = None) -> list[tuple[Tensor, Tensor]]:
+        """Replay ``x`` m times; return ``(loss, outputs)`` of every replay (detached).
+
+        Without ``ascent_closure`` one backward of ``loss_closure`` gives the parameter
+        gradient and ``delta``'s ascent direction; ``delta`` moves after the forward.
+        With it, ``delta`` first ascends ``ascent_closure`` (one step), then the training
+        loss is computed at the new point.
+        """
         opt = module.optimizers()
         if isinstance(opt, list):
             raise ValueError("free training expects exactly one optimiser")
@@ -65,20 +81,26 @@ class FreeReplay:
         delta = self._delta_for(x).detach()
         for _ in range(self.replays):
             delta.requires_grad_(True)
+            if ascent_closure is not None:  # delta moves first, along the separate loss
+                (grad,) = torch.autograd.grad(ascent_closure((x + delta).clamp(0.0, 1.0)), delta)
+                delta = self._ascend(delta, grad)
             x_in = (x + delta).clamp(0.0, 1.0)
             loss, outputs = loss_closure(x_in)
             opt.zero_grad()
             module.manual_backward(loss)
-            grad = delta.grad
-            if grad is None:
-                raise RuntimeError("the free-training loss does not depend on the perturbation")
-            with torch.no_grad():
-                delta = self.threat.project(self.threat.step(delta.detach(), grad, self.step_size))
+            if ascent_closure is None:
+                if delta.grad is None:
+                    raise RuntimeError("the free-training loss does not depend on the perturbation")
+                delta = self._ascend(delta, delta.grad)
             opt.step()
             results.append((loss.detach(), outputs.detach()))
         assert self.delta is not None
         self.delta[: x.shape[0]] = delta.detach()
         return results
+
+    def _ascend(self, delta: Tensor, grad: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.threat.project(self.threat.step(delta.detach(), grad, self.step_size))
 
     # -------------------------------------------------------- checkpointing
     def state_for_checkpoint(self, module: pl.LightningModule) -> Optional[Tensor]:
