@@ -456,8 +456,8 @@ def _ratio(a: list[float], b: list[float], paired: bool, use_paired: bool = Fals
     return out
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = resolve(parse_args(argv))
+def configure_runtime(args: argparse.Namespace, cudnn_benchmark: bool = True) -> bool:
+    """Quiet Lightning, fix the thread count and select the device; True when it is CUDA."""
     warnings.filterwarnings("ignore")
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -465,8 +465,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     cuda = args.device.type == "cuda"
     if cuda:
         torch.cuda.set_device(args.device)
-        torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    elif args.bf16:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    return cuda
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = resolve(parse_args(argv))
+    cuda = configure_runtime(args, args.cudnn_benchmark)
+    if not cuda and args.bf16:
         print("note: --bf16 on CPU uses CPU autocast; the option is meant for GPUs", file=sys.stderr)
 
     K = args.pgd_steps

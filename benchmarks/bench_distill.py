@@ -67,11 +67,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -380,14 +378,7 @@ def part_costs(args: argparse.Namespace, loader: DataLoader, n: int = 9) -> dict
 # --------------------------------------------------------------------------- main
 def main(argv: Optional[list[str]] = None) -> int:
     args = resolve(parse_args(argv))
-    warnings.filterwarnings("ignore")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
-    cuda = args.device.type == "cuda"
-    if cuda:
-        torch.cuda.set_device(args.device)
-        torch.backends.cudnn.benchmark = True
+    cuda = bat.configure_runtime(args)
     m = args.replays
     dev_name = torch.cuda.get_device_name(args.device) if cuda else (platform.processor() or platform.machine())
     print(f"torch {torch.__version__} | lightning {lightning.__version__} | python {platform.python_version()}\n"
