@@ -121,21 +121,22 @@ class ZerothOrder(Attack):
                     break
                 xi, yi, di = x[idx], y[idx], delta[idx]
 
-                def f(z: Tensor, yi: Tensor = yi) -> Tensor:
-                    return margin_loss(model(z), yi)
-
-                f_x = f(xi + di)
+                f_x = margin_loss(model(xi + di), yi)
                 queries[idx] += 1
                 fooled = f_x > 0
-                if fooled.all():
-                    active[idx] = False
-                    break
-                grad, spent = zo_gradient(f, xi + di, self.mu, self.samples, self.two_point, f_x=f_x, generator=gen)
-                queries[idx[~fooled]] += spent
-                new = clamp_to_image(xi, threat.project(threat.step(di, grad, step)))
-                keep = idx[~fooled]
-                delta[keep] = new[~fooled]
                 active[idx[fooled]] = False
+                keep = ~fooled
+                if not keep.any():
+                    break
+                idx, xi, yi, di = idx[keep], xi[keep], yi[keep], di[keep]
+
+                def f_keep(z: Tensor, yi: Tensor = yi) -> Tensor:
+                    return margin_loss(model(z), yi)
+
+                grad, spent = zo_gradient(f_keep, xi + di, self.mu, self.samples, self.two_point, f_x=f_x[keep],
+                                          generator=gen)
+                queries[idx] += spent
+                delta[idx] = clamp_to_image(xi, threat.project(threat.step(di, grad, step)))
         return AttackOutput(x + delta, queries=queries)
 
 
