@@ -31,7 +31,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import RandomSampler
 
-from lightning_adv.attacks import Attack, AttackSuite, SuiteReport, concat_records, dedup_records, is_few_shot
+from lightning_adv.attacks import (Attack, AttackSuite, SuiteReport, attack_grad_context, concat_records, dedup_records,
+                                   is_few_shot)
+from lightning_adv.attacks.pgd import _as_normal
 
 __all__ = ["AttackSuiteEvaluation"]
 
@@ -127,7 +129,10 @@ class AttackSuiteEvaluation(Callback):
     def _few_shot_batch(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int,
                         dataloader_idx: int) -> None:
         for task, (sx, sy, qx, qy) in enumerate(pl_module.episodes(batch)):
-            learner = pl_module.adapted_learner(sx, sy)
+            # adaptation may need autograd (MAML's inner loop, a differentiable solver head), and
+            # its outputs must be normal tensors: the attacks backpropagate through them
+            with attack_grad_context():
+                learner = pl_module.adapted_learner(_as_normal(sx), _as_normal(sy))
             # one key per (rank, batch, task, query): tasks are sampled per rank, nothing to de-duplicate
             base = ((trainer.global_rank * 100_000 + batch_idx) * 1_000 + task) * 10_000
             index = torch.arange(qy.shape[0]) + base + dataloader_idx * _LOADER_STRIDE

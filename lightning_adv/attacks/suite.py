@@ -246,6 +246,11 @@ class AttackSuite:
         """Per-example records (CPU tensors) for one batch; ``index`` identifies examples."""
         if mode_module is None and isinstance(model, nn.Module):
             mode_module = model
+        with torch.inference_mode(False):  # under trainer.test's inference mode: normal tensors throughout
+            return self._run_batch(model, x, y, index, mode_module)
+
+    def _run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor],
+                   mode_module: Optional[nn.Module]) -> Records:
         x, y = _as_normal(x), _as_normal(y)
         b = y.shape[0]
         if index is None:
