@@ -37,12 +37,14 @@ class AutoAttack(Attack):
             (default: all four, the standard version).
         seed: the authors' attacks reseed the generator with it (the suite forks the
             generator around the call).
+        square_queries: Square's query budget; 5000 is the standard version, anything
+            else appears in the label (``_sq500``) as a non-standard run (quick checks).
     """
 
     kind = "ensemble"
 
     def __init__(self, eps: float, norm: str = "linf", components: Optional[list[str]] = None, seed: int = 0,
-                 name: Optional[str] = None, bn_mode: str = "eval") -> None:
+                 square_queries: int = 5000, name: Optional[str] = None, bn_mode: str = "eval") -> None:
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
         components = list(components) if components is not None else list(AUTOATTACK_COMPONENTS)
         bad = [c for c in components if c not in AUTOATTACK_COMPONENTS]
@@ -50,10 +52,14 @@ class AutoAttack(Attack):
             raise ValueError(f"components={components} must be a non-empty subset of {AUTOATTACK_COMPONENTS}")
         self.components = components
         self.seed = int(seed)
+        if int(square_queries) != square_queries or square_queries < 1:
+            raise ValueError(f"square_queries must be an integer >= 1 (standard: 5000), got square_queries={square_queries}")
+        self.square_queries = int(square_queries)
 
     def default_label(self) -> str:
         tag = "" if self.components == list(AUTOATTACK_COMPONENTS) else "_" + "+".join(self.components)
-        return f"autoattack_{self.norm}{self._eps_tag()}{tag}"
+        sq = "" if self.square_queries == 5000 or "square" not in self.components else f"_sq{self.square_queries}"
+        return f"autoattack_{self.norm}{self._eps_tag()}{tag}{sq}"
 
     def _perturb(self, model: Model, x: Tensor, y: Tensor, targets: Optional[Tensor] = None) -> AttackOutput:
         from pyautoattack import AutoAttack as AuthorsAutoAttack
@@ -68,6 +74,7 @@ class AutoAttack(Attack):
                                version="standard", seed=self.seed, device=x.device)
         aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, num_classes - 1)
         aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
+        aa.square.n_queries = self.square_queries
         with torch.no_grad():
             robust = model(x).argmax(1) == y
         for comp in self.components:

@@ -71,8 +71,7 @@ class Attack(ABC):
 
     #: black-box attacks only query outputs; the suite counts their queries
     black_box: bool = False
-    #: 'white-box', 'black-box' or 'ensemble' (AutoAttack mixes both; the suite's
-    #: black-box-beats-white-box check compares the first two kinds only)
+    #: 'white-box', 'black-box' or 'ensemble' (AutoAttack: gradient-based attacks plus Square)
     kind: str = "white-box"
     #: targeted attacks aim at a target class (the suite still counts any misclassification)
     targeted: bool = False
