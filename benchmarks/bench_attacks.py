@@ -57,6 +57,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=5, help="PGD training epochs of the default digits model")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs for PGD ours vs torchattacks")
     p.add_argument("--skip-components", action="store_true", help="do not time AutoAttack's components alone")
+    p.add_argument("--skip-autoattack", action="store_true", help="only PGD-20 (and the torchattacks comparison)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
@@ -149,14 +150,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.manual_seed(0)
     t_pgd, adv = _timed(lambda: _batched(lambda a, b: pgd.run(model, a, b).x_adv, x, y, bs), args.device)
     results.update(pgd20_s_per_1000=t_pgd * per_k, pgd20_acc=_acc(model, adv, y))
-    aa = AutoAttack(eps=eps)
-    t_aa, adv = _timed(lambda: _batched(lambda a, b: aa.run(model, a, b).x_adv, x, y, bs), args.device)
-    results.update(autoattack_s_per_1000=t_aa * per_k, autoattack_acc=_acc(model, adv, y),
-                   autoattack_over_pgd20=t_aa / t_pgd)
     print(f"\nPGD-20:               {t_pgd * per_k:8.2f} s / 1000 examples, robust acc {results['pgd20_acc']:.2%}")
-    print(f"AutoAttack standard:  {t_aa * per_k:8.2f} s / 1000 examples, robust acc {results['autoattack_acc']:.2%}"
-          f"  -> {t_aa / t_pgd:.1f}x PGD-20")
-    if not args.skip_components:
+    if not args.skip_autoattack:
+        aa = AutoAttack(eps=eps)
+        t_aa, adv = _timed(lambda: _batched(lambda a, b: aa.run(model, a, b).x_adv, x, y, bs), args.device)
+        results.update(autoattack_s_per_1000=t_aa * per_k, autoattack_acc=_acc(model, adv, y),
+                       autoattack_over_pgd20=t_aa / t_pgd)
+        print(f"AutoAttack standard:  {t_aa * per_k:8.2f} s / 1000 examples, robust acc "
+              f"{results['autoattack_acc']:.2%}  -> {t_aa / t_pgd:.1f}x PGD-20")
+    if not args.skip_components and not args.skip_autoattack:
         for comp in AUTOATTACK_COMPONENTS:  # each alone on every clean-correct point (no cascade)
             one = AutoAttack(eps=eps, components=[comp])
             t, adv = _timed(lambda: _batched(lambda a, b: one.run(model, a, b).x_adv, x, y, bs), args.device)

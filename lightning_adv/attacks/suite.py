@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import time
 import warnings

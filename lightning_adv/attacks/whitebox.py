@@ -14,7 +14,8 @@
   lecture's eq. 8.4: ``min ||delta||_2^2 + c * g(x + delta)`` with
   ``g = (max_{i != t} Z_i - Z_t + kappa)_+`` (targeted) or ``(Z_y - max_{i != y} Z_i +
   kappa)_+`` (untargeted), the box constraint by the ``tanh`` change of variables, Adam,
-  and a binary search over ``c`` per example. With ``eps`` only adversarial points with
+  and a binary search over ``c`` per example (the squared L2 norm, as in Carlini and
+  Wagner's L2 attack; the lecture writes ``||delta||_p``). With ``eps`` only adversarial points with
   ``||delta||_2 <= eps`` are kept, so robust accuracy is accuracy at radius ``eps``.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Attack, AttackOutput, Model, perturbation_norm
+from .base import Attack, AttackOutput, Model
 from .losses import get_attack_loss
 from .pgd import pgd
 from .threat import clamp_to_image, make_threat
