@@ -239,3 +239,19 @@ def test_sanity_flags_on_a_randomised_model_and_budget_inversion():
     with pytest.warns(GradientMaskingWarning):
         inv_report, _ = inverted.evaluate(model, x, y)
     assert [f.check for f in inv_report.flags] == ["more_budget_higher_accuracy"]
+
+
+def test_autoattack_matches_the_authors_run_standard_evaluation():
+    """Our per-batch cascade of pyautoattack's attacks gives the authors' own result, to the pixel."""
+    from pyautoattack import AutoAttack as AuthorsAutoAttack
+
+    model = _mlp()
+    x, y = _data(model, n=32)
+    ours = AutoAttack(eps=0.03, seed=0).run(model, x, y).x_adv
+    ref = AuthorsAutoAttack(model, eps=0.03, norm="Linf", version="standard", seed=0, device="cpu")
+    theirs = ref.run_standard_evaluation(x, y, batch_size=250)
+    theirs = theirs[0] if isinstance(theirs, tuple) else theirs
+    with torch.no_grad():
+        robust = (model(ours).argmax(1) == y).float().mean()
+    assert 0 < robust < 1  # some points reach FAB-T and Square, some are broken earlier
+    assert torch.equal(ours, theirs)
