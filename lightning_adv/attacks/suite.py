@@ -1,0 +1,414 @@
+"""The robustness evaluation suite: run attacks, keep per-example results, report, flag.
+
+:class:`AttackSuite` runs a list of :class:`~.base.Attack` on batches and returns, per
+example, whether it was classified correctly clean and after each attack, the
+perturbation norm, the queries of black-box attacks and the time spent. Records of many
+batches (and of many DDP ranks) are concatenated, de-duplicated by example index, and
+turned into a :class:`SuiteReport`: per attack robust accuracy, mean and max
+perturbation norm of the adversarial examples found, queries, time; the per-example
+worst case over the suite; sanity flags.
+
+Modes:
+
+* ``cascade=True`` (AutoAttack's way): an attack only runs on points every earlier attack
+  failed on; an attack's ``robust_acc`` is the accuracy after it and all earlier ones;
+* ``cascade=False``: every attack runs on every clean-correct point; ``robust_acc`` is
+  its own accuracy. The worst case is the same either way (up to attack randomness).
+
+Sanity flags (gradient masking, Athalye et al. 2018; Carlini et al. 2019), each raised as
+a :class:`GradientMaskingWarning` and written into the report:
+
+* ``black_box_beats_white_box``: more than ``tolerance`` of the points are broken by a
+  black-box attack although every gradient-based attack (white-box, or an ensemble such
+  as AutoAttack) that ran on them failed;
+* ``more_budget_higher_accuracy`` (run-all mode): a PGD attack (FGSM included) with more
+  steps x restarts than another of the same norm, eps and loss has higher accuracy;
+* ``eps0_not_clean``: the attack path with a zero perturbation does not reproduce the
+  clean accuracy (a randomised model, or a mode that differs during attacks);
+* ``zero_gradients``: more than ``tolerance`` of the points have an exactly zero input
+  gradient of the logit margin (a non-differentiable or saturated layer).
+
+Few-shot: a LightningModule implementing :class:`FewShotLearnerModule` is evaluated on
+each task's query set through the learner adapted on the clean support set.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Optional, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from .base import Attack, Model, perturbation_norm
+from .losses import margin_loss
+from .pgd import _as_normal, attack_grad_context, module_mode
+from .whitebox import PGDAttack
+
+__all__ = [
+    "AttackSuite", "AttackRow", "SuiteReport", "SanityFlag", "GradientMaskingWarning", "FewShotLearnerModule",
+    "is_few_shot", "evaluate", "concat_records", "dedup_records",
+]
+
+Records = dict[str, Tensor]
+
+
+class GradientMaskingWarning(UserWarning):
+    """A sanity check of the suite failed: robust accuracies may be overestimated."""
+
+
+@runtime_checkable
+class FewShotLearnerModule(Protocol):
+    """What a few-shot LightningModule exposes for the suite.
+
+    ``episodes(batch)`` yields ``(support_x, support_y, query_x, query_y)`` per task
+    (labels 0..ways-1, images in [0, 1]); ``adapted_learner(support_x, support_y)``
+    returns a module adapted on the clean support whose ``forward(query_x)`` gives
+    logits over the task's ways, differentiable w.r.t. ``query_x``. The support set is
+    never attacked.
+    """
+
+    def episodes(self, batch: Any) -> Iterable[tuple[Tensor, Tensor, Tensor, Tensor]]: ...
+
+    def adapted_learner(self, support_x: Tensor, support_y: Tensor) -> nn.Module: ...
+
+
+def is_few_shot(module: Any) -> bool:
+    return callable(getattr(module, "episodes", None)) and callable(getattr(module, "adapted_learner", None))
+
+
+# ------------------------------------------------------------------ report
+@dataclass
+class AttackRow:
+    name: str
+    kind: str
+    norm: str
+    eps: Optional[float]
+    robust_acc: float
+    n_attacked: int
+    n_fooled: int
+    mean_norm: Optional[float]
+    max_norm: Optional[float]
+    mean_queries: Optional[float]
+    max_queries: Optional[int]
+    time_s: float
+
+
+@dataclass
+class SanityFlag:
+    check: str
+    message: str
+    value: float
+
+
+@dataclass
+class SuiteReport:
+    n: int
+    clean_acc: float
+    worst_case_acc: float
+    mode: str
+    rows: list[AttackRow]
+    flags: list[SanityFlag] = field(default_factory=list)
+    eps0_acc: Optional[float] = None
+    zero_grad_fraction: Optional[float] = None
+    #: worst case over the attacks of each threat model ('linf_eps0.15': acc); unbounded attacks excluded
+    worst_case_by_threat: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        """A fixed-width table for the terminal (also valid Markdown)."""
+        head = ["attack", "kind", "norm", "eps", "robust acc", "fooled", "mean norm", "max norm", "queries", "time s"]
+        lines = [["clean", "", "", "", f"{self.clean_acc:.2%}", "", "", "", "", ""]]
+
+        def fmt(v: Optional[float], spec: str) -> str:
+            return "" if v is None else format(v, spec)
+
+        for r in self.rows:
+            lines.append([r.name, r.kind, r.norm, fmt(r.eps, ".4g"), f"{r.robust_acc:.2%}", f"{r.n_fooled}/{r.n_attacked}",
+                          fmt(r.mean_norm, ".4f"), fmt(r.max_norm, ".4f"), fmt(r.mean_queries, ".0f"), f"{r.time_s:.1f}"])
+        for threat, acc in self.worst_case_by_threat.items():
+            norm, eps = threat.split("_eps")
+            lines.append([f"worst case {threat}", "", norm, eps, f"{acc:.2%}", "", "", "", "", ""])
+        lines.append(["worst case (all)", "", "", "", f"{self.worst_case_acc:.2%}", "", "", "", "", ""])
+        widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(head)]
+
+        def render(row: list[str]) -> str:
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+
+        out = [f"Attack suite ({self.mode}), {self.n} examples", render(head),
+               "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        out += [render(row) for row in lines]
+        for f in self.flags:
+            out.append(f"WARNING [{f.check}] {f.message}")
+        if not self.flags:
+            out.append("sanity checks: no sign of gradient masking")
+        out += [f"note: {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def write(self, directory: str, prefix: str = "attack_suite", records: Optional[Records] = None) -> list[str]:
+        """Write ``<prefix>.json``, ``<prefix>.csv`` (one row per attack) and, with
+        ``records``, ``<prefix>_examples.csv`` (one row per example)."""
+        os.makedirs(directory, exist_ok=True)
+        paths = [os.path.join(directory, f"{prefix}.json"), os.path.join(directory, f"{prefix}.csv")]
+        with open(paths[0], "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+        with open(paths[1], "w", newline="") as f:
+            cols = list(AttackRow.__dataclass_fields__)
+            w = csv.writer(f)
+            w.writerow(cols)
+            w.writerow(["clean", "", "", "", self.clean_acc, self.n, 0, "", "", "", "", ""])
+            for r in self.rows:
+                w.writerow(["" if getattr(r, c) is None else getattr(r, c) for c in cols])
+            w.writerow(["worst_case", "", "", "", self.worst_case_acc, self.n, "", "", "", "", "", ""])
+        if records is not None:
+            path = os.path.join(directory, f"{prefix}_examples.csv")
+            names = [r.name for r in self.rows]
+            with open(path, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["index", "label", "clean_correct", *[f"{n}_correct" for n in names], "worst_case_correct"])
+                worst = _worst(records, names)
+                for i in range(records["index"].shape[0]):
+                    w.writerow([int(records["index"][i]), int(records["label"][i]), int(records["clean"][i]),
+                                *[int(records[f"{n}/correct"][i]) for n in names], int(worst[i])])
+            paths.append(path)
+        return paths
+
+
+def threat_key(attack: Attack) -> Optional[str]:
+    """'linf_eps0.15' for a bounded attack, None for an unbounded one."""
+    return None if attack.eps is None else f"{attack.norm}_eps{attack.eps:.6g}"
+
+
+def _worst(records: Records, names: list[str]) -> Tensor:
+    worst = records["clean"].clone()
+    for n in names:
+        worst &= records[f"{n}/correct"]
+    return worst
+
+
+def concat_records(parts: list[Records]) -> Records:
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def dedup_records(records: Records) -> Records:
+    """Keep the first record of each example index (DistributedSampler pads with repeats)."""
+    if not records:
+        return records
+    idx = records["index"]
+    order = torch.argsort(idx, stable=True)
+    sorted_idx = idx[order]
+    first = torch.ones_like(sorted_idx, dtype=torch.bool)
+    first[1:] = sorted_idx[1:] != sorted_idx[:-1]
+    keep = order[first]
+    return {k: v[keep] for k, v in records.items()}
+
+
+# ------------------------------------------------------------------ suite
+class AttackSuite:
+    """Run attacks on batches and build the report.
+
+    Args:
+        attacks: the attacks, in cascade order (put black-box attacks last, as
+            AutoAttack does, so the black-box check sees points every white-box attack
+            failed on).
+        cascade: later attacks only on still-robust points; ``False`` runs all on all.
+        sanity_checks: compute the eps=0 and zero-gradient checks (one forward and one
+            backward per batch) and raise the flags.
+        tolerance: fraction of examples (or accuracy difference) above which a check flags.
+        bn_mode: mode of the model for the clean and sanity forwards.
+    """
+
+    def __init__(self, attacks: list[Attack], cascade: bool = True, sanity_checks: bool = True,
+                 tolerance: float = 0.01, bn_mode: str = "eval") -> None:
+        attacks = list(attacks)
+        if not attacks:
+            raise ValueError("AttackSuite.attacks is empty; give at least one attack")
+        for a in attacks:
+            if not isinstance(a, Attack):
+                raise ValueError(f"AttackSuite.attacks must be Attack objects (lightning_adv.attacks), got {a!r}")
+        labels = [a.label for a in attacks]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"AttackSuite.attacks have duplicate names {labels}; set `name` on each attack")
+        if not 0 <= tolerance < 1:
+            raise ValueError(f"tolerance must be in [0, 1), got tolerance={tolerance}")
+        self.attacks = attacks
+        self.cascade = cascade
+        self.sanity_checks = sanity_checks
+        self.tolerance = float(tolerance)
+        self.bn_mode = bn_mode
+
+    @property
+    def labels(self) -> list[str]:
+        return [a.label for a in self.attacks]
+
+    def run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor] = None,
+                  mode_module: Optional[nn.Module] = None) -> Records:
+        """Per-example records (CPU tensors) for one batch; ``index`` identifies examples."""
+        if mode_module is None and isinstance(model, nn.Module):
+            mode_module = model
+        with torch.inference_mode(False):  # under trainer.test's inference mode: normal tensors throughout
+            return self._run_batch(model, x, y, index, mode_module)
+
+    def _run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor],
+                   mode_module: Optional[nn.Module]) -> Records:
+        x, y = _as_normal(x), _as_normal(y)
+        b = y.shape[0]
+        if index is None:
+            index = torch.arange(b)
+        with torch.no_grad(), module_mode(mode_module, self.bn_mode):
+            clean = model(x).argmax(1) == y
+        rec: Records = {"index": index.detach().cpu().long(), "label": y.detach().cpu().long(), "clean": clean.cpu()}
+        if self.sanity_checks:
+            zero = PGDAttack(eps=0.0, steps=1, bn_mode=self.bn_mode).run(model, x, y, mode_module=mode_module).x_adv
+            with torch.no_grad(), module_mode(mode_module, self.bn_mode):
+                rec["sanity/eps0_correct"] = (model(zero).argmax(1) == y).cpu()
+            with attack_grad_context(), module_mode(mode_module, self.bn_mode):
+                xg = x.clone().requires_grad_(True)
+                (g,) = torch.autograd.grad(margin_loss(model(xg), y).sum(), xg)
+            rec["sanity/zero_grad"] = (g.flatten(1).abs().sum(1) == 0).cpu()
+        robust = clean.clone()
+        for attack in self.attacks:
+            todo = robust if self.cascade else clean
+            idx = todo.nonzero().squeeze(1)
+            correct = clean.clone() if not self.cascade else robust.clone()
+            norms = torch.full((b,), float("nan"))
+            queries = torch.full((b,), -1, dtype=torch.long)
+            fooled = torch.zeros(b, dtype=torch.bool)
+            t0 = time.perf_counter()
+            if idx.numel() > 0:
+                out = attack.run(model, x[idx], y[idx], mode_module=mode_module)
+                with torch.no_grad(), module_mode(mode_module, self.bn_mode):
+                    ok = model(out.x_adv).argmax(1) == y[idx]
+                correct[idx] = ok
+                fooled[idx.cpu()] = ~ok.cpu()
+                norms[idx.cpu()] = perturbation_norm(out.x_adv - x[idx], attack.norm).cpu()
+                if out.queries is not None:
+                    queries[idx.cpu()] = out.queries.cpu().long()
+            elapsed = time.perf_counter() - t0
+            ran = torch.zeros(b, dtype=torch.bool)
+            ran[idx.cpu()] = True
+            if self.cascade:
+                robust = correct
+            n = attack.label
+            rec[f"{n}/correct"] = correct.cpu()
+            rec[f"{n}/ran"] = ran
+            rec[f"{n}/fooled"] = fooled
+            rec[f"{n}/norm"] = norms
+            rec[f"{n}/queries"] = queries
+            rec[f"{n}/time"] = torch.full((b,), elapsed / b, dtype=torch.float64)
+        return rec
+
+    def evaluate(self, model: Model, x: Tensor, y: Tensor, batch_size: int = 256,
+                 mode_module: Optional[nn.Module] = None, warn: bool = True) -> tuple[SuiteReport, Records]:
+        """Attack a whole tensor data set in batches; returns the report and the records."""
+        parts = [self.run_batch(model, x[i:i + batch_size], y[i:i + batch_size],
+                                index=torch.arange(i, min(i + batch_size, x.shape[0])), mode_module=mode_module)
+                 for i in range(0, x.shape[0], batch_size)]
+        records = concat_records(parts)
+        return self.report(records, warn=warn), records
+
+    # -------------------------------------------------------------- report
+    def report(self, records: Records, warn: bool = True) -> SuiteReport:
+        n = int(records["index"].shape[0]) if records else 0
+        if n == 0:
+            raise ValueError("the attack suite saw no examples (is the test set empty or limit_batches 0?)")
+        clean = records["clean"]
+        rows = []
+        for a in self.attacks:
+            k = a.label
+            ran, fooled = records[f"{k}/ran"], records[f"{k}/fooled"]
+            norms = records[f"{k}/norm"][fooled]
+            q = records[f"{k}/queries"][ran]
+            has_q = a.black_box and q.numel() > 0
+            rows.append(AttackRow(
+                name=k, kind=a.kind, norm=a.norm, eps=a.eps,
+                robust_acc=float(records[f"{k}/correct"].float().mean()), n_attacked=int(ran.sum()),
+                n_fooled=int(fooled.sum()),
+                mean_norm=float(norms.mean()) if norms.numel() else None,
+                max_norm=float(norms.max()) if norms.numel() else None,
+                mean_queries=float(q.float().mean()) if has_q else None,
+                max_queries=int(q.max()) if has_q else None,
+                time_s=float(records[f"{k}/time"].sum()),
+            ))
+        worst = _worst(records, self.labels)
+        report = SuiteReport(n=n, clean_acc=float(clean.float().mean()), worst_case_acc=float(worst.float().mean()),
+                             mode="cascade" if self.cascade else "run-all", rows=rows)
+        groups: dict[str, list[str]] = {}
+        for a in self.attacks:
+            key = threat_key(a)
+            if key is not None:
+                groups.setdefault(key, []).append(a.label)
+        if len(groups) > 1 or len(groups) == 1 and sum(map(len, groups.values())) < len(self.attacks):
+            report.worst_case_by_threat = {k: float(_worst(records, v).float().mean()) for k, v in groups.items()}
+        if "sanity/eps0_correct" in records:
+            report.eps0_acc = float(records["sanity/eps0_correct"].float().mean())
+            report.zero_grad_fraction = float(records["sanity/zero_grad"].float().mean())
+        report.flags = self._flags(records, report)
+        if self.cascade:
+            report.notes.append("cascade: robust_acc of an attack is the accuracy after it and all earlier attacks; "
+                                "the more-budget check needs cascade=false")
+        if warn:
+            for f in report.flags:
+                warnings.warn(f"attack suite [{f.check}]: {f.message}", GradientMaskingWarning, stacklevel=2)
+        return report
+
+    def _flags(self, records: Records, report: SuiteReport) -> list[SanityFlag]:
+        tol, n = self.tolerance, report.n
+        flags: list[SanityFlag] = []
+        # gradient-based attacks: white-box ones and ensembles such as AutoAttack (its points count as
+        # broken by gradients; AutoAttack's own Square is then not evidence of masking)
+        white = [a.label for a in self.attacks if not a.black_box]
+        black = [a.label for a in self.attacks if a.black_box]
+        if white and black:
+            bb = torch.zeros(n, dtype=torch.bool)
+            for k in black:
+                bb |= records[f"{k}/fooled"]
+            wb_failed = records["clean"].clone()
+            for k in white:
+                wb_failed &= records[f"{k}/ran"] & ~records[f"{k}/fooled"]
+            frac = float((bb & wb_failed).float().mean())
+            if frac > tol:
+                flags.append(SanityFlag(
+                    "black_box_beats_white_box",
+                    f"{frac:.1%} of the examples are broken by a black-box attack ({', '.join(black)}) although every "
+                    f"white-box attack failed on them: the gradients are likely masked", frac))
+        if not self.cascade:
+            by_acc = {r.name: r.robust_acc for r in report.rows}
+            pgds = [a for a in self.attacks if isinstance(a, PGDAttack)]
+            for a in pgds:
+                for b in pgds:
+                    same = (a.norm, a.eps, a.loss) == (b.norm, b.eps, b.loss)
+                    if same and a.budget > b.budget and by_acc[a.label] > by_acc[b.label] + tol:
+                        gap = by_acc[a.label] - by_acc[b.label]
+                        flags.append(SanityFlag(
+                            "more_budget_higher_accuracy",
+                            f"{a.label} ({a.budget} steps x restarts) has {gap:.1%} higher accuracy than {b.label} "
+                            f"({b.budget}): a stronger attack should never be weaker", gap))
+        if report.eps0_acc is not None and abs(report.eps0_acc - report.clean_acc) > tol:
+            gap = abs(report.eps0_acc - report.clean_acc)
+            flags.append(SanityFlag("eps0_not_clean",
+                                    f"accuracy through the attack path at eps=0 is {report.eps0_acc:.2%}, clean "
+                                    f"accuracy {report.clean_acc:.2%}: the model is randomised or changes mode", gap))
+        if report.zero_grad_fraction is not None and report.zero_grad_fraction > tol:
+            flags.append(SanityFlag("zero_gradients",
+                                    f"{report.zero_grad_fraction:.1%} of the examples have an exactly zero input "
+                                    f"gradient: a non-differentiable or saturating layer hides the gradient",
+                                    report.zero_grad_fraction))
+        return flags
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[Attack], cascade: bool = True,
+             batch_size: int = 256, tolerance: float = 0.01) -> SuiteReport:
+    """RobustBench-style one call: ``evaluate(model, x, y, [AutoAttack(eps=8/255)])``."""
+    return AttackSuite(attacks, cascade=cascade, tolerance=tolerance).evaluate(model, x, y, batch_size=batch_size)[0]
+

@@ -1,0 +1,112 @@
+"""The suite on real data (scikit-learn digits): natural models break, AutoAttack <= PGD-20, masking is caught."""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from datamodules import DigitsDataModule
+from lightning_adv.attacks import (
+    PGD, AttackSuite, AutoAttack, CarliniWagnerL2, DeepFool, FGSMAttack, GradientMaskingWarning, MIFGSM, PGDAttack,
+    Square, ZerothOrder,
+)
+from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
+
+pytestmark = pytest.mark.slow
+
+ADAM = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant")
+N_TEST = 300
+
+
+def _fit(module: pl.LightningModule, epochs: int, tmp_path) -> nn.Module:
+    torch.set_num_threads(1)
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(module, DigitsDataModule(batch_size=64))
+    return module.model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits_test() -> tuple[torch.Tensor, torch.Tensor]:
+    dm = DigitsDataModule(batch_size=64)
+    dm.setup("test")
+    xs, ys = zip(*[dm.test_dataset[i] for i in range(N_TEST)])
+    return torch.stack(xs), torch.tensor(ys)
+
+
+@pytest.fixture(scope="module")
+def natural_model(tmp_path_factory) -> nn.Module:
+    return _fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), 8, tmp_path_factory.mktemp("nat"))
+
+
+def test_every_white_box_attack_breaks_a_natural_model(natural_model, digits_test):
+    x, y = digits_test
+    eps = 0.3  # about 5 grey levels of digits' 16
+    attacks = [FGSMAttack(eps=eps), PGDAttack(eps=eps, steps=20, step_size=eps / 8), PGDAttack(eps=2.0, norm="l2"),
+               MIFGSM(eps=eps, steps=20), DeepFool(norm="linf", steps=50), DeepFool(norm="l2", steps=50),
+               CarliniWagnerL2(steps=50, search_steps=4, lr=0.05), AutoAttack(eps=eps, components=["apgd-ce", "apgd-t"])]
+    report, _ = AttackSuite(attacks, cascade=False).evaluate(natural_model, x, y, batch_size=150)
+    print(report.table())
+    assert report.clean_acc > 0.9
+    accs = {r.name: r.robust_acc for r in report.rows}
+    for name, acc in accs.items():
+        limit = 0.3 if name.startswith("fgsm") else 0.1  # one step is weaker; iterative attacks reach ~0
+        assert acc <= limit, (name, acc)
+    assert report.flags == []
+    # minimum-norm attacks find perturbations well inside the bounded attacks' radii on a natural model
+    df = next(r for r in report.rows if r.name.startswith("deepfool50_linf"))
+    assert df.mean_norm < eps
+
+
+def test_gradient_masked_model_is_flagged(natural_model, digits_test):
+    x, y = digits_test
+
+    class Quantised(nn.Module):
+        """round() in front of the natural model: gradients are zero, the model is not robust."""
+
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.net(torch.round(z * 3) / 3)
+
+    masked = Quantised(natural_model).eval()
+    suite = AttackSuite([PGDAttack(eps=0.3, steps=20, random_start=False, name="pgd20"),
+                         Square(eps=0.3, n_queries=300, name="square")], cascade=True)
+    with pytest.warns(GradientMaskingWarning):
+        report, _ = suite.evaluate(masked, x[:150], y[:150])
+    print(report.table())
+    checks = {f.check for f in report.flags}
+    assert {"zero_gradients", "black_box_beats_white_box"} <= checks
+    assert "WARNING [zero_gradients]" in report.table()
+    # the unmasked model under the same suite raises neither
+    clean_report, _ = suite.evaluate(natural_model, x[:150], y[:150], warn=False)
+    assert not {"zero_gradients", "black_box_beats_white_box"} & {f.check for f in clean_report.flags}
+
+
+def test_autoattack_at_most_pgd20_on_a_pgd_trained_model(digits_test, tmp_path):
+    x, y = digits_test[0][:80], digits_test[1][:80]
+    eps = 0.15
+    module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, method="pgd",
+                         attack=PGD(eps=eps, steps=5, step_size=eps / 2.5, bn_mode="train"))
+    model = _fit(module, 8, tmp_path)
+    suite = AttackSuite([PGDAttack(eps=eps, steps=20, step_size=eps / 8, name="pgd20"),
+                         # standard AutoAttack but Square with 500 queries (5000 take ~40 s on CPU)
+                         AutoAttack(eps=eps, square_queries=500, name="autoattack"),
+                         ZerothOrder(eps=eps, max_queries=500, step_size=eps / 10, name="zo500")], cascade=False)
+    report, records = suite.evaluate(model, x, y, batch_size=150)
+    print(report.table())
+    acc = {r.name: r.robust_acc for r in report.rows}
+    assert report.clean_acc > 0.8
+    assert acc["pgd20"] > 0.3  # adversarial training worked
+    assert acc["autoattack"] <= acc["pgd20"]
+    # per example: AutoAttack breaks (almost) every point PGD-20 breaks
+    pgd_broken = records["pgd20/fooled"]
+    assert (records["autoattack/fooled"] | ~pgd_broken).float().mean() >= 0.98
+    # the query-limited black-box attack is no stronger than the white-box ones here
+    assert acc["zo500"] >= acc["autoattack"]
+    assert report.rows[2].max_queries <= 500
