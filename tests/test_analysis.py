@@ -174,6 +174,7 @@ def test_ntk_equals_the_kernel_from_explicit_per_example_jacobians_with_batchnor
     assert torch.allclose(empirical_ntk_loop(net, x), ref, atol=1e-4, rtol=1e-4)
     # chunked vmap gives the same kernel; eval mode means batch composition does not matter
     assert torch.allclose(empirical_ntk(net, x, chunk_size=2), kernel, atol=1e-5)
+    assert torch.allclose(empirical_ntk(net, x, per_tensor=True), kernel, atol=1e-5)
     assert torch.allclose(empirical_ntk(net, x[:2]), kernel[:2, :2], atol=1e-5)
     assert kernel_correlation(kernel, kernel) == pytest.approx(1.0, abs=1e-12)
     assert kernel_correlation(kernel, 3.0 * kernel + 1.0) == pytest.approx(1.0, abs=1e-12)

@@ -76,3 +76,122 @@ def test_norm_bias_gradient_is_that_of_eq_6_3_and_arguments_are_checked() -> Non
     assert coerce_regularizer(NormBias(0.1, 3.0).to_dict()).mu_squared == 3.0
     with pytest.raises(ValueError, match="regularizer"):
         coerce_regularizer({"class_path": "os.system", "init_args": {}})
+
+
+# --------------------------------------------------------------------------------------
+# Analysis callbacks in fit (real digits data, TensorBoard)
+# --------------------------------------------------------------------------------------
+
+
+def _digits(batch_size: int = 128):
+    from datamodules import DigitsDataModule
+
+    return DigitsDataModule(batch_size=batch_size, val_size=0.1)
+
+
+def _tb_tags(log_dir: str) -> tuple[set[str], set[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(log_dir, size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return set(acc.Tags()["scalars"]), set(acc.Tags()["images"])
+
+
+def test_ntk_hessian_and_effective_rank_callbacks_in_fit(tmp_path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from callbacks import EffectiveRank, HessianEigenvalues, NTKSnapshot, load_ntk_snapshots
+    from callbacks._analysis_common import fixed_sample, training_dataset
+    from lightning_adv.analysis import DatasetHessian, empirical_ntk, full_hessian
+
+    torch.manual_seed(0)
+    module = Classifier(arch="mlp", num_classes=10, in_channels=1, arch_kwargs={"input_size": 8, "hidden": [8]},
+                        optim={"optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 0.0,
+                               "scheduler": "constant"})
+    ntk = NTKSnapshot(num_samples=10, every_n_epochs=1)
+    hess = HessianEigenvalues(num_samples=200, batch_size=64, iterations=40)
+    ranks = EffectiveRank()
+    logger = TensorBoardLogger(str(tmp_path), name="props")
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[ntk, hess, ranks])
+    trainer.fit(module, datamodule=_digits())
+    # NTK: start + 2 epochs, saved to disk, correlation with itself 1 at the start, drifting later
+    assert [h["epoch"] for h in ntk.history] == [-1, 0, 1]
+    assert ntk.history[0]["correlation"] == pytest.approx(1.0) and ntk.history[0]["rel_change"] == 0
+    assert ntk.history[-1]["correlation"] < 0.999 and ntk.history[-1]["param_rel_change"] > 0
+    snaps = load_ntk_snapshots(Path(trainer.log_dir) / "ntk")
+    assert [s["epoch"] for s in snaps] == [-1, 0, 1] and snaps[-1]["kernel"].shape == (10, 10, 10, 10)
+    x, y = fixed_sample(training_dataset(trainer), 10, 0)
+    assert torch.allclose(snaps[-1]["kernel"], empirical_ntk(module.model, x), atol=1e-4, rtol=1e-4)
+    # Hessian: at start and end, the end one against eigvalsh of the explicit Hessian on the same subset
+    assert [label for label, _ in hess.history] == ["start", "end"]
+    xs, ys = fixed_sample(training_dataset(trainer), 200, 0)
+    op = DatasetHessian(module.model, [(xs, ys)])
+    ev = torch.linalg.eigvalsh(full_hessian(op.hvp, op.dim))
+    end = hess.history[-1][1]
+    assert end["max_eig"] == pytest.approx(float(ev[-1]), rel=0.01)
+    assert end["min_eig"] == pytest.approx(float(ev[0]), rel=0.01, abs=1e-3 * float(ev[-1]))
+    assert end["loss"] < hess.history[0][1]["loss"]
+    # effective ranks of both linear layers at init and after each epoch
+    assert [e for e, _ in ranks.history] == [-1, 0, 1] and list(ranks.history[0][1]) == ["layers.1", "layers.3"]
+    scalars, images = _tb_tags(trainer.log_dir)
+    assert {"ntk/correlation", "ntk/norm", "ntk/param_norm", "hessian/min_eig", "hessian/max_eig",
+            "hessian/grad_norm", "effective_rank/layers.1", "train/param_norm"} <= scalars
+    assert {"ntk", "effective_rank"} <= images
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_rank_projection_callback_moves_every_layers_effective_rank(mode, tmp_path) -> None:
+    from callbacks import EffectiveRank, RankProjection
+
+    torch.manual_seed(0)
+    module = AdvTraining(arch="small_cnn", num_classes=10, in_channels=1, arch_kwargs={"width": 4},
+                         attack={"eps": 0.1, "steps": 1, "step_size": 0.1}, track_clean_acc=False,
+                         optim={"optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0, "scheduler": "constant"})
+    ranks = EffectiveRank()
+    proj = RankProjection(mode=mode, threshold=0.5 if mode == "min" else 0.2, start_epoch=1, final_projection=True)
+    trainer = _trainer(tmp_path, epochs=2, callbacks=[proj, ranks], limit_train_batches=3, limit_val_batches=1)
+    trainer.fit(module, datamodule=_digits(batch_size=32))
+    assert proj.applied_epochs == [1, 1]  # start of epoch 1, and after its last batch
+    before, after = ranks.history[1][1], ranks.history[2][1]  # end of epoch 0 / end of epoch 1
+    assert len(after) == 5
+    for name in before:
+        assert (after[name] < before[name]) if mode == "min" else (after[name] > before[name]), (name, before, after)
+
+
+@pytest.mark.parametrize("kind", ["lemma61", "bias_constant", "bias_uniform", "zero"])
+def test_local_minimum_init_callback_sets_the_initialisation_before_training(kind, tmp_path) -> None:
+    from callbacks import LocalMinimumInit
+    from callbacks._analysis_common import fixed_sample, training_dataset
+
+    seen: dict = {}
+
+    class Probe(pl.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            x, y = fixed_sample(training_dataset(trainer), None, 0)
+            with torch.no_grad():
+                seen["logits"] = pl_module.model(x)
+            seen["params"] = {k: v.detach().clone() for k, v in pl_module.model.named_parameters()}
+            seen["xy"] = (x, y)
+
+    torch.manual_seed(0)
+    module = Classifier(arch="mlp", num_classes=10, in_channels=1,
+                        arch_kwargs={"input_size": 8, "hidden": [16, 12]},
+                        optim={"optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0, "scheduler": "constant"})
+    init = LocalMinimumInit(kind=kind, value=20.0)
+    trainer = _trainer(tmp_path, epochs=1, callbacks=[init, Probe()], limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(module, datamodule=_digits())
+    params = seen["params"]
+    if kind == "lemma61":
+        x, y = seen["xy"]
+        assert init.linear_loss is not None and init.margin > 1
+        # the MLP is the fitted linear classifier on the whole training set
+        loss = torch.nn.functional.cross_entropy(seen["logits"], y)
+        assert float(loss) == pytest.approx(init.linear_loss, rel=1e-4)
+    elif kind == "bias_constant":
+        assert all(torch.all(v == 20) for k, v in params.items() if k.endswith("bias"))
+    elif kind == "bias_uniform":
+        biases = torch.cat([v for k, v in params.items() if k.endswith("bias")])
+        assert biases.abs().max() <= 20 and biases.std() > 5
+    else:
+        assert all(torch.all(v == 0) for v in params.values())

@@ -22,28 +22,35 @@ from ._utils import trainable_parameters
 __all__ = ["empirical_ntk", "empirical_ntk_loop", "kernel_correlation", "kernel_relative_change", "parameter_norm"]
 
 
-def empirical_ntk(model: nn.Module, x: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+def empirical_ntk(model: nn.Module, x: Tensor, chunk_size: Optional[int] = None,
+                  per_tensor: bool = False) -> Tensor:
     """The ``(N, N, C, C)`` empirical NTK of ``model`` at inputs ``x`` (shape ``(N, ...)``), via ``torch.func``.
 
     Derivatives are taken with respect to the trainable parameters; buffers and frozen
     parameters enter the call as constants. The model runs in eval mode (restored after).
+    ``per_tensor=True`` differentiates one parameter tensor at a time (one vmapped
+    Jacobian per tensor; peak memory ``N * C * max_k P_k`` instead of ``N * C * P``), for
+    wide networks.
     """
-    params = {k: v.detach() for k, v in trainable_parameters(model).items()}
-    consts = {k: v.detach() for k, v in model.named_buffers()}
-    consts.update({k: v.detach() for k, v in model.named_parameters() if k not in params})
-
-    def f(p: dict[str, Tensor], xi: Tensor) -> Tensor:
-        return functional_call(model, {**p, **consts}, (xi.unsqueeze(0),)).squeeze(0)
-
-    with module_mode(model, "eval"):
-        jac = vmap(jacrev(f), in_dims=(None, 0), chunk_size=chunk_size)(params, x)
+    trainable = {k: v.detach() for k, v in trainable_parameters(model).items()}
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    state = {k: v.detach() for k, v in model.named_buffers()}
+    state.update({k: v.detach() for k, v in model.named_parameters()})
+    groups = [[k] for k in trainable] if per_tensor else [list(trainable)]
     n = x.shape[0]
     kernel: Optional[Tensor] = None
-    for j in jac.values():
-        j = j.reshape(n, j.shape[1], -1)  # (N, C, P_k)
-        part = torch.einsum("iap,jbp->ijab", j, j)
-        kernel = part if kernel is None else kernel + part
-    assert kernel is not None, "the model has no trainable parameters"
+    with module_mode(model, "eval"):
+        for names in groups:
+            def f(p: dict[str, Tensor], xi: Tensor) -> Tensor:
+                return functional_call(model, {**state, **p}, (xi.unsqueeze(0),)).squeeze(0)
+
+            jac = vmap(jacrev(f), in_dims=(None, 0), chunk_size=chunk_size)({k: trainable[k] for k in names}, x)
+            for j in jac.values():
+                j = j.reshape(n, j.shape[1], -1)  # (N, C, P_k)
+                part = torch.einsum("iap,jbp->ijab", j, j)
+                kernel = part if kernel is None else kernel + part
+    assert kernel is not None
     return kernel
 
 
