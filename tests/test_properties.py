@@ -195,3 +195,49 @@ def test_local_minimum_init_callback_sets_the_initialisation_before_training(kin
         assert biases.abs().max() <= 20 and biases.std() > 5
     else:
         assert all(torch.all(v == 0) for v in params.values())
+
+
+# --------------------------------------------------------------------------------------
+# Models of chapter 6
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "expected"), [("densenet40", 1_002_000), ("fixup_resnet20", 272_000)])
+def test_parameter_counts_of_the_chapter6_models(name, expected) -> None:
+    from lightning_adv.models import create_model
+
+    n = sum(p.numel() for p in create_model(name).parameters())
+    assert abs(n - expected) / expected < 0.03, n
+
+
+def test_fixup_zero_init_makes_every_block_the_identity_and_the_output_zero() -> None:
+    from lightning_adv.models import FixupResNet
+
+    torch.manual_seed(0)
+    net = FixupResNet(depth=8)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(net(x), torch.zeros(2, 10))
+    block = net.layer1[0]
+    h = torch.rand(2, 16, 8, 8)
+    assert torch.allclose(block(h), torch.relu(h))  # residual branch is zero at init
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_wideresnet_variants_without_batchnorm_or_skips() -> None:
+    from lightning_adv.models import WideResNet, create_model
+
+    nobn = create_model("wideresnet_nobn", depth=10, widen_factor=2)
+    noskip = create_model("wideresnet_noskip", depth=10, widen_factor=2)
+    full = WideResNet(depth=10, widen_factor=2)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in nobn.modules())
+    assert not any("convShortcut" in k for k in noskip.state_dict())
+    assert set(noskip.state_dict()) == {k for k in full.state_dict() if "convShortcut" not in k}
+    assert set(nobn.state_dict()) == {k for k in full.state_dict() if "bn" not in k}
+    # without skips a block is its residual branch alone
+    torch.manual_seed(0)
+    block = noskip.block1.layer[0]
+    h = torch.randn(2, 16, 8, 8)
+    block.eval()
+    with torch.no_grad():
+        ref = block.conv2(torch.relu(block.bn2(block.conv1(torch.relu(block.bn1(h))))))
+        assert torch.allclose(block(h), ref)
