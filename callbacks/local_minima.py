@@ -34,7 +34,9 @@ class LocalMinimumInit(Callback):
       set (every activation positive): the linear classifier is read from
       ``linear_weights`` (weights of an ``mlp`` with ``hidden: []`` trained on the same
       data, e.g. by ``configs/ch6_linear_*.yaml``) or, when None, fitted here by full-batch
-      L-BFGS with ``linear_weight_decay``;
+      L-BFGS with ``linear_weight_decay`` (rank-constrained to the MLP's smallest width
+      ``s`` when ``s`` is below the number of classes: the rank-``s`` problem of
+      Theorem 6.2);
     * ``bias_constant`` (``value``, e.g. 20) and ``bias_uniform`` (``U(-value, value)``):
       every bias of Linear / Conv / BatchNorm layers;
     * ``zero``: every parameter 0.
@@ -48,12 +50,16 @@ class LocalMinimumInit(Callback):
         value: the bias constant / half-width.
         linear_weights: path of the linear classifier (``lemma61``).
         linear_weight_decay: L2 coefficient when fitting the linear classifier here.
+        linear_max_iter: L-BFGS iterations of that fit.
         num_samples: training examples the construction must cover (None: all).
+        balance: rescale the constructed layers to equal norms (same function, positive
+            activations, a much less sharp point; see ``analysis.balance_layers``).
         seed: seed of the uniform draw and of the subset.
     """
 
     def __init__(self, kind: str = "default", value: float = 20.0, linear_weights: Optional[str] = None,
-                 linear_weight_decay: float = 1e-3, num_samples: Optional[int] = None, seed: int = 0) -> None:
+                 linear_weight_decay: float = 0.0, linear_max_iter: int = 500, num_samples: Optional[int] = None,
+                 balance: bool = False, seed: int = 0) -> None:
         if kind not in INIT_KINDS:
             raise ValueError(f"LocalMinimumInit.kind={kind!r} is not one of {INIT_KINDS}")
         if kind == "bias_uniform" and value <= 0:
@@ -61,7 +67,10 @@ class LocalMinimumInit(Callback):
         if linear_weight_decay < 0:
             raise ValueError(f"LocalMinimumInit.linear_weight_decay must be >= 0, got {linear_weight_decay}")
         self.kind, self.value, self.linear_weights = kind, float(value), linear_weights
-        self.linear_weight_decay, self.num_samples, self.seed = float(linear_weight_decay), num_samples, seed
+        if linear_max_iter < 1:
+            raise ValueError(f"LocalMinimumInit.linear_max_iter must be >= 1, got {linear_max_iter}")
+        self.linear_weight_decay, self.linear_max_iter = float(linear_weight_decay), int(linear_max_iter)
+        self.num_samples, self.seed, self.balance = num_samples, seed, balance
         self.linear_loss: Optional[float] = None
         self.margin: Optional[float] = None
 
@@ -90,8 +99,11 @@ class LocalMinimumInit(Callback):
             load_model_weights(linear, self.linear_weights)
             lin = linear_layers(linear)[0]
         else:
-            lin = fit_linear_classifier(z, y, layers[-1].out_features, self.linear_weight_decay)
+            # Theorem 6.2: the rank-s linear problem, s the smallest width of the MLP
+            s = min(lin_.out_features for lin_ in layers)
+            lin = fit_linear_classifier(z, y, layers[-1].out_features, self.linear_weight_decay,
+                                        max_iter=self.linear_max_iter, rank=s, seed=self.seed)
         with torch.no_grad():
             self.linear_loss = float(F.cross_entropy(lin(z), y))
-        self.margin = lemma61_init_(model, lin.weight, lin.bias, x)
+        self.margin = lemma61_init_(model, lin.weight, lin.bias, x, balance=self.balance)
         log_scalars(trainer, {"init/linear_loss": self.linear_loss, "init/lemma61_margin": self.margin}, step=0)

@@ -19,6 +19,7 @@ BatchNorm layers set to a constant, or drawn from ``U(-a, a)``) and :func:`zero_
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 __all__ = [
     "lemma61_layers",
     "lemma61_init_",
+    "balance_layers",
     "linear_layers",
     "first_linear_inputs",
     "fit_linear_classifier",
@@ -95,13 +97,35 @@ def first_linear_inputs(model: nn.Module, x: Tensor) -> Tensor:
     return seen[0].reshape(len(x), -1)
 
 
+def balance_layers(layers: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    """Rescale ``(A_l, b_l)`` by ReLU's positive homogeneity so all ``||A_l||_F`` are equal.
+
+    ``A_l <- alpha_l A_l`` and ``b_l <- (alpha_1 ... alpha_l) b_l`` with ``prod alpha_l = 1``
+    leave the network function unchanged and scale layer l's activations by the positive
+    ``alpha_1 ... alpha_l`` (the rescaling the thesis mentions after Theorem 6.2). The
+    plain construction puts the whole margin ``c`` into the first layers, which makes the
+    point very sharp (Hessian eigenvalues ~ c^2); balancing lowers that without moving the
+    function.
+    """
+    norms = [float(a.norm()) for a, _ in layers]
+    g = math.exp(sum(math.log(n) for n in norms) / len(norms))
+    out, cum = [], 1.0
+    for (a, b), n in zip(layers, norms):
+        alpha = g / n
+        cum *= alpha
+        out.append((a * alpha, b * cum))
+    return out
+
+
 @torch.no_grad()
-def lemma61_init_(model: nn.Module, weight: Tensor, bias: Tensor, x: Tensor) -> float:
+def lemma61_init_(model: nn.Module, weight: Tensor, bias: Tensor, x: Tensor, balance: bool = False) -> float:
     """Write the Lemma 6.1 construction of ``G(z) = weight z + bias`` into the MLP ``model``; returns ``c``.
 
     ``x`` are the training images as the model takes them; ``z`` is what the first
     linear layer sees (the flattened, normalised image), so ``weight`` acts on that.
     The model must be a chain of ``nn.Linear`` layers with ReLUs between them.
+    ``balance`` rescales the layers (:func:`balance_layers`; same function, positive
+    activations). Returns ``c`` of the unbalanced construction.
     """
     layers = linear_layers(model)
     if any(isinstance(m, (nn.Tanh, nn.GELU, nn.Sigmoid)) for m in model.modules()):
@@ -114,6 +138,8 @@ def lemma61_init_(model: nn.Module, weight: Tensor, bias: Tensor, x: Tensor) -> 
                          f"{layers[0].in_features} -> {layers[-1].out_features}; train it on the same data")
     z = first_linear_inputs(model, x)
     params, c = lemma61_layers(weight, bias, z, [lin.out_features for lin in layers[:-1]])
+    if balance:
+        params = balance_layers(params)
     for lin, (a, b) in zip(layers, params):
         if lin.bias is None:
             raise ValueError("Lemma 6.1 needs every linear layer to have a bias")
@@ -123,23 +149,48 @@ def lemma61_init_(model: nn.Module, weight: Tensor, bias: Tensor, x: Tensor) -> 
 
 
 def fit_linear_classifier(z: Tensor, y: Tensor, num_classes: int, weight_decay: float = 0.0,
-                          max_iter: int = 500) -> nn.Linear:
-    """Multinomial logistic regression ``z -> logits`` by full-batch L-BFGS (mean CE + wd/2 ||A||^2)."""
+                          max_iter: int = 500, rank: Optional[int] = None, seed: int = 0) -> nn.Linear:
+    """Multinomial logistic regression ``z -> logits`` by full-batch L-BFGS (mean CE + wd/2 ||A||^2).
+
+    With ``rank`` below ``min(num_classes, dim)`` the weight is constrained to rank
+    ``rank`` (problem 6.1 of Theorem 6.2), parametrised as ``A = U V`` from a seeded
+    random start; the result is returned as a plain ``nn.Linear``.
+    """
     z = z.detach().reshape(len(z), -1).float()
-    lin = nn.Linear(z.shape[1], num_classes)
-    nn.init.zeros_(lin.weight)
+    dim = z.shape[1]
+    lin = nn.Linear(dim, num_classes)
     nn.init.zeros_(lin.bias)
-    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-9,
+    factors: list[Tensor] = []
+    if rank is not None and rank < min(num_classes, dim):
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got rank={rank}")
+        gen = torch.Generator().manual_seed(seed)
+        u = (torch.randn(num_classes, rank, generator=gen) * 0.1).requires_grad_(True)
+        v = (torch.randn(rank, dim, generator=gen) * 0.1).requires_grad_(True)
+        factors = [u, v]
+        params = [u, v, lin.bias]
+    else:
+        nn.init.zeros_(lin.weight)
+        params = list(lin.parameters())
+
+    def weight() -> Tensor:
+        return factors[0] @ factors[1] if factors else lin.weight
+
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, tolerance_grad=1e-9,
                             tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(lin(z), y) + 0.5 * weight_decay * lin.weight.square().sum()
+        w = weight()
+        loss = F.cross_entropy(z @ w.T + lin.bias, y) + 0.5 * weight_decay * w.square().sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
+    if factors:
+        with torch.no_grad():
+            lin.weight.copy_(weight())
     return lin
 
 
