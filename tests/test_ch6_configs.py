@@ -101,3 +101,25 @@ def test_norm_bias_columns_by_command_line_override(standin_root, tmp_path) -> N
     cli = main(["--config", str(config), "--model.init_args.regularizer", "null",
                 "--model.init_args.optim.weight_decay", "0.0005", "--data.data_dir", str(standin_root)], run=False)
     assert cli.model.regularizer is None and cli.model.optim_cfg.weight_decay == 0.0005
+
+
+def test_ntk_width_sweep_script_trains_two_widths_and_plots(standin_root, tmp_path) -> None:
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import ntk_width_sweep
+
+    out = tmp_path / "sweep"
+    rc = ntk_width_sweep.main(["--family", "mlp2", "--widths", "4", "16", "--out", str(out), "--",
+                               "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                               "--trainer.limit_val_batches", "1", "--trainer.callbacks.init_args.num_samples", "4",
+                               "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+                               "--trainer.enable_progress_bar", "false", "--data.data_dir", str(standin_root),
+                               "--data.batch_size", "8", "--data.val_size", "8", "--data.num_workers", "0"])
+    assert rc == 0
+    rows = json.loads((out / "ntk_width_sweep.json").read_text())
+    assert [(r["family"], r["width"]) for r in rows] == [("mlp2", 4), ("mlp2", 16)]
+    assert rows[0]["num_params"] < rows[1]["num_params"]
+    assert all(-1 <= r["correlation"] <= 1 and r["param_rel_change"] > 0 for r in rows)
+    assert (out / "ntk_width_sweep.png").stat().st_size > 1000
