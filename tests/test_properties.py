@@ -313,3 +313,14 @@ def test_lemma61_initialisation_stays_at_the_linear_loss_while_default_goes_far_
     for h in hooks:
         h.remove()
     assert all(bool((a > 0).all()) for a in acts)  # still affine on the training set
+
+
+def test_regularizer_survives_a_checkpoint_round_trip(tmp_path) -> None:
+    module = Classifier(arch="mlp", num_classes=10, in_channels=1, arch_kwargs={"input_size": 8, "hidden": [8]},
+                        regularizer=NormBias(coef=0.01, mu_squared=42.0))
+    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1)
+    trainer.fit(module, train_dataloaders=_loader())
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = Classifier.load_from_checkpoint(path, weights_only=True)
+    assert isinstance(loaded.regularizer, NormBias) and loaded.regularizer.mu_squared == 42.0
