@@ -12,6 +12,7 @@ from lightning_adv.analysis import (
     INIT_KINDS,
     first_linear_inputs,
     fit_linear_classifier,
+    he_uniform_init_,
     init_biases_,
     lemma61_init_,
     linear_layers,
@@ -39,14 +40,17 @@ class LocalMinimumInit(Callback):
       Theorem 6.2);
     * ``bias_constant`` (``value``, e.g. 20) and ``bias_uniform`` (``U(-value, value)``):
       every bias of Linear / Conv / BatchNorm layers;
-    * ``zero``: every parameter 0.
+    * ``zero``: every parameter 0;
+    * ``he_uniform``: uniform He initialisation of every conv / linear weight, zero
+      biases (the NTK experiments of section 6.4).
 
     Runs in ``setup`` (on CPU, before DDP broadcasts rank 0's weights and before a
     checkpoint given by ``ckpt_path`` is restored over it). Logs ``init/linear_loss`` for
     ``lemma61``.
 
     Args:
-        kind: one of ``default``, ``lemma61``, ``bias_constant``, ``bias_uniform``, ``zero``.
+        kind: one of ``default``, ``lemma61``, ``bias_constant``, ``bias_uniform``, ``zero``,
+            ``he_uniform``.
         value: the bias constant / half-width.
         linear_weights: path of the linear classifier (``lemma61``).
         linear_weight_decay: L2 coefficient when fitting the linear classifier here.
@@ -80,6 +84,8 @@ class LocalMinimumInit(Callback):
         model = pl_module.model
         if self.kind == "zero":
             zero_init_(model)
+        elif self.kind == "he_uniform":
+            he_uniform_init_(model)
         elif self.kind in ("bias_constant", "bias_uniform"):
             gen = torch.Generator().manual_seed(self.seed)
             init_biases_(model, "constant" if self.kind == "bias_constant" else "uniform", self.value, gen)

@@ -229,10 +229,13 @@ for fam, (arch, kwargs, desc) in NTK_FAMILIES.items():
     write(f"ch6_ntk_{fam}_cifar10",
           f"Thesis section 6.4 (figures 6.1-6.3, 6.5): {desc}, trained on CIFAR-10 while NTKSnapshot takes the\n"
           "empirical NTK of 25 fixed training images at the start and after every epoch (weight decay 5e-4 as in\n"
-          "figure 6.2). scripts/ntk_width_sweep.py runs this config at several widths and plots the correlation\n"
+          "figure 6.2), all models initialised with uniform He initialisation as in the thesis.\n"
+          "scripts/ntk_width_sweep.py runs this config at several widths and plots the correlation\n"
           "of the final with the initial kernel against the number of parameters. Epochs and lr are not stated\n"
           "in the thesis.",
-          {"max_epochs": 20, "callbacks": [{"class_path": "callbacks.NTKSnapshot",
+          {"max_epochs": 20, "callbacks": [{"class_path": "callbacks.LocalMinimumInit",
+                                            "init_args": {"kind": "he_uniform"}},
+                                           {"class_path": "callbacks.NTKSnapshot",
                                             "init_args": {"num_samples": 25, "every_n_epochs": 1, "per_tensor": True}}]},
           module(arch, 10, {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
                             "scheduler": "constant"}, kwargs),

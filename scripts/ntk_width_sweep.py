@@ -42,7 +42,7 @@ def run(family: str, width: int, out: Path, input_size: int, extra: list[str]) -
             "--model.init_args.arch_kwargs", json.dumps(width_args(family, width, input_size)),
             "--trainer.logger.init_args.save_dir", str(out), "--trainer.logger.init_args.name", f"{family}_w{width}",
             "--trainer.default_root_dir", str(run_dir), "--trainer.callbacks.init_args.save_dir",
-            str(run_dir / "ntk"), *extra]
+            str(run_dir / "ntk"), *extra]  # the last callback of the config is its NTKSnapshot
     main(args)
 
 

@@ -159,7 +159,7 @@ def test_rank_projection_callback_moves_every_layers_effective_rank(mode, tmp_pa
         assert (after[name] < before[name]) if mode == "min" else (after[name] > before[name]), (name, before, after)
 
 
-@pytest.mark.parametrize("kind", ["lemma61", "bias_constant", "bias_uniform", "zero"])
+@pytest.mark.parametrize("kind", ["lemma61", "bias_constant", "bias_uniform", "zero", "he_uniform"])
 def test_local_minimum_init_callback_sets_the_initialisation_before_training(kind, tmp_path) -> None:
     from callbacks import LocalMinimumInit
     from callbacks._analysis_common import fixed_sample, training_dataset
@@ -193,8 +193,12 @@ def test_local_minimum_init_callback_sets_the_initialisation_before_training(kin
     elif kind == "bias_uniform":
         biases = torch.cat([v for k, v in params.items() if k.endswith("bias")])
         assert biases.abs().max() <= 20 and biases.std() > 5
-    else:
+    elif kind == "zero":
         assert all(torch.all(v == 0) for v in params.values())
+    else:  # U(-sqrt(6 / fan_in), sqrt(6 / fan_in)): variance 2 / fan_in
+        w = params["layers.1.weight"]
+        assert w.abs().max() <= (6 / 64) ** 0.5 and w.var().item() == pytest.approx(2 / 64, rel=0.1)
+        assert all(torch.all(v == 0) for k, v in params.items() if k.endswith("bias"))
 
 
 # --------------------------------------------------------------------------------------

@@ -35,11 +35,12 @@ __all__ = [
     "fit_linear_classifier",
     "init_biases_",
     "zero_init_",
+    "he_uniform_init_",
     "INIT_KINDS",
 ]
 
 #: initialisations of tables 6.1-6.4 (``default`` leaves the model as built).
-INIT_KINDS = ("default", "lemma61", "bias_constant", "bias_uniform", "zero")
+INIT_KINDS = ("default", "lemma61", "bias_constant", "bias_uniform", "zero", "he_uniform")
 
 
 def lemma61_layers(weight: Tensor, bias: Tensor, inputs: Tensor, widths: list[int]) -> tuple[list[tuple[Tensor, Tensor]], float]:
@@ -227,3 +228,18 @@ def zero_init_(model: nn.Module) -> None:
     for p in model.parameters():
         if p.requires_grad:
             p.zero_()
+
+
+@torch.no_grad()
+def he_uniform_init_(model: nn.Module) -> int:
+    """Uniform He initialisation of every conv / linear weight (``U(-b, b)``, ``b = sqrt(6 / fan_in)``), zero biases.
+
+    The NTK experiments of section 6.4 initialise all models this way. Returns the
+    number of layers changed; BatchNorm and other parameters keep their values.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    for m in layers:
+        nn.init.kaiming_uniform_(m.weight, a=0.0, nonlinearity="relu")
+        if m.bias is not None:
+            m.bias.zero_()
+    return len(layers)
