@@ -1,6 +1,14 @@
-"""Lightning callbacks: robust evaluation and checkpointing (analysis callbacks arrive with their issues)."""
+"""Lightning callbacks: robust evaluation (PGD, attack suite), checkpointing, and the chapter-6 analysis callbacks."""
 from .attack_suite import AttackSuiteEvaluation
 from .checkpoint import RobustCheckpoint
+from .effective_rank import EffectiveRank
+from .hessian import HessianEigenvalues
+from .local_minima import LocalMinimumInit
+from .ntk import NTKSnapshot, load_ntk_snapshots
 from .pgd_evaluation import PGDEvaluation, default_eval_attacks
+from .rank_projection import RankProjection
 
-__all__ = ["AttackSuiteEvaluation", "PGDEvaluation", "RobustCheckpoint", "default_eval_attacks"]
+__all__ = [
+    "AttackSuiteEvaluation", "EffectiveRank", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
+    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "default_eval_attacks", "load_ntk_snapshots",
+]

@@ -11,8 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 DISTILL_PREFIXES = ("kd_", "ard_", "fastard_")
 #: add-on configs for `test` (a second --config); run by test_attack_suite_cli.py
 EVAL_PREFIXES = ("eval_",)
+#: chapter-6 configs (natural accuracy, analysis callbacks): run by test_ch6_configs.py
+CH6_PREFIXES = ("ch6_",)
 #: configs that need no teacher; the distillation configs are run by test_distill_configs.py
-CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES))
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
+                 if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES))
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")

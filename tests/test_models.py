@@ -34,6 +34,13 @@ CASES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
     "mobilenetv2": ({}, (3, 32, 32)),
     "wideresnet": ({"depth": 10, "widen_factor": 1}, (3, 32, 32)),
     "wrn34_10": ({"depth": 10, "widen_factor": 1}, (3, 32, 32)),
+    "wideresnet_nobn": ({"depth": 10, "widen_factor": 1}, (3, 32, 32)),
+    "wideresnet_noskip": ({"depth": 10, "widen_factor": 1}, (3, 32, 32)),
+    "densenet": ({"depth": 10, "growth_rate": 4}, (3, 32, 32)),
+    "densenet40": ({"depth": 10, "growth_rate": 4}, (3, 32, 32)),
+    "fixup_resnet": ({"depth": 8, "zero_init": False}, (3, 32, 32)),
+    "fixup_resnet20": ({"zero_init": False}, (3, 32, 32)),
+    "convnet6": ({"width": 4}, (3, 16, 16)),
     "small_cnn": ({}, (1, 8, 8)),
     "mlp": ({"input_size": 28}, (1, 28, 28)),
 }

@@ -5,19 +5,29 @@ default, as in the authors' code) is its first layer, ``model.normalize``.
 
 Registered names (``list_models()``):
 
-==================  ===========================================================
-``resnet18``        kuangliu CIFAR ResNet-18 (ARD student), 11.17M params
-``resnet18_noskip`` the same without shortcuts (thesis table 6.8)
-``resnet34``        kuangliu CIFAR ResNet-34
-``mobilenetv2``     kuangliu CIFAR MobileNetV2 (ARD student), 2.30M params
-``wideresnet``      TRADES WideResNet, any depth / widen factor
-``wrn34_10``        TRADES WRN-34-10 (ARD teacher), 46.16M used params
-``small_cnn``       small CNN for 8x8 digits / 28x28 MNIST (grey by default)
-``mlp``             configurable MLP on flattened images
-==================  ===========================================================
+======================  ===========================================================
+``resnet18``            kuangliu CIFAR ResNet-18 (ARD student), 11.17M params
+``resnet18_noskip``     the same without shortcuts (thesis table 6.8)
+``resnet34``            kuangliu CIFAR ResNet-34
+``mobilenetv2``         kuangliu CIFAR MobileNetV2 (ARD student), 2.30M params
+``wideresnet``          TRADES WideResNet, any depth / widen factor
+``wrn34_10``            TRADES WRN-34-10 (ARD teacher), 46.16M used params
+``wideresnet_nobn``     WideResNet without BatchNorm (thesis figure 6.5)
+``wideresnet_noskip``   WideResNet without skip connections (figure 6.5)
+``densenet``            CIFAR DenseNet, any depth / growth rate (no bottleneck)
+``densenet40``          DenseNet-40, k=12 (tables 6.5-6.7), 1.0M params
+``fixup_resnet``        CIFAR ResNet with Fixup initialisation, no BatchNorm
+``fixup_resnet20``      Fixup ResNet-20 (tables 6.6-6.7), 0.27M params
+``convnet6``            six-layer ConvNet width family (NTK sweep, figure 6.1)
+``small_cnn``           small CNN for 8x8 digits / 28x28 MNIST (grey by default)
+``mlp``                 configurable MLP on flattened images
+======================  ===========================================================
 
 Use ``create_model(name, **kwargs)`` and ``load_model_weights(model, path)``.
 """
+from .convnet import ConvNet6
+from .densenet import DenseNet
+from .fixup import FixupBasicBlock, FixupResNet
 from .mobilenetv2 import InvertedResidual, MobileNetV2
 from .normalize import Normalize
 from .registry import create_model, list_models, load_model_weights, model_class, model_preset, register_model
@@ -45,4 +55,8 @@ __all__ = [
     "SmallCNN",
     "MLP",
     "ACTIVATIONS",
+    "ConvNet6",
+    "DenseNet",
+    "FixupBasicBlock",
+    "FixupResNet",
 ]

@@ -48,17 +48,20 @@ __all__ = ["WideBasicBlock", "NetworkBlock", "WideResNet"]
 class WideBasicBlock(nn.Module):
     """TRADES pre-activation ``BasicBlock`` (attribute names kept for the state-dict keys)."""
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0) -> None:
+    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0,
+                 batchnorm: bool = True, skip: bool = True) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
+        norm = nn.BatchNorm2d if batchnorm else (lambda _c: nn.Identity())
+        self.bn1 = norm(in_planes)
         self.conv1 = nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_planes)
+        self.bn2 = norm(out_planes)
         self.conv2 = nn.Conv2d(out_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.drop_rate = drop_rate
+        self.skip = skip
         self.equal_in_out = in_planes == out_planes
         self.convShortcut: Optional[nn.Conv2d] = (
             None
-            if self.equal_in_out
+            if self.equal_in_out or not skip
             else nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, padding=0, bias=False)
         )
 
@@ -68,6 +71,8 @@ class WideBasicBlock(nn.Module):
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         out = self.conv2(out)
+        if not self.skip:
+            return out
         shortcut = x if self.convShortcut is None else self.convShortcut(o)
         return shortcut + out
 
@@ -75,11 +80,13 @@ class WideBasicBlock(nn.Module):
 class NetworkBlock(nn.Module):
     """A group of ``nb_layers`` blocks; the first one changes width/stride (``.layer`` keys)."""
 
-    def __init__(self, nb_layers: int, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0) -> None:
+    def __init__(self, nb_layers: int, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0,
+                 batchnorm: bool = True, skip: bool = True) -> None:
         super().__init__()
         self.layer = nn.Sequential(
             *[
-                WideBasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate)
+                WideBasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, drop_rate,
+                               batchnorm, skip)
                 for i in range(nb_layers)
             ]
         )
@@ -88,6 +95,8 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
+@register_model("wideresnet_noskip", skip=False)
+@register_model("wideresnet_nobn", batchnorm=False)
 @register_model("wrn34_10", depth=34, widen_factor=10)
 @register_model("wideresnet")
 class WideResNet(nn.Module):
@@ -100,9 +109,14 @@ class WideResNet(nn.Module):
         num_classes: number of output logits (>= 2).
         in_channels: input channels (3 for CIFAR).
         mean, std: optional per-channel normalisation applied first (see ``Normalize``).
+        batchnorm: False replaces every BatchNorm by the identity (thesis figure 6.5,
+            "WideResNet without batch normalization"; no BN keys in the state dict).
+        skip: False drops every shortcut, identity and 1x1 projection alike (figure 6.5,
+            "without skip connections").
 
     Takes (N, in_channels, 32, 32) images in [0, 1] and returns (N, num_classes) logits.
-    Registered as ``wideresnet`` and, with depth 34 and widen factor 10, as ``wrn34_10``.
+    Registered as ``wideresnet``, with depth 34 and widen factor 10 as ``wrn34_10``, and
+    as ``wideresnet_nobn`` / ``wideresnet_noskip`` for the two variants of figure 6.5.
     """
 
     def __init__(
@@ -114,8 +128,13 @@ class WideResNet(nn.Module):
         in_channels: int = 3,
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
+        batchnorm: bool = True,
+        skip: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(batchnorm, bool) or not isinstance(skip, bool):
+            raise ValueError(f"batchnorm and skip must be True or False, got batchnorm={batchnorm!r}, skip={skip!r}")
+        self.batchnorm, self.skip = batchnorm, skip
         depth = check_int("depth", depth, 10, "use 10, 16, 22, 28, 34, ... ((depth - 4) divisible by 6)")
         if (depth - 4) % 6 != 0:
             lo = depth - (depth - 4) % 6
@@ -135,12 +154,13 @@ class WideResNet(nn.Module):
 
         self.normalize = Normalize(mean, std, num_channels=self.in_channels)
         self.conv1 = nn.Conv2d(self.in_channels, channels[0], kernel_size=3, stride=1, padding=1, bias=False)
-        self.block1 = NetworkBlock(n, channels[0], channels[1], 1, self.drop_rate)
+        variant = (batchnorm, skip)
+        self.block1 = NetworkBlock(n, channels[0], channels[1], 1, self.drop_rate, *variant)
         # Unused in forward (as in TRADES); kept so that TRADES checkpoints load strictly.
-        self.sub_block1 = NetworkBlock(n, channels[0], channels[1], 1, self.drop_rate)
-        self.block2 = NetworkBlock(n, channels[1], channels[2], 2, self.drop_rate)
-        self.block3 = NetworkBlock(n, channels[2], channels[3], 2, self.drop_rate)
-        self.bn1 = nn.BatchNorm2d(channels[3])
+        self.sub_block1 = NetworkBlock(n, channels[0], channels[1], 1, self.drop_rate, *variant)
+        self.block2 = NetworkBlock(n, channels[1], channels[2], 2, self.drop_rate, *variant)
+        self.block3 = NetworkBlock(n, channels[2], channels[3], 2, self.drop_rate, *variant)
+        self.bn1 = nn.BatchNorm2d(channels[3]) if batchnorm else nn.Identity()
         self.fc = nn.Linear(channels[3], self.num_classes)
         self._init_weights()
         self.sub_block1.requires_grad_(False)

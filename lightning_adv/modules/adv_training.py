@@ -11,6 +11,7 @@ from torch import Tensor
 from ..attacks import PGD, kl_loss
 from .classifier import Classifier
 from .optim import OptimConfig
+from .regularizers import Regularizer
 from .robust import RobustTrainingMixin, check_free_args
 
 __all__ = ["AdvTraining", "METHODS"]
@@ -58,6 +59,7 @@ class AdvTraining(RobustTrainingMixin, Classifier):
         free_replays: int = 4,
         free_step_size: Optional[float] = None,
         track_clean_acc: bool = True,
+        regularizer: Optional[Regularizer] = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method={method!r} is not one of {METHODS}")
@@ -66,7 +68,8 @@ class AdvTraining(RobustTrainingMixin, Classifier):
             raise ValueError(f"trades_beta must be >= 0, got trades_beta={trades_beta}")
         check_free_args(free_replays, free_step_size, check_replays=method == "free")
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
-                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights)
+                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights,
+                         regularizer=regularizer)
         self.hparams["attack"] = asdict(attack)
         self.attack = attack
         self.method = method

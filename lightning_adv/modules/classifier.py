@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model, load_model_weights
 from .optim import OptimConfig, build_optimizer, build_scheduler
+from .regularizers import Regularizer, coerce_regularizer
 
 __all__ = ["Classifier"]
 
@@ -30,9 +31,12 @@ class Classifier(pl.LightningModule):
         optim: optimiser and LR schedule (:class:`OptimConfig`).
         init_weights: optional path of weights to start from (a checkpoint of this
             project or a raw / TRADES-format state dict), loaded with ``weights_only=True``.
+        regularizer: optional parameter regulariser (e.g. :class:`NormBias`), applied as
+            a gradient right before each optimiser step (see ``modules/regularizers.py``).
 
     Logged: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``,
-    ``test/acc``, ``lr``.
+    ``test/acc``, ``lr``, ``train/param_norm`` (per epoch); with a regulariser also
+    ``train/regularizer``.
     """
 
     def __init__(
@@ -45,13 +49,16 @@ class Classifier(pl.LightningModule):
         arch_kwargs: Optional[dict[str, Any]] = None,
         optim: OptimConfig = OptimConfig(),
         init_weights: Optional[str] = None,
+        regularizer: Optional[Regularizer] = None,
     ) -> None:
         super().__init__()
         optim = OptimConfig.coerce(optim)
         self.optim_cfg = optim
+        self.regularizer = coerce_regularizer(regularizer)
         # hparams hold only primitives, so checkpoints load with weights_only=True
-        self.save_hyperparameters(ignore=["optim"])
+        self.save_hyperparameters(ignore=["optim", "regularizer"])
         self.hparams["optim"] = optim.to_dict()
+        self.hparams["regularizer"] = self.regularizer.to_dict() if self.regularizer is not None else None
         self.model = create_model(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                                   **(arch_kwargs or {}))
         if init_weights:
@@ -90,6 +97,19 @@ class Classifier(pl.LightningModule):
         if isinstance(opt, list):
             opt = opt[0]
         self.log("lr", float(opt.param_groups[0]["lr"]), on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        """Log the parameter norm once per epoch (figure 6.2 right, the norms of section 6.3)."""
+        with torch.no_grad():
+            sq = sum(p.detach().float().square().sum() for p in self.model.parameters() if p.requires_grad)
+        self.log("train/param_norm", torch.as_tensor(sq).sqrt(), on_step=False, on_epoch=True)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Add the regulariser's gradient (after DDP's gradient averaging and AMP's unscaling)."""
+        if self.regularizer is None:
+            return
+        value, _norm = self.regularizer.add_gradient_([p for p in self.model.parameters() if p.requires_grad])
+        self.log("train/regularizer", value, on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
