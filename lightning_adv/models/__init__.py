@@ -14,10 +14,14 @@ Registered names (``list_models()``):
 ``wrn34_10``        TRADES WRN-34-10 (ARD teacher), 46.16M used params
 ``small_cnn``       small CNN for 8x8 digits / 28x28 MNIST (grey by default)
 ``mlp``             configurable MLP on flattened images
+``r2d2_embedding``  R2-D2 few-shot backbone 96-192-384-512 (+ feature denoising), features out
+``conv4``           ProtoNet Conv-4 few-shot backbone, features out
+``resnet12``        MetaOptNet ResNet-12 few-shot backbone, features out
 ==================  ===========================================================
 
 Use ``create_model(name, **kwargs)`` and ``load_model_weights(model, path)``.
 """
+from .fewshot import Conv4, FeatureDenoise, R2D2Embedding, ResNet12
 from .mobilenetv2 import InvertedResidual, MobileNetV2
 from .normalize import Normalize
 from .registry import create_model, list_models, load_model_weights, model_class, model_preset, register_model
@@ -45,4 +49,8 @@ __all__ = [
     "SmallCNN",
     "MLP",
     "ACTIVATIONS",
+    "R2D2Embedding",
+    "Conv4",
+    "ResNet12",
+    "FeatureDenoise",
 ]

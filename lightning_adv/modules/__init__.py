@@ -1,5 +1,6 @@
 """LightningModules: natural and adversarial training, distillation (more methods arrive with their issues)."""
 from .adv_training import METHODS, AdvTraining
+from .adversarial_querying import FEWSHOT_HEADS, TRAINING_MODES, AdversarialQuerying
 from .classifier import Classifier
 from .distill import ARD, KL_REDUCTIONS, FastARD, KnowledgeDistillation, distillation_kl
 from .free import FreeReplay
@@ -9,5 +10,6 @@ from .teacher import load_teacher
 
 __all__ = [
     "ARD", "AdvTraining", "Classifier", "FastARD", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "METHODS",
+    "AdversarialQuerying", "FEWSHOT_HEADS", "TRAINING_MODES",
     "OptimConfig", "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
 ]
