@@ -38,12 +38,11 @@ import learn2learn as l2l
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from ..attacks import PGD, attack_grad_context, get_attack_loss, kl_loss, module_mode
 from ..meta import HEADS, EpisodeAccuracy
-from ..models import create_model, load_model_weights
+from ..models import create_model, load_model_weights, model_class
 from .optim import OptimConfig, build_optimizer, build_scheduler
 
 __all__ = ["AdversarialQuerying", "TRAINING_MODES", "FEWSHOT_HEADS"]
@@ -135,9 +134,10 @@ class AdversarialQuerying(pl.LightningModule):
         maml_first_order: first-order MAML (the authors' code is effectively first order).
         adv_finetune: MAML only: also evaluate after fine-tuning on PGD-attacked support
             (7-PGD in table 5.3), logged as ``test/acc_advtuned``/``test/robust_acc_advtuned``.
-        optim: optimiser (authors: SGD Nesterov, lr 0.1, momentum 0.9, wd 5e-4).
-        lr_factors: multipliers of the LR after each of ``optim.milestones`` (the authors'
-            LambdaLR: 0.06, 0.012, 0.0024); None uses ``optim.gamma``.
+        optim: optimiser (authors: SGD Nesterov, lr 0.1, momentum 0.9, wd 5e-4, milestones
+            [19, 39, 49] in 0-based epochs; the configs spell it out).
+        lr_factors: multipliers of the initial LR from each of ``optim.milestones`` on (the
+            authors' LambdaLR: [0.06, 0.012, 0.0024]); None uses ``optim.gamma``.
         init_weights: backbone weights to start from (e.g. an ``AdvTraining`` checkpoint of
             the same backbone: the transfer-learning baseline); the classifier is dropped.
     """
@@ -164,9 +164,8 @@ class AdversarialQuerying(pl.LightningModule):
         maml_test_steps: int = 10,
         maml_first_order: bool = True,
         adv_finetune: Optional[PGD] = None,
-        optim: OptimConfig = OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True,
-                                         milestones=[19, 39, 49]),
-        lr_factors: Optional[list[float]] = [0.06, 0.012, 0.0024],
+        optim: OptimConfig = OptimConfig(),
+        lr_factors: Optional[list[float]] = None,
         init_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
@@ -214,11 +213,11 @@ class AdversarialQuerying(pl.LightningModule):
         self.maml_first_order = bool(maml_first_order)
         self.lr_factors = None if lr_factors is None else [float(f) for f in lr_factors]
 
-        self.backbone = create_model(arch, in_channels=in_channels, input_size=image_size, mean=mean, std=std,
-                                     **(arch_kwargs or {}))
-        if not hasattr(self.backbone, "embed"):
+        if not hasattr(model_class(arch), "embed"):
             raise ValueError(f"arch={arch!r} is not a few-shot backbone (no embed()); use r2d2_embedding, "
                              f"resnet12 or conv4")
+        self.backbone = create_model(arch, in_channels=in_channels, input_size=image_size, mean=mean, std=std,
+                                     **(arch_kwargs or {}))
         if init_weights:
             load_model_weights(self.backbone, init_weights, strict=False)
         self.head: Optional[nn.Module] = None
@@ -431,7 +430,8 @@ class AdversarialQuerying(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_stage("test")
-        rank_zero_info(self.results_table(self.test_results))
+        if self._trainer is None or self.trainer.is_global_zero:
+            print(self.results_table(self.test_results), flush=True)
 
     def results_table(self, results: dict[str, dict[str, float]]) -> str:
         """The test results as a Markdown table (accuracy in %, 95% CI)."""
