@@ -27,6 +27,8 @@ class) raise a ``ValueError`` in ``setup``.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence
@@ -364,6 +366,11 @@ class ClassFolderFewShot(FewShotDataModule):
         return (f"give train_path and test_path as folders (leaf folders = classes) or .zip files of such trees, "
                 f"e.g. ../shared/data/omniglot/images_background_small1.zip (got {self.train_path}, {self.test_path})")
 
+    def prepare_data(self) -> None:
+        """Extract ``.zip`` trees once (Lightning runs this on one process per node, before setup)."""
+        self._tree(self.train_path)
+        self._tree(self.test_path)
+
     def _tree(self, path_str: str) -> Path:
         path = Path(path_str).expanduser()
         if not path.exists():
@@ -375,10 +382,16 @@ class ClassFolderFewShot(FewShotDataModule):
         target = self.root / path.stem
         done = target / ".extracted"
         if not done.exists():
-            target.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + f".partial{os.getpid()}")
             with zipfile.ZipFile(path) as archive:
-                archive.extractall(target)
-            done.write_text(str(path.resolve()))
+                archive.extractall(partial)
+            if not done.exists():  # another process may have finished first
+                if target.exists():
+                    shutil.rmtree(target)
+                partial.rename(target)
+                done.write_text(str(path.resolve()))
+            else:
+                shutil.rmtree(partial)
         return target
 
     def _load(self, split: str, train_transform: bool) -> tuple[Dataset, LabelIndex]:
