@@ -252,7 +252,8 @@ def test_interface_episodes_and_adapted_learner(fs_root):
     ("protonet", "trades", {}),
     ("metaoptnet", "aq", {}),
     ("maml", "adml", {"adv_finetune": PGD(eps=0.1, steps=1, step_size=0.1)}),
-    ("maml", "natural", {"maml_layers": "last", "maml_first_order": False}),
+    ("maml", "natural", {"maml_layers": "last", "maml_first_order": False,
+                         "adv_finetune": PGD(eps=0.1, steps=1, step_size=0.1)}),
 ])
 def test_each_head_trains_and_tests_under_inference_mode(fs_root, head, mode, kw, capsys):
     torch.manual_seed(0)

@@ -54,6 +54,7 @@ def _meta_train(dm, mode: str) -> dict:
 def test_adversarial_querying_keeps_robust_accuracy_on_held_out_alphabets(minimal_omniglot):
     natural = _meta_train(minimal_omniglot, "natural")
     robust = _meta_train(minimal_omniglot, "aq")
+    print(f"natural: {natural}\nadversarially queried: {robust}")
     # natural meta-learning: well above chance (0.2) on unseen alphabets, and not robust
     assert natural["acc"] > 0.7, natural
     assert natural["robust_acc"] < 0.12, natural
