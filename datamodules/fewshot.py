@@ -289,6 +289,12 @@ class OmniglotFewShot(FewShotDataModule):
                 f"images_background.zip and images_evaluation.zip into {self.root}/omniglot-py), or copy the "
                 f"extracted folders images_background/ and images_evaluation/ there")
 
+    def prepare_data(self) -> None:
+        """Download once per node (before setup) when ``download=True``."""
+        if self.download:
+            for background in (True, False):
+                _Omniglot.make(str(self.root), background, None, True)
+
     def _load(self, split: str, train_transform: bool) -> tuple[Dataset, LabelIndex]:
         background = split != "test"
         if background not in self._cache:
@@ -430,6 +436,13 @@ class _L2LFewShot(FewShotDataModule):
 
     def _data_folder(self) -> Path:
         return self.root
+
+    def prepare_data(self) -> None:
+        """Download (and, for CIFAR-FS, unpack) once per node before setup when ``download=True``."""
+        if self.download:
+            for mode in self._modes.values():
+                if not self._present(mode):
+                    self._dataset(mode, None)
 
     def _load(self, split: str, train_transform: bool) -> tuple[Dataset, LabelIndex]:
         transform = self._train_transform() if (train_transform and split == "train") else self._eval_transform()
