@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from learn2learn.nn import PrototypicalClassifier, SVClassifier
 from torch import Tensor, nn
 
-__all__ = ["FewShotHead", "R2D2Head", "ProtoNetHead", "MetaOptNetHead", "ridge_regression_logits", "ridge_dual_weights", "HEADS"]
+__all__ = ["FewShotHead", "R2D2Head", "ProtoNetHead", "MetaOptNetHead", "ridge_regression_logits", "ridge_dual_weights",
+           "HEADS"]
 
 QueryFn = Callable[[Tensor], Tensor]
 

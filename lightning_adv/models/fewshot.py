@@ -141,7 +141,8 @@ class R2D2Embedding(FewShotBackbone):
             raise ValueError(f"dropout must be two probabilities in [0, 1) (after blocks 3 and 4), got {dropout!r}")
         bad = [b for b in denoise_after if b not in (1, 2, 3, 4)]
         if bad:
-            raise ValueError(f"denoise_after must list blocks among 1, 2, 3, 4, got denoise_after={list(denoise_after)}")
+            raise ValueError(f"denoise_after must list blocks among 1, 2, 3, 4, "
+                             f"got denoise_after={list(denoise_after)}")
         _activation(activation)
         blocks = []
         width = self.in_channels

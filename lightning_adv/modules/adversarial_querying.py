@@ -438,7 +438,8 @@ class AdversarialQuerying(pl.LightningModule):
         hp = self.hparams
         attack = self.eval_attack
         lines = [f"Few-shot test: head={self.head_name}, training={self.training_mode}, arch={hp.arch}; robust = "
-                 f"PGD-{attack.steps} {attack.norm} eps={attack.eps * 255:g}/255 step={attack.effective_step_size * 255:g}/255",
+                 f"PGD-{attack.steps} {attack.norm} eps={attack.eps * 255:g}/255 "
+                 f"step={attack.effective_step_size * 255:g}/255",
                  "", "| metric | accuracy (%) | 95% CI (%) | episodes |", "|---|---|---|---|"]
         for name, r in results.items():
             lines.append(f"| {name} | {100 * r['mean']:.2f} | ± {100 * r['ci95']:.2f} | {r['episodes']} |")
