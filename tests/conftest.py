@@ -13,9 +13,11 @@ DISTILL_PREFIXES = ("kd_", "ard_", "fastard_")
 EVAL_PREFIXES = ("eval_",)
 #: chapter-6 configs (natural accuracy, analysis callbacks): run by test_ch6_configs.py
 CH6_PREFIXES = ("ch6_",)
+#: few-shot configs (issue 4), run by test_fewshot_configs.py
+FEWSHOT_PREFIXES = ("aq_",)
 #: configs that need no teacher; the distillation configs are run by test_distill_configs.py
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
-                 if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES))
+                 if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES + FEWSHOT_PREFIXES))
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")

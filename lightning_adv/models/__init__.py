@@ -21,12 +21,16 @@ Registered names (``list_models()``):
 ``convnet6``            six-layer ConvNet width family (NTK sweep, figure 6.1)
 ``small_cnn``           small CNN for 8x8 digits / 28x28 MNIST (grey by default)
 ``mlp``                 configurable MLP on flattened images
+``r2d2_embedding``      R2-D2 few-shot backbone 96-192-384-512 (+ feature denoising), features out
+``conv4``               ProtoNet Conv-4 few-shot backbone, features out
+``resnet12``            MetaOptNet ResNet-12 few-shot backbone, features out
 ======================  ===========================================================
 
 Use ``create_model(name, **kwargs)`` and ``load_model_weights(model, path)``.
 """
 from .convnet import ConvNet6
 from .densenet import DenseNet
+from .fewshot import Conv4, FeatureDenoise, R2D2Embedding, ResNet12
 from .fixup import FixupBasicBlock, FixupResNet
 from .mobilenetv2 import InvertedResidual, MobileNetV2
 from .normalize import Normalize
@@ -59,4 +63,8 @@ __all__ = [
     "DenseNet",
     "FixupBasicBlock",
     "FixupResNet",
+    "R2D2Embedding",
+    "Conv4",
+    "ResNet12",
+    "FeatureDenoise",
 ]

@@ -1,5 +1,6 @@
-"""LightningModules: natural and adversarial training, distillation (more methods arrive with their issues)."""
+"""LightningModules: natural and adversarial training, distillation, adversarial querying; NormBias regulariser."""
 from .adv_training import METHODS, AdvTraining
+from .adversarial_querying import FEWSHOT_HEADS, TRAINING_MODES, AdversarialQuerying
 from .classifier import Classifier
 from .distill import ARD, KL_REDUCTIONS, FastARD, KnowledgeDistillation, distillation_kl
 from .free import FreeReplay
@@ -10,5 +11,6 @@ from .teacher import load_teacher
 
 __all__ = [
     "ARD", "AdvTraining", "Classifier", "FastARD", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "METHODS",
-    "NormBias", "OptimConfig", "Regularizer", "RobustTrainingMixin", "coerce_regularizer", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
+    "AdversarialQuerying", "FEWSHOT_HEADS", "TRAINING_MODES", "NormBias", "Regularizer", "coerce_regularizer",
+    "OptimConfig", "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
 ]

@@ -1,0 +1,11 @@
+"""Few-shot plumbing around learn2learn: heads (R2-D2 here; ProtoNet, MetaOptNet from
+learn2learn), episodic task sets, and per-episode accuracy with confidence intervals."""
+from .heads import (HEADS, FewShotHead, MetaOptNetHead, ProtoNetHead, R2D2Head, ridge_dual_weights,
+                    ridge_regression_logits)
+from .metrics import EpisodeAccuracy
+from .tasks import EpisodeDataset, check_task_shape, split_support_query
+
+__all__ = [
+    "HEADS", "EpisodeAccuracy", "EpisodeDataset", "FewShotHead", "MetaOptNetHead", "ProtoNetHead", "R2D2Head",
+    "check_task_shape", "ridge_dual_weights", "ridge_regression_logits", "split_support_query",
+]
