@@ -15,7 +15,7 @@ Data (real loaders; ``download=True`` where there is a network, a local root oth
 * :class:`ClassFolderFewShot`: any tree whose leaf folders are classes (e.g.
   ``alphabet/character/*.png``), given as folders or ``.zip`` files: one tree for
   meta-training (minus ``val_classes``), another held out for testing. Reads the minimal
-  Omniglot splits in ``../shared/data/omniglot`` offline.
+  Omniglot splits vendored in ``datamodules/assets/omniglot`` offline.
 * :class:`MiniImageNetFewShot`, :class:`CIFARFSFewShot`, :class:`FC100FewShot`:
   learn2learn's data sets with their official train/validation/test class splits.
 
@@ -43,6 +43,10 @@ from lightning_adv.meta import EpisodeDataset
 
 from .base import DataNotFoundError, StandInDataWarning
 from .standins import STANDIN_MARKER
+
+#: the repository root: relative class-folder paths that do not exist from the working directory are
+#: looked up here (configs/aq_omniglot_minimal.yaml names datamodules/assets/omniglot/...)
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = [
     "FewShotDataModule", "OmniglotFewShot", "ClassFolderFewShot", "MiniImageNetFewShot", "CIFARFSFewShot",
@@ -370,7 +374,7 @@ class ClassFolderFewShot(FewShotDataModule):
 
     def _how_to_get(self) -> str:
         return (f"give train_path and test_path as folders (leaf folders = classes) or .zip files of such trees, "
-                f"e.g. ../shared/data/omniglot/images_background_small1.zip (got {self.train_path}, {self.test_path})")
+                f"e.g. datamodules/assets/omniglot/images_background_small1.zip (got {self.train_path}, {self.test_path})")
 
     def prepare_data(self) -> None:
         """Extract ``.zip`` trees once (Lightning runs this on one process per node, before setup)."""
@@ -379,6 +383,8 @@ class ClassFolderFewShot(FewShotDataModule):
 
     def _tree(self, path_str: str) -> Path:
         path = Path(path_str).expanduser()
+        if not path.exists() and not path.is_absolute() and (_REPO_ROOT / path).exists():
+            path = _REPO_ROOT / path  # a repo-relative path (the vendored Omniglot splits) run from elsewhere
         if not path.exists():
             raise DataNotFoundError(self.display_name, path.resolve(), self._how_to_get(), "path does not exist")
         if path.is_dir():

@@ -89,7 +89,8 @@ def test_table4_11_config_runs_on_a_cifar_config(tmp_path, standin_root):
     small.write_text(yaml.safe_dump(raw))
     cli = main(["test", "--config", str(REPO / "configs/at_mobilenetv2_cifar10.yaml"), "--config", str(small),
                 "--data.data_dir", str(standin_root), "--data.eval_batch_size", "2", "--data.val_size", "8",
-                "--data.num_workers", "0", "--trainer.limit_test_batches", "0.125",  # 1 of 8 batches "--trainer.logger", "false",
+                "--data.num_workers", "0", "--trainer.limit_test_batches", "0.125",  # 1 of 8 batches
+                "--trainer.logger", "false",
                 "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
                 "--trainer.accelerator", "cpu", "--trainer.devices", "1"])
     cb = next(c for c in cli.trainer.callbacks if isinstance(c, AttackSuiteEvaluation))

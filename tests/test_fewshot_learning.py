@@ -18,7 +18,7 @@ from lightning_adv.modules import AdversarialQuerying, OptimConfig
 
 pytestmark = pytest.mark.slow
 
-OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+OMNIGLOT = REPO / "datamodules" / "assets" / "omniglot"  # vendored minimal splits
 EPS = 0.1  # strokes are near-binary; 0.1 is ~25 grey levels
 STEPS = 100
 

@@ -43,7 +43,8 @@ def frozen_parameters(module: Optional[nn.Module]) -> Iterator[None]:
     if module is None:
         yield
         return
-    saved = [(p, p.requires_grad) for p in module.parameters()]
+    # only leaves: an adapted learner's (learn2learn clone's) weights are computed tensors without .grad
+    saved = [(p, p.requires_grad) for p in module.parameters() if p.is_leaf]
     for p, _ in saved:
         p.requires_grad_(False)
     try:

@@ -274,6 +274,11 @@ class AdversarialQuerying(pl.LightningModule):
         """
         with module_mode(self, "eval"):
             learner = self._adapt(support_x.unsqueeze(0), support_y.unsqueeze(0))
+        if isinstance(learner, _MAMLLearner):
+            # a fixed function of the queries: cut the adapted weights from the meta-parameters' graph, so
+            # an outside attack (AutoAttack's FAB calls backward()) can never reach the module's .grad
+            for clone in learner.clones:
+                l2l.utils.detach_module(clone, keep_requires_grad=False)
         return _SingleTask(learner)
 
     # ------------------------------------------------------------------ adaptation
