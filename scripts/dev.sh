@@ -74,6 +74,23 @@ install_learn2learn() {
   "$VPY" -c "import learn2learn; print('learn2learn', learn2learn.__version__)"
 }
 
+ensure_fashion_mnist() {
+  # The Fashion-MNIST learning test reads Debian's dataset-fashion-mnist files (real data, no
+  # download at test time). Install the package when it is missing and apt can do it.
+  local dir=/usr/share/datasets/fashion-mnist
+  [ -d "$dir" ] && return
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo -n"
+  if command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's dataset-fashion-mnist (real Fashion-MNIST files for the learning tests)"
+    $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+      || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } \
+      || log "could not install dataset-fashion-mnist; tests/test_learning.py's Fashion-MNIST test will fail"
+  else
+    log "no apt-get: put the Fashion-MNIST *-ubyte.gz files in $dir for tests/test_learning.py"
+  fi
+}
+
 setup() {
   local want
   want=$(stamp_value)
@@ -109,6 +126,7 @@ case "$cmd" in
     ;;
   test)
     setup
+    ensure_fashion_mnist
     "$VPY" -m pytest "$@"
     ;;
   *) echo "usage: bash scripts/dev.sh {setup|quickstart|test} [args...]" >&2; exit 2 ;;

@@ -430,8 +430,9 @@ def test_local_source_with_wrong_content_is_rejected(tmp_path: Path) -> None:
     assert not raw.exists() or not any(raw.iterdir())  # no partial or temporary files left
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_debian_package(tmp_path: Path) -> None:
+    # `bash scripts/dev.sh test` installs the Debian package when it is missing
+    assert DEBIAN_FASHION_MNIST.is_dir(), f"{DEBIAN_FASHION_MNIST} absent: apt-get install -y dataset-fashion-mnist"
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), batch_size=256)
     assert dm.local_source == str(DEBIAN_FASHION_MNIST)
     with warnings.catch_warnings():
