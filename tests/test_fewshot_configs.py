@@ -57,6 +57,8 @@ def _args(config, raw, root, tmp_path):
     args += TINY + ["--model.attack.steps", "1", "--model.eval_attack.steps", "1"]
     if data_cls in STANDIN:
         args += ["--data.data_dir", str(root / STANDIN[data_cls])]
+    elif data_cls == "ClassFolderFewShot":  # the vendored Omniglot zips are extracted here, not into the repo
+        args += ["--data.data_dir", str(tmp_path / "class_folder")]
     if data_cls == "MiniImageNetFewShot":  # 84x84 -> 32x32 (through the resize path) keeps CPU time low
         args += ["--data.image_size", "32", "--model.image_size", "32"]
     if data_cls != "ClassFolderFewShot" and data_cls != "OmniglotFewShot":
