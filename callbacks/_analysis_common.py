@@ -59,6 +59,12 @@ def output_dir(trainer: "pl.Trainer", name: str, override: Optional[str]) -> Pat
     return Path(base) / name
 
 
+def epoch_due(trainer: "pl.Trainer", every_n_epochs: int) -> bool:
+    """At the end of the current epoch: every ``every_n_epochs`` epochs, and after the last one."""
+    done = trainer.current_epoch + 1
+    return done % every_n_epochs == 0 or done == trainer.max_epochs
+
+
 def log_scalars(trainer: "pl.Trainer", metrics: dict[str, float], step: Optional[int] = None) -> None:
     """Write scalars to every logger (rank zero) at ``step`` (default: the global step)."""
     if trainer.global_rank != 0:

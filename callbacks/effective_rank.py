@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_adv.analysis import effective_ranks, layer_input_sizes
 
-from ._analysis_common import fixed_sample, log_figure, log_scalars, training_dataset
+from ._analysis_common import epoch_due, fixed_sample, log_figure, log_scalars, training_dataset
 
 __all__ = ["EffectiveRank", "rank_figure"]
 
@@ -64,6 +64,5 @@ class EffectiveRank(Callback):
             self._measure(trainer, pl_module, -1)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        epoch = trainer.current_epoch
-        if (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == trainer.max_epochs:
-            self._measure(trainer, pl_module, epoch)
+        if epoch_due(trainer, self.every_n_epochs):
+            self._measure(trainer, pl_module, trainer.current_epoch)

@@ -12,7 +12,7 @@ from torch import Tensor
 from lightning_adv.analysis import empirical_ntk, kernel_correlation, kernel_relative_change, parameter_norm
 from lightning_adv.analysis._utils import trainable_parameters
 
-from ._analysis_common import fixed_sample, log_figure, log_scalars, output_dir, training_dataset
+from ._analysis_common import epoch_due, fixed_sample, log_figure, log_scalars, output_dir, training_dataset
 
 __all__ = ["NTKSnapshot", "load_ntk_snapshots"]
 
@@ -109,6 +109,5 @@ class NTKSnapshot(Callback):
             self._snapshot(trainer, pl_module, -1)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        epoch = trainer.current_epoch
-        if (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 == trainer.max_epochs:
-            self._snapshot(trainer, pl_module, epoch)
+        if epoch_due(trainer, self.every_n_epochs):
+            self._snapshot(trainer, pl_module, trainer.current_epoch)
