@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -31,10 +31,13 @@ Model = Callable[[Tensor], Tensor]
 
 @dataclass
 class AttackOutput:
-    """Adversarial images and, for black-box attacks, model queries per example."""
+    """Adversarial inputs, for black-box attacks the model queries per example, and any
+    other per-example measures of the attack (``extras``: name -> (B,) tensor, e.g. the
+    capital an order-book attack commits), which the suite records and reports."""
 
     x_adv: Tensor
     queries: Optional[Tensor] = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -76,6 +79,10 @@ class Attack(ABC):
     kind: str = "white-box"
     #: targeted attacks aim at a target class (the suite still counts any misclassification)
     targeted: bool = False
+    #: what the inputs are. 'image': pixels in [0, 1] (checked before the attack, the result is clamped
+    #: to [0, 1]); any other domain (e.g. 'orderbook') checks its own constraints in :meth:`finalize` and
+    #: measures its perturbations in :meth:`perturbation_size`
+    domain: str = "image"
 
     def __init__(self, norm: str = "linf", eps: Optional[float] = None, name: Optional[str] = None,
                  bn_mode: str = "eval") -> None:
@@ -114,9 +121,28 @@ class Attack(ABC):
     def _perturb(self, model: Model, x: Tensor, y: Tensor, targets: Optional[Tensor]) -> AttackOutput:
         """The attack itself; autograd is on, the mode set, parameters frozen."""
 
+    def check_inputs(self, x: Tensor) -> None:
+        """Image attacks: the clean inputs must be in [0, 1] (a [0, 255] batch would be silently clamped)."""
+        if self.domain != "image" or x.numel() == 0:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"{self.label}: inputs must be images in [0, 1] (pixel space), got values in [{lo:.4g}, {hi:.4g}]; "
+                "divide by 255 or move mean/std normalisation into the model (model.mean / model.std)")
+
+    def finalize(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """The returned adversarial input: images are clamped to [0, 1]; other domains override this to
+        enforce (or check) their own constraints."""
+        return x_adv.clamp(0.0, 1.0) if self.domain == "image" else x_adv
+
+    def perturbation_size(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Per-example size of the perturbation the suite reports (the ``norm`` of ``x_adv - x``)."""
+        return perturbation_norm(x_adv - x, self.norm)
+
     def run(self, model: Model, x: Tensor, y: Tensor, mode_module: Optional[nn.Module] = None,
             targets: Optional[Tensor] = None) -> AttackOutput:
-        """Attack ``model`` at ``(x, y)``; returns detached adversarial images in [0, 1].
+        """Attack ``model`` at ``(x, y)``; returns detached adversarial inputs (images in [0, 1]).
 
         ``targets`` (target labels) is used by targeted attacks; others ignore it.
         """
@@ -127,11 +153,12 @@ class Attack(ABC):
                 torch.random.fork_rng(devices=devices):
             x = _as_normal(x)
             y = _as_normal(y)
+            self.check_inputs(x)
             out = self._perturb(model, x, y, _as_normal(targets))
         x_adv = out.x_adv.detach().to(x.dtype)
         if x_adv.shape != x.shape:
             raise RuntimeError(f"{self.label} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
-        out.x_adv = x_adv.clamp(0.0, 1.0)
+        out.x_adv = self.finalize(x, x_adv)
         return out
 
     def __call__(self, model: Model, x: Tensor, y: Tensor) -> Tensor:

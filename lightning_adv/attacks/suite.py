@@ -44,7 +44,7 @@ from typing import Any, Iterable, Optional, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, Model, perturbation_norm
+from .base import Attack, Model
 from .losses import margin_loss
 from .pgd import _as_normal, attack_grad_context, module_mode
 from .whitebox import PGDAttack
@@ -96,6 +96,8 @@ class AttackRow:
     mean_queries: Optional[float]
     max_queries: Optional[int]
     time_s: float
+    #: means over the attacked examples of the attack's own per-example measures (``AttackOutput.extras``)
+    extras: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -194,10 +196,21 @@ def _worst(records: Records, names: list[str]) -> Tensor:
 
 
 def concat_records(parts: list[Records]) -> Records:
+    """Concatenate per-batch records. An attack's ``extra/`` measures exist only for batches it ran on:
+    where a batch lacks one, its column is NaN there."""
     parts = [p for p in parts if p]
     if not parts:
         return {}
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+
+    def column(p: Records, k: str) -> Tensor:
+        if k in p:
+            return p[k]
+        if "/extra/" not in k:
+            raise KeyError(f"records of one batch lack {k!r}")
+        return torch.full((p["index"].shape[0],), float("nan"), dtype=torch.float64)
+
+    return {k: torch.cat([column(p, k) for p in parts]) for k in keys}
 
 
 def dedup_records(records: Records) -> Records:
@@ -284,6 +297,7 @@ class AttackSuite:
             norms = torch.full((b,), float("nan"))
             queries = torch.full((b,), -1, dtype=torch.long)
             fooled = torch.zeros(b, dtype=torch.bool)
+            extras: dict[str, Tensor] = {}
             t0 = time.perf_counter()
             if idx.numel() > 0:
                 out = attack.run(model, x[idx], y[idx], mode_module=mode_module)
@@ -291,9 +305,13 @@ class AttackSuite:
                     ok = model(out.x_adv).argmax(1) == y[idx]
                 correct[idx] = ok
                 fooled[idx.cpu()] = ~ok.cpu()
-                norms[idx.cpu()] = perturbation_norm(out.x_adv - x[idx], attack.norm).cpu()
+                norms[idx.cpu()] = attack.perturbation_size(x[idx], out.x_adv).detach().float().cpu()
                 if out.queries is not None:
                     queries[idx.cpu()] = out.queries.cpu().long()
+                for key, value in out.extras.items():
+                    col = torch.full((b,), float("nan"), dtype=torch.float64)
+                    col[idx.cpu()] = value.detach().double().cpu()
+                    extras[key] = col
             elapsed = time.perf_counter() - t0
             ran = torch.zeros(b, dtype=torch.bool)
             ran[idx.cpu()] = True
@@ -306,6 +324,8 @@ class AttackSuite:
             rec[f"{n}/norm"] = norms
             rec[f"{n}/queries"] = queries
             rec[f"{n}/time"] = torch.full((b,), elapsed / b, dtype=torch.float64)
+            for key, col in extras.items():
+                rec[f"{n}/extra/{key}"] = col
         return rec
 
     def evaluate(self, model: Model, x: Tensor, y: Tensor, batch_size: int = 256,
@@ -339,6 +359,8 @@ class AttackSuite:
                 mean_queries=float(q.float().mean()) if has_q else None,
                 max_queries=int(q.max()) if has_q else None,
                 time_s=float(records[f"{k}/time"].sum()),
+                extras={key.split("/extra/", 1)[1]: float(v[ran].nanmean()) for key, v in records.items()
+                        if key.startswith(f"{k}/extra/") and ran.any()},
             ))
         worst = _worst(records, self.labels)
         report = SuiteReport(n=n, clean_acc=float(clean.float().mean()), worst_case_acc=float(worst.float().mean()),
