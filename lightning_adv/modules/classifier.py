@@ -1,6 +1,7 @@
 """Natural training of a registered architecture: the base every classifier module shares."""
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Optional
 
@@ -71,6 +72,12 @@ class Classifier(pl.LightningModule):
         self.save_hyperparameters(ignore=["optim", "regularizer"])
         self.hparams["optim"] = optim.to_dict()
         self.hparams["regularizer"] = self.regularizer.to_dict() if self.regularizer is not None else None
+        # keep only what this class's constructor takes: LightningCLI re-parses a checkpoint's hparams
+        # with the class (`train.py test --ckpt_path`), and a subclass without `regularizer` or
+        # `train_temperature` (KnowledgeDistillation) would reject them
+        accepted = inspect.signature(type(self).__init__).parameters
+        for key in [k for k in self.hparams if k not in accepted and not k.startswith("_")]:  # _class_path: CLI
+            del self.hparams[key]
         self.model = create_model(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                                   **(arch_kwargs or {}))
         if init_weights:
