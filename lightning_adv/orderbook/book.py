@@ -92,12 +92,13 @@ class BookSnippet:
     def _map(self, fn: Any) -> "BookSnippet":
         return BookSnippet(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
-    def to(self, device: Union[str, torch.device, torch.dtype, None] = None) -> "BookSnippet":
-        """Move every tensor to ``device``. A dtype argument is a no-op (the dtypes are fixed by the
-        contract); it is accepted because generic code calls ``x_adv.to(x.dtype)``."""
+    def to(self, device: Union[str, torch.device, torch.dtype, None] = None,
+           non_blocking: bool = False) -> "BookSnippet":
+        """Move every tensor to ``device`` (Lightning calls this with ``non_blocking``). A dtype argument
+        is a no-op (the dtypes are fixed by the contract); generic code calls ``x_adv.to(x.dtype)``."""
         if device is None or isinstance(device, torch.dtype):
             return self
-        return self._map(lambda t: t.to(device))
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     @property
     def dtype(self) -> torch.dtype:
