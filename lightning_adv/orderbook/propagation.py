@@ -59,7 +59,6 @@ class Routing:
 def _keys(snippet: BookSnippet) -> tuple[Tensor, Tensor, int]:
     """Per visible entry: (flat index, key code) with key = (b, side, tick); and the tick range."""
     prices = placement_prices(snippet)
-    valid = torch.isfinite(prices)
     ticks = torch.round(torch.nan_to_num(prices, nan=0.0) * TICKS_PER_DOLLAR).long()
     ex_ticks = torch.round(torch.nan_to_num(snippet.exec_price, nan=0.0) * TICKS_PER_DOLLAR).long()
     span = int(max(int(ticks.max()) if ticks.numel() else 0, int(ex_ticks.max()) if ex_ticks.numel() else 0)) + 1
@@ -87,8 +86,9 @@ def routing(snippet: BookSnippet) -> Routing:
     ex_side = torch.where(snippet.exec_side.long() > 0, ASK, BID)
     ex_key = (torch.arange(b, device=dev).view(b, 1) * 2 + ex_side) * span + ex_ticks
     ex_codes = torch.sort((ex_key * t + snippet.exec_step.long())[ex_ok]).values
-    keys_sorted = codes // t
-    base = keys_sorted * t
+    n_ex = ex_codes.numel()
+    ex_codes = torch.cat([ex_codes, ex_codes.new_full((1,), torch.iinfo(torch.int64).max)])  # sentinel
+    base = (codes // t) * t
     # last execution at this key at or before the entry's step
     j = torch.searchsorted(ex_codes, codes, right=True) - 1
     last = torch.where(j >= 0, ex_codes[j.clamp(min=0)], torch.full_like(codes, -1))
@@ -96,10 +96,9 @@ def routing(snippet: BookSnippet) -> Routing:
     lo = torch.searchsorted(codes, lo_code)                   # first sorted entry of the key at/after lo_code
     # first execution at the placement's key strictly after its step
     allc = code.reshape(-1)
-    k = torch.searchsorted(ex_codes, allc, right=True)
-    nxt = ex_codes[k.clamp(max=max(ex_codes.numel() - 1, 0))] if ex_codes.numel() else allc
-    hit = (k < ex_codes.numel()) & (nxt // t == allc // t) if ex_codes.numel() else torch.zeros_like(allc, dtype=torch.bool)
-    exec_at = torch.where(hit & valid.reshape(-1), nxt - (allc // t) * t, torch.full_like(allc, t)).view(b, t, 2, lv)
+    nxt = ex_codes[torch.searchsorted(ex_codes, allc, right=True).clamp(max=n_ex)]
+    hit = (nxt != ex_codes[-1]) & (nxt // t == allc // t) & valid.reshape(-1)
+    exec_at = torch.where(hit, nxt - (allc // t) * t, torch.full_like(allc, t)).view(b, t, 2, lv)
     return Routing((b, t, 2, lv), order, lo, exec_at, valid)
 
 
