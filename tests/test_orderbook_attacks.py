@@ -353,3 +353,47 @@ def test_price_prediction_logs_accuracy_interval_and_baselines(tmp_path):
     assert res["test/baseline_random"] == pytest.approx(1 / 3)
     major = int(torch.bincount(y, minlength=3).argmax())
     assert res["test/baseline_majority"] == pytest.approx(float((yt == major).float().mean()), rel=1e-6)
+
+
+# ------------------------------------------------------------------ universal, plots
+from lightning_adv.orderbook.universal import fool_rate, placements_from_universal, train_universal  # noqa: E402
+
+
+def test_universal_perturbation_fools_into_the_target_and_penalty_shrinks_it(trained):
+    model, x, y = trained
+    batches = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 200, 50)]
+    u = train_universal(model, batches, target=0, steps=30, levels=LEVELS, lr=5.0)
+    assert u.shape == (STEPS, 2, LEVELS) and (u >= 0).all() and torch.equal(u, u.round())
+    res = fool_rate(model, batches, u, target=0)
+    none = fool_rate(model, batches, torch.zeros_like(u), target=0)
+    assert none["fool_rate"] == 0 and res["fool_rate"] > 0.2 and res["n"] == none["n"] > 0
+    small = train_universal(model, batches, target=0, steps=30, levels=LEVELS, lr=5.0, gamma=1.0)
+    assert fool_rate(model, batches, small, target=0)["relative_size"] < 0.5 * res["relative_size"]
+    # level-relative: the same shares at the same level index in every snippet (empty levels dropped)
+    d = placements_from_universal(x[:2], u)
+    assert torch.equal(d[0], d[1]) and torch.equal(d[0], u)
+    with pytest.raises(ValueError, match="target"):
+        train_universal(model, batches, target=3, steps=1)
+    with pytest.raises(ValueError, match="levels=9"):
+        train_universal(model, batches, target=0, steps=1, levels=9)
+
+
+def test_figures_go_to_png_and_to_a_logger(tmp_path):
+    from lightning_adv.orderbook.plots import figure_perturbation, figure_swa, save_figure
+    x, _ = toy_snippets(2, steps=20, levels=3, seed=0)
+    d = placed((1, 20, 2, 3), (2, ASK, 1, 50), (5, BID, 2, 30)).expand(2, -1, -1, -1).clone()
+
+    class Exp:
+        tags: list = []
+
+        def add_figure(self, tag, fig, global_step=0, close=True):
+            self.tags.append(tag)
+
+    class Logger:
+        experiment = Exp()
+
+    logger = Logger()
+    save_figure(figure_swa(x, propagate(x, d)), str(tmp_path / "swa.png"), logger, "lob/swa")
+    save_figure(figure_perturbation(x, d), str(tmp_path / "pert.png"), logger, "lob/perturbation")
+    assert (tmp_path / "swa.png").stat().st_size > 1000 and (tmp_path / "pert.png").stat().st_size > 1000
+    assert logger.experiment.tags == ["lob/swa", "lob/perturbation"]

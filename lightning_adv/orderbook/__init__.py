@@ -3,9 +3,20 @@ order-book attacks (capital-bounded gradient attacks, random orders, universal t
 
 ``book`` holds the tensor contract shared by the data and attack code.
 """
+from .attacks import CapitalBoundedAttack, OrderBookAttack, RandomOrders, round_shares
 from .book import BookSnippet, collate_snippets, swa
+from .measures import capital, cost, measures, relative_size
+from .models import LinearValuation, LSTMValuation, MLPValuation, SWAFeatures, create_valuation_model
+from .propagation import Routing, propagate, propagate_delta, routing, unpropagated
+from .toy import toy_snippets
+from .universal import fool_rate, train_universal, transfer_table
 
-__all__ = ["BookSnippet", "collate_snippets", "swa"]
+__all__ = ["BookSnippet", "collate_snippets", "swa",
+           "CapitalBoundedAttack", "OrderBookAttack", "RandomOrders", "round_shares",
+           "capital", "cost", "measures", "relative_size",
+           "LinearValuation", "LSTMValuation", "MLPValuation", "SWAFeatures", "create_valuation_model",
+           "Routing", "propagate", "propagate_delta", "routing", "unpropagated", "toy_snippets",
+           "fool_rate", "train_universal", "transfer_table"]
 
 # --- lob-attacks exports (models, propagation, measures, attacks) go above this line ---
 
