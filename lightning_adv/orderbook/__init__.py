@@ -21,3 +21,12 @@ __all__ = ["BookSnippet", "collate_snippets", "swa",
 # --- lob-attacks exports (models, propagation, measures, attacks) go above this line ---
 
 # --- lob-data exports (lobster, simulator, snippets) go below this line ---
+from .lobster import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, PRICE_SCALE, LobsterDay, Messages, OrderBook,  # noqa: E402
+                      find_lobster_days, read_messages, read_orderbook, replay, write_messages, write_orderbook)
+from .simulator import SimulatorConfig, simulate_day, write_simulated_days  # noqa: E402
+from .snippets import DayGrid, build_day_grid, snippet_at, symmetric_threshold  # noqa: E402
+
+__all__ += ["EMPTY_ASK_PRICE", "EMPTY_BID_PRICE", "PRICE_SCALE", "LobsterDay", "Messages", "OrderBook",
+            "find_lobster_days", "read_messages", "read_orderbook", "replay", "write_messages", "write_orderbook",
+            "SimulatorConfig", "simulate_day", "write_simulated_days", "DayGrid", "build_day_grid", "snippet_at",
+            "symmetric_threshold"]
