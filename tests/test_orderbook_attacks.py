@@ -397,3 +397,69 @@ def test_figures_go_to_png_and_to_a_logger(tmp_path):
     save_figure(figure_perturbation(x, d), str(tmp_path / "pert.png"), logger, "lob/perturbation")
     assert (tmp_path / "swa.png").stat().st_size > 1000 and (tmp_path / "pert.png").stat().st_size > 1000
     assert logger.experiment.tags == ["lob/swa", "lob/perturbation"]
+
+
+# ------------------------------------------------------------------ configs through train.py
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+TABLE_3_1 = sorted(CONFIG_DIR.glob("lob_[fgn]*_*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def sim_days(tmp_path_factory):
+    from lightning_adv.orderbook import SimulatorConfig, write_simulated_days
+    root = tmp_path_factory.mktemp("lobster")
+    write_simulated_days(root, SimulatorConfig(days=4, end_ms=34_500_000, levels=10, seed=1))
+    return root
+
+
+def _small_data(root) -> list[str]:
+    return ["--data.data_dir", str(root), "--data.ticker", "null", "--data.simulate", "null",
+            "--data.window", "[34200.0, 34500.0]", "--data.snippet_seconds", "2.0", "--data.horizon_seconds", "1.0",
+            "--data.grid_seconds", "0.05", "--data.train_days", "3", "--data.test_days", "1", "--data.val_days", "1",
+            "--data.batch_size", "16", "--data.train_samples_per_epoch", "32", "--data.val_samples", "16",
+            "--data.test_samples", "16", "--model.steps", "40", "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false"]
+
+
+def test_table_3_1_configs_cover_three_tickers_and_models():
+    got = {(p.stem.split("_")[1], yaml.safe_load(p.read_text())["model"]["init_args"]["arch"]) for p in TABLE_3_1}
+    assert got == {(t, m) for t in ("f", "ge", "nvda") for m in ("linear", "mlp", "lstm")}
+    for p in TABLE_3_1:
+        raw = yaml.safe_load(p.read_text())
+        assert raw["data"]["init_args"]["data_dir"].endswith(raw["data"]["init_args"]["ticker"])
+        assert raw["model"]["init_args"]["steps"] == 6000 and raw["data"]["init_args"]["levels"] == 10
+
+
+@pytest.mark.parametrize("name", ["lob_f_linear", "lob_ge_mlp", "lob_nvda_lstm"])
+def test_table_3_1_config_fits_through_the_cli(name, sim_days, tmp_path):
+    from lightning_adv.cli import main
+    small = {"mlp": '{"width": 16, "depth": 4}', "lstm": '{"hidden": 8, "layers": 3}', "linear": "{}"}
+    arch = name.split("_")[-1]
+    cli = main(["fit", "--config", str(CONFIG_DIR / f"{name}.yaml"), *_small_data(sim_days),
+                "--model.arch_kwargs", small[arch], "--trainer.fast_dev_run", "1", "--trainer.logger", "false",
+                "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.trainer.state.finished and cli.trainer.global_step >= 1 and "val/acc" in cli.trainer.callback_metrics
+    assert cli.model.hparams.arch == arch
+
+
+def test_quickstart_and_attack_config_through_the_cli(sim_days, tmp_path, capsys):
+    from lightning_adv.cli import main
+    args = [*_small_data(sim_days), "--data.levels", "5", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger", "false", "--trainer.max_epochs", "1"]
+    fit = main(["fit", "--config", str(CONFIG_DIR / "lob_quickstart.yaml"), *args])
+    ckpt = Path(fit.trainer.checkpoint_callback.last_model_path)
+    assert ckpt.is_file()
+    test = main(["test", "--config", str(CONFIG_DIR / "lob_quickstart.yaml"), "--config",
+                 str(CONFIG_DIR / "lob_quickstart_attacks.yaml"), *args, "--data.eval_batch_size", "16",
+                 "--ckpt_path", str(ckpt)])
+    m = test.trainer.callback_metrics
+    assert {"test/suite/robust_acc/gradient", "test/suite/robust_acc/random", "test/acc_se",
+            "test/baseline_majority"} <= set(m)
+    assert float(m["test/suite/robust_acc/gradient"]) <= float(m["test/suite/clean_acc"])
+    report = [c for c in test.trainer.callbacks if type(c).__name__ == "AttackSuiteEvaluation"][0].report
+    assert report.n == 16 and set(report.rows[1].extras) == {"capital", "cost", "relative_size", "shares"}
+    assert "gradient" in capsys.readouterr().out

@@ -9,7 +9,7 @@ Test metrics (table 3.1): ``test/acc`` and its one-standard-error radius ``test/
 sqrt(p (1 - p) / n) over the n test snippets, and the two baselines of section 3.3.3:
 ``test/baseline_random`` (1/3) and ``test/baseline_majority`` (accuracy on the test labels of
 always predicting the most frequent *training* label; the class counts come from the
-datamodule's ``train_class_counts`` when it has them, else from the labels seen in training,
+datamodule's ``class_counts["train"]`` when it has them, else from the labels seen in training,
 kept in a buffer so a checkpoint carries them).
 """
 from __future__ import annotations
@@ -125,9 +125,9 @@ class PricePrediction(pl.LightningModule):
         self.test_counts.reset()
 
     def majority_label(self) -> Optional[int]:
-        """The most frequent training label: from the datamodule's ``train_class_counts``, else the labels seen."""
+        """The most frequent training label: from the datamodule's ``class_counts["train"]``, else the labels seen."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        counts = getattr(dm, "train_class_counts", None)
+        counts = (getattr(dm, "class_counts", None) or {}).get("train")  # LOBSTERDataModule
         if counts is None:
             counts = self.train_label_counts
             if self.trainer.world_size > 1:

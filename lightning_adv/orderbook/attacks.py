@@ -152,7 +152,7 @@ class CapitalBoundedAttack(OrderBookAttack):
         levels: orders only at the ``levels`` best prices of each side.
     """
 
-    def __init__(self, capital: float = 100_000.0, r: float = 0.95, alpha0: float = 20.0, steps: int = 100,
+    def __init__(self, capital: float = 100_000.0, r: float = 0.95, alpha0: float = 1.0, steps: int = 200,
                  levels: int = 10, normalize: bool = True, name: Optional[str] = None) -> None:
         super().__init__(levels=levels, name=name)
         if not math.isfinite(capital) or capital <= 0:
