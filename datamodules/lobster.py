@@ -23,13 +23,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lightning_adv.orderbook.book import BookSnippet, collate_snippets
 from lightning_adv.orderbook.lobster import LobsterDay, find_lobster_days, read_messages, read_orderbook
 from lightning_adv.orderbook.simulator import SimulatorConfig, write_simulated_days
-from lightning_adv.orderbook.snippets import (DayGrid, build_day_grid, label_changes, labels_from_changes,
-                                              pooled_threshold, snippet_at)
+from lightning_adv.orderbook.snippets import (DayGrid, build_day_grid, gather_snippets, label_changes,
+                                              labels_from_changes, pooled_threshold)
 
 __all__ = ["LOBSTERDataModule", "SnippetDataset", "EpochKeySampler", "collate_labelled_snippets", "load_day"]
 
 
-def collate_labelled_snippets(batch: list[tuple[BookSnippet, int]]) -> tuple[BookSnippet, torch.Tensor]:
+def collate_labelled_snippets(batch: Union[tuple[BookSnippet, torch.Tensor], list[tuple[BookSnippet, int]]]
+                              ) -> tuple[BookSnippet, torch.Tensor]:
+    """``(BookSnippet (B, T, L), labels (B,))`` from a list of items, or passed through when the
+    dataset's ``__getitems__`` already built the batch (one copy instead of two)."""
+    if isinstance(batch, tuple) and isinstance(batch[0], BookSnippet):
+        return batch
     return collate_snippets([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.long)
 
 
@@ -55,10 +60,19 @@ class SnippetDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def _item(self, key: int) -> tuple[int, int]:
+        return self.fixed[key] if self.fixed is not None else self._draw(int(key))
+
     def __getitem__(self, key: int) -> tuple[BookSnippet, int]:
-        day, pos = self.fixed[key] if self.fixed is not None else self._draw(int(key))
-        label = int(labels_from_changes(self.changes[day][pos:pos + 1], self.theta)[0])
-        return snippet_at(self.days[day], int(self.starts[day][pos]), self.steps, self.levels), label
+        x, y = self.__getitems__([key])
+        return x, int(y[0])
+
+    def __getitems__(self, keys: list[int]) -> tuple[BookSnippet, torch.Tensor]:
+        """A whole batch at once (the DataLoader calls this with a batch of keys)."""
+        items = [self._item(k) for k in keys]
+        x = gather_snippets(self.days, [(d, int(self.starts[d][p])) for d, p in items], self.steps, self.levels)
+        changes = np.array([self.changes[d][p] for d, p in items])
+        return x, torch.from_numpy(labels_from_changes(changes, self.theta))
 
     def labels(self) -> np.ndarray:
         """Labels of the fixed set (class counts of validation/test)."""

@@ -59,7 +59,7 @@ class SimulatorConfig:
     max_depth: int = 25
     improve_prob: float = 0.3
     signal_timescale: float = 20.0
-    signal_strength: float = 1.5
+    signal_strength: float = 1.0
     warmup_seconds: float = 120.0
     seed: int = 0
 

@@ -20,8 +20,8 @@ import torch
 from .book import BookSnippet
 from .lobster import PRICE_SCALE, Messages, OrderBook
 
-__all__ = ["DayGrid", "build_day_grid", "grid_rows", "label_changes", "labels_from_changes",
-           "symmetric_threshold", "snippet_at", "swa_numpy"]
+__all__ = ["DayGrid", "build_day_grid", "gather_snippets", "grid_rows", "label_changes", "labels_from_changes",
+           "pooled_threshold", "symmetric_threshold", "snippet_at", "swa_numpy"]
 
 
 @dataclass
@@ -31,13 +31,13 @@ class DayGrid:
 
     date: str
     index: np.ndarray       # (G,) int32 row of each grid step in the arrays below, -1 = no book yet
-    ask_price: np.ndarray   # (U, L) int64 LOBSTER units (dollars x 10000)
-    ask_size: np.ndarray    # (U, L) int32 shares
-    bid_price: np.ndarray   # (U, L) int64
-    bid_size: np.ndarray    # (U, L) int32
+    ask_price: np.ndarray   # (U, L) float64 dollars, NaN = empty level (the BookSnippet convention)
+    ask_size: np.ndarray    # (U, L) float32 shares (exact below 2**24 shares per level)
+    bid_price: np.ndarray   # (U, L) float64 dollars
+    bid_size: np.ndarray    # (U, L) float32
     swa: np.ndarray         # (G,) float64 dollars
     exec_step: np.ndarray   # (E,) int64 grid step t with time in (g_{t-1}, g_t], ascending
-    exec_price: np.ndarray  # (E,) int64 LOBSTER units
+    exec_price: np.ndarray  # (E,) float64 dollars
     exec_side: np.ndarray   # (E,) int8 +1 ask side (sell order) executed, -1 bid side
 
     @property
@@ -74,14 +74,19 @@ def build_day_grid(date: str, messages: Messages, book: OrderBook, start_ns: int
     full = np.full(len(grid), -1, np.int32)
     full[rows >= 0] = index
     sub = book[used]
-    sizes = sub.ask_size.astype(np.int32), sub.bid_size.astype(np.int32)
-    row_swa = swa_numpy(sub.ask_price, sizes[0], sub.bid_price, sizes[1])
+    row_swa = swa_numpy(sub.ask_price, sub.ask_size, sub.bid_price, sub.bid_size)
     swa = np.where(full >= 0, row_swa[np.maximum(full, 0)] if len(used) else np.nan, np.nan)
     execs = (messages.type == 4) & (messages.time_ns > start_ns - grid_ns)
     steps = np.searchsorted(grid, messages.time_ns[execs], side="left")
     keep = steps < len(grid)
-    return DayGrid(date, full, sub.ask_price, sizes[0], sub.bid_price, sizes[1], swa, steps[keep].astype(np.int64),
-                   messages.price[execs][keep], (-messages.direction[execs][keep]).astype(np.int8))
+
+    def dollars(price: np.ndarray, size: np.ndarray) -> np.ndarray:
+        return np.where(size > 0, price / PRICE_SCALE, np.nan)
+
+    return DayGrid(date, full, dollars(sub.ask_price, sub.ask_size), sub.ask_size.astype(np.float32),
+                   dollars(sub.bid_price, sub.bid_size), sub.bid_size.astype(np.float32), swa,
+                   steps[keep].astype(np.int64), messages.price[execs][keep] / PRICE_SCALE,
+                   (-messages.direction[execs][keep]).astype(np.int8))
 
 
 def label_changes(day: DayGrid, steps: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,26 +121,36 @@ def labels_from_changes(changes: np.ndarray, theta: float) -> np.ndarray:
     return np.where(changes < -theta, 0, np.where(changes > theta, 2, 1)).astype(np.int64)
 
 
+def gather_snippets(days: Sequence[DayGrid], items: Sequence[tuple[int, int]], steps: int, levels: int) -> BookSnippet:
+    """The batched :class:`BookSnippet` of ``(day, start)`` items, grid steps start..start+steps-1
+    each; one copy per array straight into the batch (executions padded with -1 / NaN / 0)."""
+    n = len(items)
+    out = {k: np.empty((n, steps, levels), dt) for k, dt in
+           (("ask_price", np.float64), ("ask_size", np.float32), ("bid_price", np.float64), ("bid_size", np.float32))}
+    spans = []
+    for i, (d, start) in enumerate(items):
+        day = days[d]
+        rows = day.index[start:start + steps]
+        if rows.shape[0] != steps or start < 0 or rows[0] < 0:
+            raise IndexError(f"snippet at step {start} of {day.date} leaves the day or starts before its first message")
+        for name, arr in out.items():
+            src = getattr(day, name)
+            np.take(src if src.shape[1] == levels else src[:, :levels], rows, axis=0, out=arr[i])
+        spans.append((day, start, *np.searchsorted(day.exec_step, [start, start + steps])))
+    width = max([hi - lo for _, _, lo, hi in spans] + [0])
+    ex_step, ex_price, ex_side = np.full((n, width), -1, np.int64), np.full((n, width), np.nan), np.zeros((n, width), np.int8)
+    for i, (day, start, lo, hi) in enumerate(spans):
+        ex_step[i, :hi - lo] = day.exec_step[lo:hi] - start
+        ex_price[i, :hi - lo] = day.exec_price[lo:hi]
+        ex_side[i, :hi - lo] = day.exec_side[lo:hi]
+    tensors = {k: torch.from_numpy(v) for k, v in out.items()}
+    return BookSnippet(**tensors, exec_step=torch.from_numpy(ex_step), exec_price=torch.from_numpy(ex_price),
+                       exec_side=torch.from_numpy(ex_side))
+
+
 def snippet_at(day: DayGrid, start: int, steps: int, levels: int) -> BookSnippet:
     """The B=1 :class:`BookSnippet` of grid steps start..start+steps-1 (prices in dollars, NaN = empty)."""
-    rows = day.index[start:start + steps]
-    if rows.shape[0] != steps or rows[0] < 0:
-        raise IndexError(f"snippet at step {start} of {day.date} leaves the day or starts before its first message")
-
-    def price(a: np.ndarray, s: np.ndarray) -> torch.Tensor:
-        p = a[rows, :levels] / PRICE_SCALE
-        p[s[rows, :levels] == 0] = np.nan
-        return torch.from_numpy(p).unsqueeze(0)
-
-    def size(s: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(s[rows, :levels].astype(np.float32)).unsqueeze(0)
-
-    lo, hi = np.searchsorted(day.exec_step, [start, start + steps])
-    return BookSnippet(price(day.ask_price, day.ask_size), size(day.ask_size),
-                       price(day.bid_price, day.bid_size), size(day.bid_size),
-                       torch.from_numpy(day.exec_step[lo:hi] - start).unsqueeze(0),
-                       torch.from_numpy(day.exec_price[lo:hi] / PRICE_SCALE).unsqueeze(0),
-                       torch.from_numpy(day.exec_side[lo:hi].copy()).unsqueeze(0))
+    return gather_snippets([day], [(0, start)], steps, levels)
 
 
 def pooled_threshold(days: Sequence[DayGrid], steps: int, horizon: int, flat_fraction: float) -> tuple[float, np.ndarray]:
