@@ -15,9 +15,12 @@ EVAL_PREFIXES = ("eval_",)
 CH6_PREFIXES = ("ch6_",)
 #: few-shot configs (issue 4), run by test_fewshot_configs.py
 FEWSHOT_PREFIXES = ("aq_",)
+#: chapter-3 order-book configs (LOBSTER data), run by test_orderbook_attacks.py
+LOB_PREFIXES = ("lob_",)
 #: configs that need no teacher; the distillation configs are run by test_distill_configs.py
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
-                 if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES + FEWSHOT_PREFIXES))
+                 if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES + FEWSHOT_PREFIXES
+                                          + LOB_PREFIXES))
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
