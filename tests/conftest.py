@@ -27,6 +27,22 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 @pytest.fixture(scope="session")
+def digits_split():
+    """scikit-learn digits (real data) as [0, 1] tensors (N, 1, 8, 8), shuffled with seed 0 and split
+    1400 train / 397 test: ``(x_train, y_train, x_test, y_test)``."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target)
+    perm = torch.randperm(len(y))
+    x, y = x[perm], y[perm]
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+@pytest.fixture(scope="session")
 def standin_root(tmp_path_factory) -> Path:
     """CIFAR-10/100 and (Fashion-)MNIST stand-ins, read by the real torchvision loaders."""
     from datamodules import write_cifar_standin, write_mnist_standin
