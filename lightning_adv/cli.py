@@ -10,21 +10,40 @@ command line. Defaults added here:
   checkpoint by ``val/robust_acc`` (set ``--checkpoint.monitor val/acc`` for natural runs);
 * ``trainer.inference_mode=false`` so ``test`` runs under ``no_grad`` (attacks re-enable
   autograd either way; this also keeps BN buffers ordinary tensors);
-* checkpoints given with ``--ckpt_path`` load with ``weights_only=True``;
+* checkpoints given with ``--ckpt_path`` load with ``weights_only=True``, and are checked
+  first: a Lightning checkpoint of the config's module class (not a text file, a raw state
+  dict or another module's checkpoint, which Lightning would silently switch to);
+* the logger's ``save_dir`` follows ``--trainer.default_root_dir`` unless ``save_dir`` is
+  given on the command line (the configs' ``save_dir: runs`` is the project default);
+* :class:`callbacks.ResumeState` (RNG states of every rank in each checkpoint: exact resume)
+  and :class:`callbacks.FiniteGuard` (stop, naming the step, when the loss or a weight
+  becomes NaN/inf) on every run;
 * ``seed_everything: 0``.
 
 Resume a stopped or killed run with ``--ckpt_path <run>/checkpoints/last.ckpt``.
+
+:func:`cli_main` (``train.py``) turns every bad input into one line at the end of the output
+(``error: <parameter>=<value> ...; <fix>``) and exit status 2; ``LIGHTNING_ADV_DEBUG=1``
+prints the full traceback before it. :func:`main` (the Python API) raises as usual.
 """
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from callbacks.checkpoint import RobustCheckpoint
+from callbacks.resume import FiniteGuard, ResumeState
 
-__all__ = ["AdvLightningCLI", "main", "TRAINER_DEFAULTS"]
+from .cli_errors import ConfigError, one_line
+
+__all__ = ["AdvLightningCLI", "main", "cli_main", "check_checkpoint", "TRAINER_DEFAULTS"]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
@@ -37,6 +56,9 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 
 class AdvLightningCLI(LightningCLI):
+    #: the command-line arguments as given (set by :func:`main`): whether ``save_dir`` was given
+    _given_args: list[str] = []
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_lightning_class_args(RobustCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -49,6 +71,26 @@ class AdvLightningCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` before Lightning re-reads the config from its hyperparameters."""
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if path and path not in ("last", "best", "hpc", "registry") and not str(path).startswith("registry:"):
+            model = self.config[sub].get("model")
+            check_checkpoint(path, getattr(model, "class_path", None))
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.config["subcommand"]] if self.config.get("subcommand") else self.config
+        _logger_follows_root(cfg.get("trainer"), self._given_args)
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        have = {type(c) for c in self.trainer.callbacks}
+        for cb in (ResumeState(), FiniteGuard()):  # first: checkpoint callbacks must run after the guard
+            if type(cb) not in have:
+                self.trainer.callbacks.insert(0, cb)
 
     def _weights_only(self) -> None:
         cfg = self.config_init[self.subcommand]
@@ -65,8 +107,55 @@ class AdvLightningCLI(LightningCLI):
         self._weights_only()
 
 
-def main(args: Optional[list[str]] = None, run: bool = True) -> AdvLightningCLI:
-    return AdvLightningCLI(
+def check_checkpoint(path: str, class_path: Optional[str] = None) -> dict:
+    """Load ``path`` (``weights_only=True``) and check it is a Lightning checkpoint of ``class_path``.
+
+    Raises a one-line :class:`ConfigError` for a missing or unreadable file, a raw state dict
+    (use ``--model.init_weights``) or another module class's checkpoint.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path={path!r} does not exist; give a .ckpt written by train.py "
+                          f"(e.g. runs/<name>/version_0/checkpoints/last.ckpt)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:160]
+        raise ConfigError(f"ckpt_path={path!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {first}); "
+                          f"give a .ckpt written by train.py") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
+        raise ConfigError(f"ckpt_path={path!r} is not a Lightning checkpoint (no state_dict / pytorch-lightning_version: "
+                          f"a raw state dict?); to start from its weights use --model.init_weights {path}")
+    saved = (ckpt.get("hyper_parameters") or {}).get("_class_path")
+    if class_path and saved and saved != class_path:
+        raise ConfigError(f"ckpt_path={path!r} holds a {saved} checkpoint but the config's model is {class_path}; "
+                          f"use the config it was trained with (or --model.init_weights to start from its weights)")
+    return ckpt
+
+
+def _logger_follows_root(trainer: Any, given: list[str]) -> None:
+    """Point the logger's ``save_dir`` at ``trainer.default_root_dir`` when the user moved the root and
+    did not give a ``save_dir`` on the command line (the configs' ``save_dir: runs`` is the default)."""
+    if trainer is None or any("save_dir" in a for a in given):
+        return
+    root = trainer.get("default_root_dir")
+    if not root or str(root) == TRAINER_DEFAULTS["default_root_dir"]:
+        return
+    loggers = trainer.get("logger")
+    for lg in loggers if isinstance(loggers, list) else [loggers]:
+        init = getattr(lg, "init_args", None) if not isinstance(lg, dict) else lg.get("init_args")
+        if init is not None and init.get("save_dir") in (None, TRAINER_DEFAULTS["default_root_dir"]):
+            init["save_dir"] = str(root)
+
+
+def main(args: Optional[list[str]] = None, run: bool = True,
+         parser_kwargs: Optional[dict[str, Any]] = None) -> AdvLightningCLI:
+    given = list(sys.argv[1:] if args is None else args)
+
+    class _CLI(AdvLightningCLI):
+        _given_args = given
+
+    return _CLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -76,4 +165,41 @@ def main(args: Optional[list[str]] = None, run: bool = True) -> AdvLightningCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
+        parser_kwargs=parser_kwargs or {},
     )
+
+
+def _check_config_files(args: list[str]) -> None:
+    """Each ``--config`` file exists and is valid YAML (jsonargparse's message names neither)."""
+    import yaml
+
+    for flag, value in zip(args, args[1:]):
+        if flag not in ("--config", "-c"):
+            continue
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(f"--config {value}: no such file; give the path of a YAML config (see configs/)")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"--config {value}: YAML syntax error{where}: {problem}; fix the file") from None
+
+
+def cli_main(args: Optional[list[str]] = None) -> None:
+    """``train.py``: :func:`main`, with every bad input reported as one line (exit status 2) and a
+    non-finite run as one line (exit status 1). ``LIGHTNING_ADV_DEBUG=1`` adds the traceback."""
+    try:
+        _check_config_files(list(sys.argv[1:] if args is None else args))
+        main(args, parser_kwargs={"exit_on_error": False})
+    except BaseException as err:  # noqa: BLE001
+        line = one_line(err)
+        if line is None or isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        if os.environ.get("LIGHTNING_ADV_DEBUG"):
+            traceback.print_exc()
+        sys.stderr.flush()
+        print(line, file=sys.stderr, flush=True)
+        sys.exit(1 if "NonFinite" in type(err).__name__ else 2)

@@ -1,0 +1,137 @@
+"""Exact resume and non-finite guards: the two callbacks ``train.py`` adds to every run.
+
+:class:`ResumeState` stores the random number generator states of every rank (torch CPU,
+CUDA, numpy, python) in each checkpoint and puts them back when a run resumes, at the point
+where the interrupted run would have continued: the first ``on_train_epoch_start``,
+``on_validation_start`` (not the sanity check, which Lightning runs under ``isolate_rng``)
+or ``on_train_batch_start`` after the checkpoint was loaded. Together with the data loader's
+position (``torchdata``'s ``StatefulDataLoader``, used by the project's datamodules, whose
+state Lightning saves with the fit loop), the optimiser, the schedulers, the counters and the
+free-training perturbation, a run killed at any step and resumed from ``last.ckpt`` ends
+bit-identical to an uninterrupted run on CPU (``tests/test_resume.py`` kills a subprocess).
+The states are tensors, so checkpoints still load with ``weights_only=True``.
+
+:class:`FiniteGuard` stops a run whose training loss or weights became NaN/inf, naming the
+step, before any checkpoint callback of that step runs (checkpoint callbacks run last), so
+the last good ``last.ckpt`` is not overwritten.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lightning_adv.cli_errors import NonFiniteTrainingError
+
+__all__ = ["FiniteGuard", "ResumeState", "collect_rng_state", "apply_rng_state"]
+
+
+def collect_rng_state() -> dict[str, torch.Tensor]:
+    """This process's generator states as plain tensors (loadable with ``weights_only=True``)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state().to(torch.int64),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_meta": torch.tensor([float(pos), float(has_gauss), float(gauss)], dtype=torch.float64),
+        "python": torch.tensor([version, *py_state], dtype=torch.int64),
+        "python_gauss": torch.tensor([0.0 if py_gauss is None else 1.0, py_gauss or 0.0], dtype=torch.float64),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state().to(torch.int64)
+    return state
+
+
+def apply_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Set this process's generators from :func:`collect_rng_state`'s tensors."""
+    torch.set_rng_state(state["torch"].to(torch.uint8).cpu())
+    meta = state["numpy_meta"].tolist()
+    np.random.set_state(("MT19937", state["numpy_keys"].cpu().numpy().astype(np.uint32), int(meta[0]),
+                         int(meta[1]), float(meta[2])))
+    py = [int(v) for v in state["python"].tolist()]
+    flag, gauss = state["python_gauss"].tolist()
+    random.setstate((py[0], tuple(py[1:]), gauss if flag else None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].to(torch.uint8).cpu())
+
+
+class ResumeState(Callback):
+    """RNG states of every rank in each checkpoint, restored where the run left off."""
+
+    def __init__(self) -> None:
+        self._trainer: Optional[pl.Trainer] = None
+        self._pending: Optional[dict[str, torch.Tensor]] = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        state = collect_rng_state()
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # every rank calls this while saving
+            state = {k: trainer.strategy.all_gather(v).cpu() for k, v in state.items() if k != "cuda"}
+        else:
+            state = {k: v.unsqueeze(0) for k, v in state.items()}
+        return {"rng": state, "world_size": int(next(iter(state.values())).shape[0])}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        rng = state_dict.get("rng")
+        if not rng:
+            return
+        rank = self._trainer.global_rank if self._trainer is not None else 0
+        if rank >= int(state_dict.get("world_size", 1)):
+            return  # saved with fewer ranks: this rank keeps its seeded state
+        self._pending = {k: v[rank] for k, v in rng.items()}
+
+    def _apply(self, trainer: pl.Trainer) -> None:
+        if self._pending is not None and not trainer.sanity_checking:
+            apply_rng_state(self._pending)
+            self._pending = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._apply(trainer)
+
+
+class FiniteGuard(Callback):
+    """Raise :class:`NonFiniteTrainingError` naming the step once the loss or a weight is NaN/inf.
+
+    Args:
+        check_weights: also check every parameter after each step (one reduction per
+            parameter; ``lr 1e12`` can blow the weights up before the loss shows it).
+    """
+
+    def __init__(self, check_weights: bool = True) -> None:
+        self.check_weights = bool(check_weights)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            loss = trainer.callback_metrics.get("train/loss_step", trainer.callback_metrics.get("train/loss"))
+        where = f"global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx})"
+        if isinstance(loss, torch.Tensor) and not math.isfinite(float(loss.detach().float().sum())):
+            self._stop(trainer, f"the training loss is {float(loss.detach().float().sum())} at {where}")
+        if self.check_weights:
+            params = [p.detach() for p in pl_module.parameters()]
+            if params and not bool(torch.stack([p.float().sum() for p in params]).isfinite().all()):
+                bad = next((n for n, p in pl_module.named_parameters() if not bool(p.detach().isfinite().all())),
+                           "(a sum over the weights overflowed)")
+                self._stop(trainer, f"the weight {bad!r} holds NaN/inf after {where}")
+
+    @staticmethod
+    def _stop(trainer: pl.Trainer, what: str) -> None:
+        raise NonFiniteTrainingError(
+            f"{what}; training stopped before this step's checkpoint was written (the last good one is kept). "
+            "Lower model.optim.lr, check loss weights (trades_beta, alpha, temperature) and the data for NaN/inf")
