@@ -18,7 +18,22 @@ class RobustCheckpoint(ModelCheckpoint):
     plain ``ModelCheckpoint(monitor='val/robust_acc')`` raises on the other epochs. This
     one saves ``last.ckpt`` every time and updates the best checkpoint whenever the
     metric is there.
+
+    ``every_n_train_steps`` always writes ``last.ckpt`` at those steps, also before the monitored
+    metric was first logged (Lightning 2.6 defers such a save to the end of the next validation,
+    so a run killed in its first epoch would have no checkpoint to resume from).
     """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        n = self._every_n_train_steps
+        if (n >= 1 and trainer.global_step % n == 0 and self.save_last and self.monitor is not None
+                and not self._should_skip_saving_checkpoint(trainer)):
+            candidates = self._monitor_candidates(trainer)
+            if self.monitor not in candidates:
+                self._save_last_checkpoint(trainer, candidates)
+                return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
         if self.monitor is not None and self.monitor not in monitor_candidates:

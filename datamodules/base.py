@@ -31,6 +31,7 @@ from typing import Any, Callable, ClassVar, Optional, Sequence, Union
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
@@ -392,7 +393,10 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         if dataset is None:
             stage = "fit" if split in ("train", "val") else "test"
             raise RuntimeError(f"{type(self).__name__}.{split}_dataloader() needs setup('{stage}') to run first.")
-        return DataLoader(
+        # training: torchdata's StatefulDataLoader, whose position (sampler state, batches served) Lightning
+        # saves in every checkpoint, so a resumed run continues mid-epoch with the same batches
+        loader_cls = StatefulDataLoader if train else DataLoader
+        return loader_cls(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,

@@ -36,6 +36,7 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 import lightning.pytorch as pl
 import torch
 from PIL import Image
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -221,8 +222,10 @@ class FewShotDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Optional[EpisodeDataset], batch: int, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
-        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        # training (shuffled): a StatefulDataLoader, whose position Lightning checkpoints (exact resume)
+        return (StatefulDataLoader if shuffle else DataLoader)(
+            dataset, batch_size=batch, shuffle=shuffle, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.tasks_per_batch, shuffle=True)
@@ -602,7 +605,7 @@ class MetaTrainClassification(pl.LightningDataModule):
         self.val_dataset = _Relabel(eval_data, val_idx, label_of)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True,  # type: ignore[arg-type]
+        return StatefulDataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True,  # type: ignore[arg-type]
                           num_workers=self.episodes.num_workers)
 
     def val_dataloader(self) -> DataLoader:

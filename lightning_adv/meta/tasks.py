@@ -95,5 +95,13 @@ class EpisodeDataset(Dataset):
         y = torch.as_tensor(y, dtype=torch.long)
         return split_support_query(torch.as_tensor(x, dtype=torch.float32), y, self.ways, self.shots)
 
+    def state_dict(self) -> dict[str, Any]:
+        """How often each index was drawn (``resample``): the data loader (torchdata's
+        ``StatefulDataLoader``) checkpoints it, so a resumed run draws the same tasks."""
+        return {"draws": dict(self._draws)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._draws = {int(k): int(v) for k, v in dict(state.get("draws") or {}).items()}
+
     def describe(self) -> dict[str, Any]:
         return {"ways": self.ways, "shots": self.shots, "queries": self.queries, "episodes": self.num_episodes}

@@ -1,0 +1,140 @@
+"""Exact resume: ``train.py fit`` killed with SIGKILL after a mid-epoch checkpoint and resumed from
+``last.ckpt`` ends bit-identical to an uninterrupted run (weights, optimiser, LR schedule, counters,
+free-training perturbation, the RNG states), for each training module class.
+
+The killed run is a real subprocess (``train.py`` with ``tests/resume_probe.PauseAt``, which sleeps
+once the chosen step's checkpoint is written); the reference and the resumed run are in-process
+(same thread count, CPU). Runs are tiny (digits / the vendored Omniglot splits, a few steps).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from lightning_adv.cli import main
+
+QUICK = str(REPO / "configs" / "quickstart.yaml")
+COMMON = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
+          "--trainer.enable_model_summary", "false", "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "1"]
+
+DISTILL = """model:
+  class_path: lightning_adv.modules.{cls}
+  init_args:
+    arch: small_cnn
+    in_channels: 1
+    teacher_arch: small_cnn
+    teacher_checkpoint: {teacher}
+    temperature: 4.0
+    attack: {{eps: 0.15, steps: {steps}, step_size: {step_size}, bn_mode: train}}
+    optim: {{optimizer: sgd, lr: 0.05, scheduler: multistep, milestones: [1]}}
+"""
+
+
+def _teacher(tmp: Path) -> Path:
+    from lightning_adv.models import create_model
+
+    torch.manual_seed(1)
+    path = tmp / "teacher.pt"
+    torch.save(create_model("small_cnn", num_classes=10, in_channels=1).state_dict(), path)
+    return path
+
+
+def _case(name: str, tmp: Path) -> tuple[list[str], int]:
+    """(CLI arguments without the subcommand, step after whose checkpoint the run is killed)."""
+    steps = ["--trainer.limit_train_batches", "5", "--checkpoint.every_n_train_steps", "3"]
+    sgd = ["--model.optim.optimizer", "sgd", "--model.optim.lr", "0.05", "--model.optim.scheduler", "multistep",
+           "--model.optim.milestones", "[1]"]
+    if name in ("pgd", "trades"):
+        return ["--config", QUICK, "--model.method", name, "--model.attack.steps", "2", *sgd, *steps], 3
+    if name == "free":
+        free = tmp / "free.yaml"
+        free.write_text("model:\n  init_args:\n    attack: {eps: 0.15, steps: 10, step_size: null, bn_mode: train}\n")
+        return ["--config", QUICK, "--config", str(free), "--model.method", "free", "--model.free_replays", "2", *sgd,
+                "--trainer.limit_train_batches", "5", "--checkpoint.every_n_train_steps", "4"], 4
+    if name in ("ard", "fastard"):
+        cfg = tmp / f"{name}.yaml"
+        cls, extra = ("ARD", []) if name == "ard" else ("FastARD", ["--model.free_replays", "2"])
+        cfg.write_text(DISTILL.format(cls=cls, teacher=_teacher(tmp), steps=2 if name == "ard" else 10,
+                                      step_size=0.06 if name == "ard" else "null"))
+        every = "3" if name == "ard" else "4"
+        return ["--config", QUICK, "--config", str(cfg), *extra, "--trainer.limit_train_batches", "5",
+                "--checkpoint.every_n_train_steps", every], int(every)
+    assert name == "aq"
+    return ["--config", str(REPO / "configs" / "aq_omniglot_minimal.yaml"),
+            "--data.data_dir", str(tmp.parent / "omniglot_minimal"), "--data.shots", "1", "--data.queries", "1",
+            "--data.tasks_per_batch", "1", "--data.val_shots", "1", "--data.val_episodes", "1",
+            "--data.train_episodes", "5", "--data.image_size", "16", "--model.image_size", "16",
+            "--model.arch_kwargs", json.dumps({"width": 4}), "--model.attack.steps", "1",
+            "--model.eval_attack.steps", "1", "--checkpoint.every_n_train_steps", "3"], 3
+
+
+def _killed_run(args: list[str], root: Path, step: int) -> Path:
+    """Run train.py fit in a subprocess, SIGKILL it once step ``step``'s checkpoint is on disk."""
+    flag = root / "paused"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "train.py"), "fit", *args, *COMMON, "--trainer.default_root_dir", str(root),
+           "--trainer.callbacks+=resume_probe.PauseAt", "--trainer.callbacks.step", str(step),
+           "--trainer.callbacks.flag", str(flag)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        raise AssertionError(f"train.py ended before the kill: {proc.stderr.read().decode()[-2000:]}")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    last = root / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["global_step"] == step  # the kill came after this mid-epoch checkpoint, before the next one
+    return last
+
+
+def _equal(a, b, path="ckpt") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), (path, sorted(set(a) ^ set(b)))
+        for k in a:
+            _equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+KEYS = ("state_dict", "optimizer_states", "lr_schedulers", "global_step", "epoch", "free_delta")
+
+
+@pytest.mark.parametrize("name", ["pgd", "trades", "free", "ard", "fastard", "aq"])
+def test_kill_and_resume_is_bit_identical(name, tmp_path):
+    torch.set_num_threads(1)
+    args, step = _case(name, tmp_path)
+    ref_root, run_root = tmp_path / "reference", tmp_path / "killed"
+    main(["fit", *args, *COMMON, "--trainer.default_root_dir", str(ref_root)])
+    last = _killed_run(args, run_root, step)
+    main(["fit", *args, *COMMON, "--trainer.default_root_dir", str(run_root), "--ckpt_path", str(last)])
+    ref = torch.load(ref_root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    got = torch.load(last, map_location="cpu", weights_only=True)
+    assert got["global_step"] == ref["global_step"] > step
+    for key in KEYS:
+        assert (key in ref) == (key in got), key
+        if key in ref:
+            _equal(ref[key], got[key], key)
+    assert ("free_delta" in ref) == (name in ("free", "fastard"))
+    # the generators end in the same state too (everything random after the kill was replayed)
+    rng = [v for k, v in ref["callbacks"].items() if k.startswith("ResumeState")]
+    rng_got = [v for k, v in got["callbacks"].items() if k.startswith("ResumeState")]
+    _equal(rng, rng_got, "rng")
