@@ -21,8 +21,15 @@ class RobustCheckpoint(ModelCheckpoint):
 
     ``every_n_train_steps`` always writes ``last.ckpt`` at those steps, also before the monitored
     metric was first logged (Lightning 2.6 defers such a save to the end of the next validation,
-    so a run killed in its first epoch would have no checkpoint to resume from).
+    so a run killed in its first epoch would have no checkpoint to resume from), and ``last.ckpt``
+    holds the final state when training ends (with ``every_n_train_steps`` Lightning saves nothing
+    at the end of an epoch whose last step is not a multiple of n).
     """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
