@@ -65,15 +65,12 @@ def _phrase(path: str, line: str) -> str:
         if kind in ("float", "int") and value.strip().lower() in _NONFINITE:
             return f"{name}={value.strip()} is not a finite number; give a finite {kind}"
         return f"{name}={value.strip()!r} is not a valid {kind}; give a {kind}"
-    if "is not accepted" in line or "is not expected" in line:
+    if any(t in line.lower() for t in ("is not accepted", "is not expected", "unrecognized arguments")):
         line += " (a misspelt or unknown parameter; `python train.py fit --model.help <class_path>` lists them)"
     return f"{path}: {line}" if path and not line.startswith(path.split(".")[-1]) else line
 
 
 def _from_argparse(text: str) -> str:
-    if "Key " in text and "is not expected" in text or "Unrecognized arguments" in text:
-        first = text.strip().splitlines()[0]
-        return f"{first.strip()}; check the spelling against `python train.py fit --help` (or the config's class)"
     cands = _candidates(text)
     if not cands:
         return text.strip().splitlines()[-1] if text.strip() else "invalid configuration"

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..attacks import PGD, cross_entropy_loss, kl_loss, module_mode
 from .classifier import Classifier
 from .optim import OptimConfig
-from .robust import RobustTrainingMixin, check_free_args, check_unused_attack_args
+from .robust import RobustTrainingMixin, check_free_args, check_training_attack, check_unused_attack_args
 from .teacher import check_teacher_args, freeze, load_teacher
 
 __all__ = [
@@ -130,7 +130,7 @@ class KnowledgeDistillation(Classifier):
         if isinstance(temperature, bool) or not math.isfinite(float(temperature)) or temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0 (thesis: 30 for CIFAR-10), "
                              f"got temperature={temperature}")
-        if isinstance(alpha, bool) or not 0.0 <= float(alpha) <= 1.0:
+        if isinstance(alpha, bool) or not math.isfinite(float(alpha)) or not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the distillation term; thesis: 1), got alpha={alpha}")
         if kl_reduction not in KL_REDUCTIONS:
             raise ValueError(f"kl_reduction={kl_reduction!r} is not one of {KL_REDUCTIONS}; 'elementwise_mean' "
@@ -275,6 +275,7 @@ class ARD(RobustTrainingMixin, KnowledgeDistillation):
         clean_kd_weight: float = 0.0,
     ) -> None:
         attack = PGD.coerce(attack)
+        check_training_attack(attack)
         if attack.loss != "ce":
             raise ValueError(f"attack.loss={attack.loss!r}: ARD chooses what the attack maximises with attack_loss "
                              f"({' | '.join(ATTACK_LOSSES_ARD)}); leave attack.loss at 'ce'")

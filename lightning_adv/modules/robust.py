@@ -19,11 +19,20 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 import inspect
+import math
 
 from ..attacks import PGD, ThreatModel, module_mode
 from .free import AscentClosure, FreeReplay, LossClosure
 
-__all__ = ["RobustTrainingMixin", "check_free_args", "check_unused_attack_args"]
+__all__ = ["RobustTrainingMixin", "check_free_args", "check_training_attack", "check_unused_attack_args"]
+
+
+def check_training_attack(attack: PGD, param: str = "attack") -> None:
+    """A training attack must perturb: ``eps 0`` would be natural training labelled adversarial
+    (``eps 0`` stays legitimate for an evaluation attack: a sanity check equal to clean accuracy)."""
+    if not attack.eps or attack.eps <= 0:
+        raise ValueError(f"{param}.eps={attack.eps!r}: a training attack needs eps > 0 (eps 0 is natural training; "
+                         f"use the Classifier module for that, or e.g. {param}.eps 0.031 = 8/255)")
 
 
 def check_unused_attack_args(module_cls: type, attack: PGD, used: tuple[str, ...], why: str) -> None:
@@ -44,7 +53,7 @@ def check_free_args(free_replays: Any, free_step_size: Optional[float], check_re
     """Validate the free-training arguments of a module, naming the parameter at fault."""
     if check_replays and (isinstance(free_replays, bool) or int(free_replays) != free_replays or free_replays < 1):
         raise ValueError(f"free_replays (m) must be an integer >= 1, got free_replays={free_replays}")
-    if free_step_size is not None and free_step_size <= 0:
+    if free_step_size is not None and (not math.isfinite(free_step_size) or free_step_size <= 0):
         raise ValueError(f"free_step_size must be > 0 (or null for eps), got free_step_size={free_step_size}")
 
 
