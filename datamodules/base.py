@@ -96,6 +96,23 @@ class DataNotFoundError(FileNotFoundError):
         return str(self.args[0]) if self.args else super().__str__()
 
 
+#: stand-in data (a folder with a '.standin' marker) is used only when this variable is "1"
+ALLOW_STANDIN_ENV = "LIGHTNING_ADV_ALLOW_STANDIN"
+
+
+class StandInRefusedError(ValueError):
+    """A folder of generated stand-in data met without ``LIGHTNING_ADV_ALLOW_STANDIN=1``."""
+
+
+def check_standin_allowed(display_name: str, folder: Path) -> None:
+    """Refuse generated stand-in data unless asked for: a marker file alone must not make a folder
+    trusted (its manifest's md5 sums replace the published ones)."""
+    if os.environ.get(ALLOW_STANDIN_ENV) != "1":
+        raise StandInRefusedError(f"{display_name}: {folder} holds generated STAND-IN data (marker '.standin'), not the real "
+                         f"data set; set {ALLOW_STANDIN_ENV}=1 to use it on purpose (the tests do), or point data_dir "
+                         f"at the real data")
+
+
 class StandInDataWarning(UserWarning):
     """Emitted when a datamodule reads generated stand-in data instead of the real set."""
 
@@ -326,6 +343,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         return self._error(reason)
 
     def _warn_standin(self, folder: Path) -> None:
+        check_standin_allowed(self.display_name, folder)
         if not self._warned_standin:
             self._warned_standin = True
             rank_zero_warn(
@@ -364,7 +382,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             raise self._missing_error()
         try:
             return self._load_split(train)
-        except DataNotFoundError:
+        except (DataNotFoundError, StandInRefusedError):
             raise
         except _DATA_ERRORS as err:
             raise self._error(

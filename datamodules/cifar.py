@@ -10,10 +10,11 @@ Integrity: torchvision checks every file against the md5 sums of the published d
 A folder written by :func:`datamodules.standins.write_cifar_standin` carries a
 ``.standin`` marker listing the md5 sums of its generated files; for such a folder the
 dataset is built through a small subclass of torchvision's class whose file lists carry
-those sums instead, so torchvision's own ``_check_integrity``/``_load_meta`` still verify
-every file (against the marker) and torchvision's own unpickling code reads them. A
-:class:`~datamodules.base.StandInDataWarning` says so. Without the marker, the real
-published sums apply unchanged.
+those sums instead, so torchvision's own ``_check_integrity`` still verifies every file
+(against the marker). A stand-in is used only when asked for (``LIGHTNING_ADV_ALLOW_STANDIN=1``,
+set by the tests), with a :class:`~datamodules.base.StandInDataWarning`. Without the marker,
+the real published sums apply unchanged. Either way the batches are read by a data-only
+unpickler (``datamodules/safe_pickle.py``): a doctored batch cannot run code.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from .base import ImageClassificationDataModule, Transform
+from .safe_pickle import SafeCIFARLoading
 from .standins import read_standin_manifest
 
 __all__ = ["CIFAR10DataModule", "CIFAR100DataModule"]
@@ -54,11 +56,19 @@ class _StandInChecksums:
         super().__init__(root, **kwargs)  # type: ignore[call-arg]
 
 
-class _StandInCIFAR10(_StandInChecksums, CIFAR10):
+class SafeCIFAR10(SafeCIFARLoading, CIFAR10):
+    """torchvision ``CIFAR10`` whose batches are read by the data-only unpickler."""
+
+
+class SafeCIFAR100(SafeCIFARLoading, CIFAR100):
+    """torchvision ``CIFAR100`` whose batches are read by the data-only unpickler."""
+
+
+class _StandInCIFAR10(_StandInChecksums, SafeCIFAR10):
     """torchvision ``CIFAR10`` checked against the md5 sums of a stand-in marker."""
 
 
-class _StandInCIFAR100(_StandInChecksums, CIFAR100):
+class _StandInCIFAR100(_StandInChecksums, SafeCIFAR100):
     """torchvision ``CIFAR100`` checked against the md5 sums of a stand-in marker."""
 
 
@@ -69,6 +79,7 @@ class _CIFARDataModule(ImageClassificationDataModule):
     full_train_size = 50_000
     _torchvision_class: ClassVar[type[CIFAR10]]
     _standin_class: ClassVar[type[CIFAR10]]
+    _safe_class: ClassVar[type[CIFAR10]]
     _archive_size: ClassVar[str]
 
     @property
@@ -100,7 +111,7 @@ class _CIFARDataModule(ImageClassificationDataModule):
     def _load_split(self, train: bool) -> CIFAR10:
         manifest = read_standin_manifest(self.dataset_dir)
         if manifest is None:
-            return self._torchvision_class(str(self.root), train=train, download=False)
+            return self._safe_class(str(self.root), train=train, download=False)
         self._warn_standin(self.dataset_dir)
         return self._standin_class(str(self.root), checksums=manifest["md5"], train=train, download=False)
 
@@ -130,6 +141,7 @@ class CIFAR10DataModule(_CIFARDataModule):
     num_classes = 10
     _torchvision_class = CIFAR10
     _standin_class = _StandInCIFAR10
+    _safe_class = SafeCIFAR10
     _archive_size = "about 163 MB"
 
     def __init__(
@@ -164,6 +176,7 @@ class CIFAR100DataModule(_CIFARDataModule):
     num_classes = 100
     _torchvision_class = CIFAR100
     _standin_class = _StandInCIFAR100
+    _safe_class = SafeCIFAR100
     _archive_size = "about 161 MB"
 
     def __init__(

@@ -28,6 +28,7 @@ class) raise a ``ValueError`` in ``setup``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -42,7 +43,9 @@ from torchvision import transforms
 
 from lightning_adv.meta import EpisodeDataset
 
-from .base import DataNotFoundError, StandInDataWarning
+from .base import DataNotFoundError, StandInDataWarning, check_standin_allowed
+from .cleanup import remove_stale
+from .safe_pickle import verify_data_pickle
 from .standins import STANDIN_MARKER
 
 #: the repository root: relative class-folder paths that do not exist from the working directory are
@@ -202,6 +205,7 @@ class FewShotDataModule(pl.LightningDataModule):
         if (folder / STANDIN_MARKER).exists():
             import warnings
 
+            check_standin_allowed(self.display_name, folder)
             warnings.warn(f"{self.display_name}: reading generated stand-in data from {folder}, not the real data set",
                           StandInDataWarning, stacklevel=3)
 
@@ -397,9 +401,14 @@ class ClassFolderFewShot(FewShotDataModule):
         target = self.root / path.stem
         done = target / ".extracted"
         if not done.exists():
+            remove_stale(target.parent, re.escape(target.name) + r"\.partial(?P<pid>\d+)")  # a killed earlier run
             partial = target.with_name(target.name + f".partial{os.getpid()}")
-            with zipfile.ZipFile(path) as archive:
-                archive.extractall(partial)
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    archive.extractall(partial)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
             if not done.exists():  # another process may have finished first
                 if target.exists():
                     shutil.rmtree(target)
@@ -489,6 +498,9 @@ class MiniImageNetFewShot(_L2LFewShot):
     def _dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
         from learn2learn.vision.datasets import MiniImagenet
 
+        cache = self.root / f"mini-imagenet-cache-{mode}.pkl"
+        if cache.is_file():
+            verify_data_pickle(cache)  # learn2learn unpickles it with pickle.load
         ds = MiniImagenet(str(self.root), mode=mode, transform=transform, download=self.download)
         return ds, [int(v) for v in ds.y]
 
@@ -533,6 +545,9 @@ class FC100FewShot(_L2LFewShot):
     def _dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
         from learn2learn.vision.datasets import FC100
 
+        cache = self.root / f"FC100_{'val' if mode == 'validation' else mode}.pickle"
+        if cache.is_file():
+            verify_data_pickle(cache)  # learn2learn unpickles it with pickle.load
         ds = FC100(str(self.root), mode=mode, transform=transform, download=self.download)
         return ds, [int(v) for v in ds.labels]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import ClassVar, Optional, Union
@@ -34,6 +35,7 @@ from torchvision import transforms
 from torchvision.datasets import MNIST, FashionMNIST
 
 from .base import ImageClassificationDataModule, Transform
+from .cleanup import remove_stale
 from .standins import read_standin_manifest
 
 __all__ = ["FashionMNISTDataModule", "MNISTDataModule"]
@@ -67,6 +69,7 @@ def _copy_verified(source: Path, destination: Path, expected_md5: Optional[str])
     Writes to a temporary file beside ``destination`` and renames it into place only
     after the checksum matched.
     """
+    remove_stale(destination.parent, re.escape(f".{destination.name}.") + r"(?P<pid>\d+)\.tmp")  # a killed run's
     tmp = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     digest = hashlib.md5(usedforsecurity=False)
     opener = gzip.open if source.suffix == ".gz" else open

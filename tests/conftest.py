@@ -25,6 +25,8 @@ CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
                                           + LOB_PREFIXES + DEFDISTILL_PREFIXES))
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+# the tests read generated stand-in data sets on purpose (datamodules refuse them otherwise)
+os.environ["LIGHTNING_ADV_ALLOW_STANDIN"] = "1"
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
