@@ -343,8 +343,12 @@ class ImageFolderTree(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        with Image.open(path) as img:
-            return self.transform(img.convert(self.mode)), label
+        try:
+            with Image.open(path) as img:
+                return self.transform(img.convert(self.mode)), label
+        except (OSError, SyntaxError) as err:  # truncated or not an image: name the file
+            raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err}); delete or replace the file "
+                             f"(and its extracted folder's '.extracted' marker to re-extract)") from err
 
 
 class ClassFolderFewShot(FewShotDataModule):

@@ -84,6 +84,7 @@ class AdvLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.config["subcommand"]] if self.config.get("subcommand") else self.config
         _logger_follows_root(cfg.get("trainer"), self._given_args)
+        _check_cross_config(cfg)
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
@@ -146,6 +147,27 @@ def _logger_follows_root(trainer: Any, given: list[str]) -> None:
         init = getattr(lg, "init_args", None) if not isinstance(lg, dict) else lg.get("init_args")
         if init is not None and init.get("save_dir") in (None, TRAINER_DEFAULTS["default_root_dir"]):
             init["save_dir"] = str(root)
+
+
+def _init(obj: Any) -> Any:
+    return obj.get("init_args") if isinstance(obj, dict) else getattr(obj, "init_args", None)
+
+
+def _check_cross_config(cfg: Any) -> None:
+    """Checks that span two sections of the config (no single constructor sees both)."""
+    callbacks = (cfg.get("trainer") or {}).get("callbacks") or []
+    for i, cb in enumerate(callbacks if isinstance(callbacks, list) else [callbacks]):
+        path = cb.get("class_path") if isinstance(cb, dict) else getattr(cb, "class_path", "")
+        init = _init(cb)
+        if str(path).endswith(("PGDEvaluation", "AttackSuiteEvaluation")) and init is not None \
+                and init.get("attacks") is not None and len(init.get("attacks")) == 0:
+            raise ConfigError(f"trainer.callbacks[{i}] ({str(path).rsplit('.', 1)[-1]}): attacks=[] evaluates nothing "
+                              f"(it would fall back to a default); list at least one attack, or remove the callback")
+    model, data = _init(cfg.get("model")), _init(cfg.get("data"))
+    if model is not None and data is not None and model.get("ways") is not None and data.get("ways") is not None \
+            and model.get("ways") != data.get("ways"):
+        raise ConfigError(f"model.ways={model.get('ways')} but data.ways={data.get('ways')}: the few-shot head is "
+                          f"sized for the data's tasks; set both to the same value")
 
 
 def main(args: Optional[list[str]] = None, run: bool = True,

@@ -81,7 +81,10 @@ def _from_argparse(text: str) -> str:
 
 def is_user_error(exc: BaseException) -> bool:
     """Bad input (a config or an argument) or a stopped non-finite run, not a crash of the code."""
-    return isinstance(exc, (ValueError, argparse.ArgumentError, FileNotFoundError, NonFiniteTrainingError))
+    from lightning.fabric.utilities.exceptions import MisconfigurationException  # Lightning's own bad-argument error
+
+    return isinstance(exc, (ValueError, argparse.ArgumentError, FileNotFoundError, NonFiniteTrainingError,
+                            MisconfigurationException))
 
 
 def one_line(exc: BaseException) -> Optional[str]:
