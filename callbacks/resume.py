@@ -1,4 +1,4 @@
-"""Exact resume and non-finite guards: the two callbacks ``train.py`` adds to every run.
+"""Exact resume, non-finite guards and DDP error reports: the callbacks ``train.py`` adds to every run.
 
 :class:`ResumeState` stores the random number generator states of every rank (torch CPU,
 CUDA, numpy, python) in each checkpoint and puts them back when a run resumes, at the point
@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_adv.cli_errors import NonFiniteTrainingError
 
-__all__ = ["FiniteGuard", "ResumeState", "collect_rng_state", "apply_rng_state"]
+__all__ = ["FiniteGuard", "RankErrorReport", "ResumeState", "apply_rng_state", "collect_rng_state", "peer_error"]
 
 
 def collect_rng_state() -> dict[str, torch.Tensor]:
@@ -135,3 +135,55 @@ class FiniteGuard(Callback):
         raise NonFiniteTrainingError(
             f"{what}; training stopped before this step's checkpoint was written (the last good one is kept). "
             "Lower model.optim.lr, check loss weights (trades_beta, alpha, temperature) and the data for NaN/inf")
+
+
+class RankErrorReport(Callback):
+    """Under DDP, the rank that fails writes its one-line error to
+    ``<default_root_dir>/.rank_errors/rank<r>.txt``; ``train.py`` on every other rank (which then
+    fails on a collective whose peer is gone, a gloo/NCCL error) prints that line last, so all
+    ranks end with the error that caused the stop. See :func:`peer_error`."""
+
+    #: the folder of the run in progress in this process (read by :func:`peer_error`)
+    current_dir: Optional[str] = None
+    started: float = 0.0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        import time
+        from pathlib import Path
+
+        if trainer.world_size > 1:
+            RankErrorReport.current_dir = str(Path(trainer.default_root_dir) / ".rank_errors")
+            RankErrorReport.started = time.time()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from pathlib import Path
+
+        from lightning_adv.cli_errors import one_line
+
+        if trainer.world_size <= 1 or RankErrorReport.current_dir is None:
+            return
+        line = one_line(exception) or f"error: {type(exception).__name__}: {exception}".splitlines()[0]
+        folder = Path(RankErrorReport.current_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".rank{trainer.global_rank}.tmp"
+        tmp.write_text(line.replace("error: ", f"error: rank {trainer.global_rank}: ", 1))
+        tmp.replace(folder / f"rank{trainer.global_rank}.txt")
+
+
+def peer_error(own_rank: int, wait_s: float = 10.0) -> Optional[str]:
+    """The first error line another rank of this run wrote (waiting up to ``wait_s`` for one)."""
+    import time
+    from pathlib import Path
+
+    if RankErrorReport.current_dir is None:
+        return None
+    folder = Path(RankErrorReport.current_dir)
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = sorted((p.stat().st_mtime, p) for p in folder.glob("rank*.txt")
+                       if p.name != f"rank{own_rank}.txt" and p.stat().st_mtime >= RankErrorReport.started - 1)
+        if found:
+            return found[0][1].read_text().strip()
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)

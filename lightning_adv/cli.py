@@ -39,7 +39,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from callbacks.checkpoint import RobustCheckpoint
-from callbacks.resume import FiniteGuard, ResumeState
+from callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error
 
 from .cli_errors import ConfigError, one_line
 
@@ -89,7 +89,7 @@ class AdvLightningCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         have = {type(c) for c in self.trainer.callbacks}
-        for cb in (ResumeState(), FiniteGuard()):  # first: checkpoint callbacks must run after the guard
+        for cb in (ResumeState(), FiniteGuard(), RankErrorReport()):  # first: checkpoint callbacks must run after the guard
             if type(cb) not in have:
                 self.trainer.callbacks.insert(0, cb)
 
@@ -218,6 +218,13 @@ def cli_main(args: Optional[list[str]] = None) -> None:
         main(args, parser_kwargs={"exit_on_error": False})
     except BaseException as err:  # noqa: BLE001
         line = one_line(err)
+        rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        peer = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else peer_error(rank, 0 if line else 10)
+        if peer is not None:  # DDP: another rank failed first; this one saw its peer go
+            if os.environ.get("LIGHTNING_ADV_DEBUG"):
+                traceback.print_exc()
+            print(f"{peer} (this rank {rank} stopped with {type(err).__name__})", file=sys.stderr, flush=True)
+            sys.exit(2)
         if line is None or isinstance(err, (KeyboardInterrupt, SystemExit)):
             raise
         if os.environ.get("LIGHTNING_ADV_DEBUG"):
