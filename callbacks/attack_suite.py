@@ -20,24 +20,19 @@ the support set is never attacked.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import RandomSampler
 
-from lightning_adv.attacks import (Attack, AttackSuite, SuiteReport, attack_grad_context, concat_records, dedup_records,
-                                   is_few_shot)
-from lightning_adv.attacks.pgd import _as_normal
+from lightning_adv.attacks import Attack, AttackSuite, SuiteReport
+
+from ._suite_records import TestExampleIndex, attack_units, gather_records
 
 __all__ = ["AttackSuiteEvaluation"]
-
-_LOADER_STRIDE = 1 << 40  # index offset between test dataloaders / ranks (few-shot, fallbacks)
 
 
 class AttackSuiteEvaluation(Callback):
@@ -81,74 +76,25 @@ class AttackSuiteEvaluation(Callback):
         self.report: Optional[SuiteReport] = None
         self.paths: list[str] = []
         self._parts: list[dict[str, torch.Tensor]] = []
-        self._batch_indices: dict[int, Optional[list[list[int]]]] = {}
-        self._seen: dict[int, int] = {}
-
-    # ------------------------------------------------------------ indices
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._parts, self._seen, self.report, self.paths = [], {}, None, []
-        loaders = trainer.test_dataloaders
-        if loaders is None:
-            loaders = []
-        elif not isinstance(loaders, (list, tuple)):
-            loaders = [loaders]
-        self._batch_indices = {}
-        for i, dl in enumerate(loaders):
-            bs = getattr(dl, "batch_sampler", None)
-            sampler = getattr(bs, "sampler", None)
-            if bs is None or isinstance(sampler, RandomSampler):
-                self._batch_indices[i] = None  # not reproducible: fall back to positions
-                if trainer.world_size > 1:
-                    warnings.warn("AttackSuiteEvaluation cannot recover example indices of a shuffled or iterable "
-                                  "test loader; padded duplicates of DistributedSampler cannot be removed")
-            else:
-                self._batch_indices[i] = [list(b) for b in bs]
-
-    def _index(self, trainer: pl.Trainer, batch_idx: int, dataloader_idx: int, size: int) -> torch.Tensor:
-        known = self._batch_indices.get(dataloader_idx)
-        if known is not None and batch_idx < len(known) and len(known[batch_idx]) == size:
-            idx = torch.tensor(known[batch_idx], dtype=torch.long)
-        else:
-            start = self._seen.get(dataloader_idx, 0)
-            idx = torch.arange(start, start + size) + trainer.global_rank * (_LOADER_STRIDE // 1024)
-        self._seen[dataloader_idx] = self._seen.get(dataloader_idx, 0) + size
-        return idx + dataloader_idx * _LOADER_STRIDE
+        self._index = TestExampleIndex("AttackSuiteEvaluation")
 
     # ------------------------------------------------------------ batches
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._parts, self.report, self.paths = [], None, []
+        self._index.reset(trainer)
+
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.limit_batches is not None and batch_idx >= self.limit_batches:
             return
-        if is_few_shot(pl_module):
-            self._few_shot_batch(trainer, pl_module, batch, batch_idx, dataloader_idx)
-            return
-        x, y = batch[0], batch[1]
-        index = self._index(trainer, batch_idx, dataloader_idx, int(y.shape[0]))
-        self._parts.append(self.suite.run_batch(pl_module, x, y, index=index, mode_module=pl_module))
-
-    def _few_shot_batch(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int,
-                        dataloader_idx: int) -> None:
-        for task, (sx, sy, qx, qy) in enumerate(pl_module.episodes(batch)):
-            # adaptation may need autograd (MAML's inner loop, a differentiable solver head), and
-            # its outputs must be normal tensors: the attacks backpropagate through them
-            with attack_grad_context():
-                learner = pl_module.adapted_learner(_as_normal(sx), _as_normal(sy))
-            # one key per (rank, batch, task, query): tasks are sampled per rank, nothing to de-duplicate
-            base = ((trainer.global_rank * 100_000 + batch_idx) * 1_000 + task) * 10_000
-            index = torch.arange(qy.shape[0]) + base + dataloader_idx * _LOADER_STRIDE
-            self._parts.append(self.suite.run_batch(learner, qx, qy, index=index, mode_module=learner))
+        for unit in attack_units(trainer, pl_module, batch, batch_idx, dataloader_idx, self._index):
+            self._parts.append(self.suite.run_batch(unit.model, unit.x, unit.y, index=unit.index,
+                                                    mode_module=unit.mode_module))
 
     # ------------------------------------------------------------ epoch end
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        local = concat_records(self._parts)
+        records = gather_records(trainer, self._parts)
         self._parts = []
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, local)
-            records = concat_records([g for g in gathered if g])
-        else:
-            records = local
-        records = dedup_records(records)
         report = self.suite.report(records, warn=trainer.is_global_zero)
         self.report = report
         for row in report.rows:
