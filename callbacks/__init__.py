@@ -1,4 +1,5 @@
-"""Lightning callbacks: robust evaluation (PGD, attack suite), checkpointing, and the chapter-6 analysis callbacks."""
+"""Lightning callbacks: robust evaluation (PGD, attack suite, RobustBench-style report), checkpointing,
+and the chapter-6 analysis callbacks."""
 from .attack_suite import AttackSuiteEvaluation
 from .checkpoint import RobustCheckpoint
 from .effective_rank import EffectiveRank
@@ -7,8 +8,10 @@ from .local_minima import LocalMinimumInit
 from .ntk import NTKSnapshot, load_ntk_snapshots
 from .pgd_evaluation import PGDEvaluation, default_eval_attacks
 from .rank_projection import RankProjection
+from .robustness_report import RobustnessReport
 
 __all__ = [
     "AttackSuiteEvaluation", "EffectiveRank", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
-    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "default_eval_attacks", "load_ntk_snapshots",
+    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "RobustnessReport", "default_eval_attacks",
+    "load_ntk_snapshots",
 ]
