@@ -112,7 +112,8 @@ def bench_pgd(args: argparse.Namespace, model: Any, x: torch.Tensor, y: torch.Te
           f"  torchattacks {mt:8.2f} s / 1000 examples, robust acc {statistics.mean(accs['torchattacks']):.2%}\n"
           f"  ratio ours / torchattacks: {mo / mt:.3f}")
     return {"pgd20_ours_s_per_1000": mo, "pgd20_torchattacks_s_per_1000": mt, "pgd20_ours_over_torchattacks": mo / mt,
-            "pgd20_ours_acc": statistics.mean(accs["ours"]), "pgd20_torchattacks_acc": statistics.mean(accs["torchattacks"])}
+            "pgd20_ours_acc": statistics.mean(accs["ours"]),
+            "pgd20_torchattacks_acc": statistics.mean(accs["torchattacks"])}
 
 
 def bench_autoattack(args: argparse.Namespace, model: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

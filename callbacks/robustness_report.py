@@ -124,7 +124,8 @@ class RobustnessReport(Callback):
                 pass
         except OSError as err:
             raise ValueError(f"RobustnessReport.output_dir={out!r} is not writable ({err.strerror}); set output_dir "
-                             "(or --trainer.default_root_dir / the logger's save_dir) to a writable directory") from None
+                             "(or --trainer.default_root_dir / the logger's save_dir) to a writable directory"
+                             ) from None
 
     # ------------------------------------------------------------ batches
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
