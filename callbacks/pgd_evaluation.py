@@ -56,7 +56,7 @@ class PGDEvaluation(Callback):
         num_images: int = 8,
     ) -> None:
         super().__init__()
-        attacks = [a if isinstance(a, PGD) else PGD(**a) for a in (attacks or default_eval_attacks())]
+        attacks = [PGD.coerce(a, 'PGDEvaluation.attacks') for a in (attacks or default_eval_attacks())]
         if not attacks:
             raise ValueError("PGDEvaluation.attacks is empty; give at least one attack or drop the callback")
         labels = [a.label for a in attacks]

@@ -205,9 +205,10 @@ def test_teacher_frozen_outside_checkpoint_and_student_loads_alone(cls, standin_
     kwargs = dict(arch="small_cnn", arch_kwargs={"width": 8}, num_classes=10, in_channels=3,
                   teacher_arch="wideresnet", teacher_arch_kwargs=teacher_kwargs, teacher_checkpoint=str(path),
                   optim=OptimConfig(lr=0.05))
-    if cls is not KnowledgeDistillation:
+    if cls is ARD:
         kwargs["attack"] = PGD(eps=8 / 255, steps=2, step_size=4 / 255, bn_mode="train")
     if cls is FastARD:
+        kwargs["attack"] = PGD(eps=8 / 255, bn_mode="train")
         kwargs["free_replays"] = 2
     module = cls(**kwargs)
     assert not module.has_teacher  # loaded lazily, when training starts
@@ -325,6 +326,7 @@ def test_teacher_with_other_classes_is_refused_in_memory_too():
     (FastARD, dict(attack_loss="kl"), "attack_loss"),
     (FastARD, dict(free_replays=0), "free_replays"),
     (FastARD, dict(free_step_size=0.0), "free_step_size"),
+    (FastARD, dict(attack=PGD(eps=8 / 255, steps=3)), "attack.steps=3 is not used by Fast-ARD"),
 ])
 def test_bad_distillation_arguments(cls, kwargs, param):
     with pytest.raises(ValueError, match=param):

@@ -159,13 +159,13 @@ def test_pgd_evaluation_matches_manual_computation(tmp_path):
 
 
 def test_checkpoint_hparams_load_with_weights_only(tmp_path):
-    module = _adv("free", free_replays=2)
+    module = _adv("free", free_replays=2, attack=PGD(eps=0.1))
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(module, DigitsDataModule(batch_size=16))
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # no pickled objects
-    assert ckpt["hyper_parameters"]["attack"]["eps"] == pytest.approx(0.1)
+    assert ckpt["hyper_parameters"]["attack"]["init_args"]["eps"] == pytest.approx(0.1)
     assert ckpt["free_delta"].shape[1:] == (16, 1, 8, 8)
     restored = AdvTraining.load_from_checkpoint(path, weights_only=True)
     assert restored.method == "free" and restored.free.replays == 2
@@ -184,7 +184,9 @@ def test_model_data_mismatch_is_caught_before_training(tmp_path):
 
 @pytest.mark.parametrize("kwargs,param", [
     (dict(method="fgsm-at"), "method"),
-    (dict(method="free", free_replays=0), "free_replays"),
+    (dict(method="free", free_replays=0, attack=PGD(eps=0.1)), "free_replays"),
+    (dict(method="free", attack=PGD(eps=0.1, steps=3)), "attack.steps=3 is not used by free training"),
+    (dict(method="free", attack=PGD(eps=0.1, restarts=2)), "attack.restarts=2"),
     (dict(trades_beta=-1.0), "trades_beta"),
     (dict(free_step_size=0.0), "free_step_size"),
 ])

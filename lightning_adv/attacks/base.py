@@ -14,13 +14,16 @@ global one) and checks the result stays in [0, 1].
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
+from .losses import LossFn
 from .pgd import BN_MODES, _as_normal, attack_grad_context, module_mode
 from .threat import make_threat
 
@@ -79,6 +82,8 @@ class Attack(ABC):
     kind: str = "white-box"
     #: targeted attacks aim at a target class (the suite still counts any misclassification)
     targeted: bool = False
+    #: whether :meth:`run` accepts a ``loss_fn`` (the attack maximises a per-example loss)
+    supports_loss_fn: bool = False
     #: what the inputs are. 'image': pixels in [0, 1] (checked before the attack, the result is clamped
     #: to [0, 1]); any other domain (e.g. 'orderbook') checks its own constraints in :meth:`finalize` and
     #: measures its perturbations in :meth:`perturbation_size`
@@ -119,7 +124,8 @@ class Attack(ABC):
     # --------------------------------------------------------------- running
     @abstractmethod
     def _perturb(self, model: Model, x: Tensor, y: Tensor, targets: Optional[Tensor]) -> AttackOutput:
-        """The attack itself; autograd is on, the mode set, parameters frozen."""
+        """The attack itself; autograd is on, the mode set, parameters frozen, the generator
+        forked. Attacks with ``supports_loss_fn`` also take ``loss_fn=`` (``None``: their own)."""
 
     def check_inputs(self, x: Tensor) -> None:
         """Image attacks: the clean inputs must be in [0, 1] (a [0, 255] batch would be silently clamped)."""
@@ -140,26 +146,75 @@ class Attack(ABC):
         """Per-example size of the perturbation the suite reports (the ``norm`` of ``x_adv - x``)."""
         return perturbation_norm(x_adv - x, self.norm)
 
-    def run(self, model: Model, x: Tensor, y: Tensor, mode_module: Optional[nn.Module] = None,
-            targets: Optional[Tensor] = None) -> AttackOutput:
+    def run(self, model: Model, x: Tensor, y: Any, mode_module: Optional[nn.Module] = None,
+            targets: Optional[Tensor] = None, loss_fn: Optional[LossFn] = None) -> AttackOutput:
         """Attack ``model`` at ``(x, y)``; returns detached adversarial inputs (images in [0, 1]).
 
-        ``targets`` (target labels) is used by targeted attacks; others ignore it.
+        Args:
+            model: any callable from inputs to logits (a module, an adapted few-shot learner).
+            y: labels, or whatever ``loss_fn`` takes as its target (TRADES: clean probabilities).
+            mode_module: the module whose train/eval mode ``bn_mode`` sets and whose parameters
+                are frozen (default: ``model`` when it is a module).
+            targets: target labels of a targeted attack (others ignore it).
+            loss_fn: a per-example loss ``(logits, y) -> (B,)`` replacing the attack's own, for
+                the attacks that maximise a loss (``supports_loss_fn``): how a training
+                objective (TRADES, ARD, adversarial querying) says what its attack maximises.
+
+        The random stream: one seed is drawn from the global generator (so consecutive calls
+        differ and a seeded run is reproducible) and the attack runs in a fork of the generator
+        seeded with it, so library code that reseeds the global generator (AutoAttack) cannot
+        disturb training, and an attack's own randomness never depends on what ran before it
+        in the same call.
         """
+        if loss_fn is not None and not self.supports_loss_fn:
+            raise ValueError(f"{type(self).__name__} maximises its own objective and takes no loss_fn; use PGD, FGSM "
+                             f"or MIFGSM for a custom attack loss")
         if mode_module is None and isinstance(model, nn.Module):
             mode_module = model
-        devices = [x.device] if x.device.type == "cuda" else []
+        on_cuda = x.device.type == "cuda"
+        seed = int(torch.randint(0, 2**62, (1,)))
         with attack_grad_context(), module_mode(mode_module, self.bn_mode), frozen_parameters(mode_module), \
-                torch.random.fork_rng(devices=devices):
+                torch.random.fork_rng(devices=[x.device] if on_cuda else []):
+            torch.manual_seed(seed)
             x = _as_normal(x)
             y = _as_normal(y)
             self.check_inputs(x)
-            out = self._perturb(model, x, y, _as_normal(targets))
+            extra = {"loss_fn": loss_fn} if loss_fn is not None else {}
+            out = self._perturb(model, x, y, _as_normal(targets), **extra)
         x_adv = out.x_adv.detach().to(x.dtype)
         if x_adv.shape != x.shape:
             raise RuntimeError(f"{self.label} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
         out.x_adv = self.finalize(x, x_adv)
         return out
 
-    def __call__(self, model: Model, x: Tensor, y: Tensor) -> Tensor:
-        return self.run(model, x, y).x_adv
+    def __call__(self, model: Model, x: Tensor, y: Any, loss_fn: Optional[LossFn] = None,
+                 mode_module: Optional[nn.Module] = None, targets: Optional[Tensor] = None) -> Tensor:
+        """``x_adv = attack(model, x, y)``: :meth:`run` returning only the adversarial inputs."""
+        return self.run(model, x, y, mode_module=mode_module, targets=targets, loss_fn=loss_fn).x_adv
+
+    # --------------------------------------------------------------- configs
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (``class_path`` + ``init_args``): what a checkpoint's
+        hyperparameters store and :meth:`coerce` rebuilds."""
+        params = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": {p: getattr(self, p) for p in params}}
+
+    @classmethod
+    def coerce(cls, value: Any, param: str = "attack") -> "Attack":
+        """An attack of class ``cls`` from an instance, its :meth:`config`, or a plain mapping of
+        ``cls``'s constructor arguments (as checkpoints of the first version stored them)."""
+        if isinstance(value, dict):
+            if "class_path" in value:
+                module_name, _, cls_name = str(value["class_path"]).rpartition(".")
+                klass = getattr(importlib.import_module(module_name), cls_name, None)
+                if not (isinstance(klass, type) and issubclass(klass, Attack)):
+                    raise ValueError(f"{param}.class_path={value['class_path']!r} is not an attack class of "
+                                     f"lightning_adv.attacks")
+                value = klass(**dict(value.get("init_args") or {}))
+            else:
+                value = cls(**value)
+        if not isinstance(value, cls):
+            raise ValueError(f"{param} must be a {cls.__name__} attack (lightning_adv.attacks.{cls.__name__}), got "
+                             f"{type(value).__name__}")
+        return value

@@ -3,8 +3,10 @@
 :func:`pgd` takes any callable model, a per-example loss and a threat model. Adversarial
 training (cross-entropy), TRADES (KL to the clean prediction), ARD (the student's
 cross-entropy) and adversarial querying (the adapted learner's query loss) differ only in
-the loss they pass. :class:`PGD` is the configurable, typed front end (a dataclass, so
-LightningCLI reads it from YAML); :class:`FGSM` is its one-step case.
+the loss they pass. :class:`~lightning_adv.attacks.PGD` (an :class:`~lightning_adv.attacks.Attack`,
+the same object in training and evaluation) is its configurable, typed front end;
+:class:`~lightning_adv.attacks.FGSM` is its one-step case. :func:`input_gradient` is the one
+place an attack takes an input gradient, with Expectation over Transformation (EOT) built in.
 
 Design points, each tested in ``tests/test_attacks.py``:
 
@@ -15,8 +17,9 @@ Design points, each tested in ``tests/test_attacks.py``:
   to ``train()``, which is wrong for a frozen teacher or an eval-mode BN);
 * it works under ``torch.no_grad`` (Lightning validation) and ``torch.inference_mode``
   (Lightning test) by re-enabling autograd locally and cloning inference tensors;
-* restarts keep, per example, the restart with the highest final loss, and restart 0
-  draws its random start first, so with the same seed ``restarts=r`` is never weaker than
+* restarts keep, per example, a restart that fools the model if any does (the loss only
+  breaks ties among restarts that all fool or all fail), and restart 0 draws its random
+  start first, so with the same seed ``restarts=r`` never breaks fewer examples than
   ``restarts=1``.
 
 Differences from the thesis authors' code (see shared notes): the random start is clamped
@@ -26,17 +29,15 @@ is a per-example mean-free sum, irrelevant under sign steps.
 from __future__ import annotations
 
 import contextlib
-import math
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .losses import LossFn, get_attack_loss
+from .losses import LossFn
 from .threat import ThreatModel, clamp_to_image, make_threat
 
-__all__ = ["pgd", "PGD", "FGSM", "module_mode", "attack_grad_context", "BN_MODES"]
+__all__ = ["pgd", "input_gradient", "success", "module_mode", "attack_grad_context", "BN_MODES"]
 
 BN_MODES = ("train", "eval", "keep")
 
@@ -78,14 +79,43 @@ def _as_normal(t: Any) -> Any:
 
 
 def _objective(model: Callable[[Tensor], Tensor], x: Tensor, target: Any, loss_fn: LossFn,
-               targeted: bool, per_example: bool) -> Tensor:
-    loss = loss_fn(model(x), target)
+               targeted: bool, per_example: bool) -> tuple[Tensor, Tensor]:
+    logits = model(x)
+    loss = loss_fn(logits, target)
     if per_example and loss.dim() != 1:
         raise ValueError(
             f"the attack loss must return one value per example (shape (B,)), got shape {tuple(loss.shape)}; "
             "per-example losses are needed to keep the worst restart per example"
         )
-    return -loss if targeted else loss
+    return (-loss if targeted else loss), logits
+
+
+def success(logits: Tensor, target: Any, targeted: bool) -> Tensor:
+    """Per example: does the attack point succeed? Untargeted: the prediction is not the label (for a
+    probability target, e.g. TRADES' clean softmax, not its argmax); targeted: it is the target."""
+    pred = logits.argmax(-1)
+    if isinstance(target, Tensor) and target.is_floating_point():
+        target = target.argmax(-1)
+    if not isinstance(target, Tensor) or target.shape != pred.shape:
+        return torch.zeros_like(pred, dtype=torch.bool)  # a loss target without labels: rank by loss only
+    return pred == target if targeted else pred != target
+
+
+def input_gradient(model: Callable[[Tensor], Tensor], x_adv: Tensor, target: Any, loss_fn: LossFn,
+                   targeted: bool = False, eot_samples: int = 1) -> Tensor:
+    """Gradient of the (summed) attack objective w.r.t. the input ``x_adv`` only.
+
+    ``eot_samples > 1`` is Expectation over Transformation (Athalye et al. 2018): the gradient is
+    averaged over that many forwards of a randomised model or input transform.
+    """
+    x_adv = x_adv.detach().requires_grad_(True)
+    grad: Optional[Tensor] = None
+    for _ in range(eot_samples):
+        obj, _ = _objective(model, x_adv, target, loss_fn, targeted, per_example=False)
+        (g,) = torch.autograd.grad(obj.sum(), x_adv)
+        grad = g if grad is None else grad + g
+    assert grad is not None
+    return grad / eot_samples if eot_samples > 1 else grad
 
 
 def pgd(
@@ -103,6 +133,7 @@ def pgd(
     bn_mode: str = "eval",
     mode_module: Optional[nn.Module] = None,
     return_loss: bool = False,
+    eot_samples: int = 1,
 ) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """Projected gradient ascent on ``loss_fn(model(x + delta), target)`` inside ``threat``.
 
@@ -116,7 +147,10 @@ def pgd(
         step_size: size of each step in the threat model's norm.
         loss_fn: per-example loss ``(outputs, target) -> (B,)``.
         random_start: start uniformly inside the ball instead of at ``x``.
-        restarts: independent runs; per example the one with the highest final loss wins.
+        restarts: independent runs. Per example a restart that succeeds (misclassified; targeted:
+            classified as the target) wins over one that does not; among restarts that all
+            succeed or all fail the highest final loss wins (the standard protocol: an example is
+            broken if any restart breaks it).
         targeted: descend the loss (``target`` holds the target labels) instead of ascend.
         bn_mode: 'train', 'eval' or 'keep': mode of ``mode_module`` during the attack,
             restored afterwards.
@@ -124,6 +158,7 @@ def pgd(
             is an ``nn.Module``.
         return_loss: also return the per-example loss at the returned point (one extra
             forward when ``restarts == 1``).
+        eot_samples: gradients averaged over this many forwards (EOT, for randomised models).
 
     Returns:
         ``x_adv`` (detached), or ``(x_adv, loss)`` with ``return_loss``.
@@ -136,135 +171,30 @@ def pgd(
         need_final = restarts > 1 or return_loss
         best_x: Optional[Tensor] = None
         best_obj: Optional[Tensor] = None
+        best_ok: Optional[Tensor] = None
+        shape = (-1, *([1] * (x.dim() - 1)))
         for _ in range(restarts):
             if random_start and threat.eps > 0:
                 delta = clamp_to_image(x, threat.project(threat.random_init(x)))
             else:
                 delta = torch.zeros_like(x)
             for _ in range(steps if threat.eps > 0 else 0):
-                delta.requires_grad_(True)
-                obj = _objective(model, x + delta, target, loss_fn, targeted, per_example=False)
-                (grad,) = torch.autograd.grad(obj.sum(), delta)
-                delta = threat.step(delta.detach(), grad, step_size)
-                delta = clamp_to_image(x, threat.project(delta))
+                grad = input_gradient(model, x + delta, target, loss_fn, targeted, eot_samples)
+                delta = clamp_to_image(x, threat.project(threat.step(delta, grad, step_size)))
             x_adv = (x + delta).detach()
             if not need_final:
                 return x_adv
             with torch.no_grad():
-                obj = _objective(model, x_adv, target, loss_fn, targeted, per_example=True)
-            if best_x is None or best_obj is None:
-                best_x, best_obj = x_adv, obj
+                obj, logits = _objective(model, x_adv, target, loss_fn, targeted, per_example=True)
+                ok = success(logits, target, targeted)
+            if best_x is None or best_obj is None or best_ok is None:
+                best_x, best_obj, best_ok = x_adv, obj, ok
             else:
-                better = obj > best_obj
+                better = (ok & ~best_ok) | ((ok == best_ok) & (obj > best_obj))
                 best_obj = torch.where(better, obj, best_obj)
-                best_x = torch.where(better.view(-1, *([1] * (x.dim() - 1))), x_adv, best_x)
+                best_ok = best_ok | ok
+                best_x = torch.where(better.view(shape), x_adv, best_x)
         assert best_x is not None and best_obj is not None
         if return_loss:
             return best_x, (-best_obj if targeted else best_obj)
         return best_x
-
-
-@dataclass
-class PGD:
-    """Projected gradient descent attack (Madry et al.), configurable from YAML.
-
-    Defaults are the thesis' training attack: Linf, eps 8/255, 10 steps of 2/255, random
-    start. ``step_size=None`` means ``2.5 * eps / steps`` (Madry et al.'s rule; 2/255 for
-    eps 8/255 and 10 steps). ``loss`` names a per-example loss: 'ce' (labels), 'kl'
-    (target is a probability vector, TRADES) or 'margin' (Carlini-Wagner).
-
-    Call it as ``x_adv = attack(model, x, y)``.
-    """
-
-    eps: float = 8 / 255
-    steps: int = 10
-    step_size: Optional[float] = None
-    norm: str = "linf"
-    random_start: bool = True
-    restarts: int = 1
-    targeted: bool = False
-    bn_mode: str = "eval"
-    loss: str = "ce"
-    name: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        self.threat  # validates eps and norm
-        if int(self.steps) != self.steps or self.steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got steps={self.steps}")
-        self.steps = int(self.steps)
-        if self.step_size is not None and (not math.isfinite(self.step_size) or self.step_size <= 0):
-            raise ValueError(f"step_size must be > 0 (or null for 2.5*eps/steps), got step_size={self.step_size}")
-        if int(self.restarts) != self.restarts or self.restarts < 1:
-            raise ValueError(f"restarts must be an integer >= 1, got restarts={self.restarts}")
-        self.restarts = int(self.restarts)
-        if self.bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode must be one of {BN_MODES}, got bn_mode={self.bn_mode!r}")
-        get_attack_loss(self.loss)
-        if self.name is not None and ("/" in self.name or not self.name):
-            raise ValueError(f"name={self.name!r} must be non-empty and contain no '/' (it becomes a metric key)")
-
-    @classmethod
-    def coerce(cls, value: Any, param: str = "attack") -> "PGD":
-        """Accept a PGD config or a mapping of its fields (as stored in checkpoint hparams)."""
-        if isinstance(value, dict):
-            value = cls(**value)
-        if not isinstance(value, PGD):
-            raise ValueError(f"{param} must be a PGD config, got {type(value).__name__}")
-        return value
-
-    @property
-    def threat(self) -> ThreatModel:
-        return make_threat(self.norm, self.eps)
-
-    @property
-    def effective_step_size(self) -> float:
-        if self.step_size is not None:
-            return float(self.step_size)
-        return 2.5 * self.eps / max(self.steps, 1)
-
-    @property
-    def label(self) -> str:
-        """The name used in metric keys, e.g. ``pgd20_linf_eps8`` (Linf eps in 1/255)."""
-        if self.name:
-            return self.name
-        kind = f"pgd{self.steps}" if (self.random_start or self.steps != 1) else "fgsm"
-        threat = self.threat
-        eps = f"{self.eps * 255:g}" if threat.name == "linf" else f"{self.eps:g}"
-        suffix = f"_r{self.restarts}" if self.restarts > 1 else ""
-        tgt = "_targeted" if self.targeted else ""
-        return f"{kind}_{threat.name}_eps{eps}{suffix}{tgt}"
-
-    def __call__(
-        self,
-        model: Callable[[Tensor], Tensor],
-        x: Tensor,
-        target: Any,
-        loss_fn: Optional[LossFn] = None,
-        mode_module: Optional[nn.Module] = None,
-        return_loss: bool = False,
-    ) -> Union[Tensor, tuple[Tensor, Tensor]]:
-        return pgd(
-            model, x, target, self.threat,
-            steps=self.steps,
-            step_size=self.effective_step_size,
-            loss_fn=loss_fn if loss_fn is not None else get_attack_loss(self.loss),
-            random_start=self.random_start,
-            restarts=self.restarts,
-            targeted=self.targeted,
-            bn_mode=self.bn_mode,
-            mode_module=mode_module,
-            return_loss=return_loss,
-        )
-
-
-@dataclass
-class FGSM(PGD):
-    """Fast gradient sign method: one step of size eps from the clean point."""
-
-    steps: int = 1
-    step_size: Optional[float] = None
-    random_start: bool = False
-
-    @property
-    def effective_step_size(self) -> float:
-        return float(self.step_size) if self.step_size is not None else self.eps

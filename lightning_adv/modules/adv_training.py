@@ -1,7 +1,6 @@
 """Adversarial training: PGD-AT (Madry et al.), TRADES (Zhang et al.) and free AT (Shafahi et al.)."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Optional
 
 import torch
@@ -12,7 +11,7 @@ from ..attacks import PGD, kl_loss
 from .classifier import Classifier
 from .optim import OptimConfig
 from .regularizers import Regularizer
-from .robust import RobustTrainingMixin, check_free_args
+from .robust import RobustTrainingMixin, check_free_args, check_unused_attack_args
 
 __all__ = ["AdvTraining", "METHODS"]
 
@@ -64,13 +63,16 @@ class AdvTraining(RobustTrainingMixin, Classifier):
         if method not in METHODS:
             raise ValueError(f"method={method!r} is not one of {METHODS}")
         attack = PGD.coerce(attack)
+        if method == "free":
+            check_unused_attack_args(AdvTraining, attack, ("eps", "norm"),
+                                     "free training (its perturbation steps by free_step_size once per replay)")
         if trades_beta < 0:
             raise ValueError(f"trades_beta must be >= 0, got trades_beta={trades_beta}")
         check_free_args(free_replays, free_step_size, check_replays=method == "free")
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                          arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights,
                          regularizer=regularizer)
-        self.hparams["attack"] = asdict(attack)
+        self.hparams["attack"] = attack.config()
         self.attack = attack
         self.method = method
         self.trades_beta = float(trades_beta)

@@ -31,7 +31,6 @@ iterations in every attack step), and 3 at evaluation as theirs.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
 from typing import Any, Iterator, Optional
 
 import learn2learn as l2l
@@ -199,10 +198,10 @@ class AdversarialQuerying(pl.LightningModule):
         self.optim_cfg = optim
         self.save_hyperparameters(ignore=["optim", "attack", "eval_attack", "test_attacks", "adv_finetune"])
         self.hparams["optim"] = optim.to_dict()
-        self.hparams["attack"] = asdict(attack)
-        self.hparams["eval_attack"] = asdict(eval_attack)
-        self.hparams["test_attacks"] = [asdict(a) for a in extra]
-        self.hparams["adv_finetune"] = None if adv_finetune is None else asdict(adv_finetune)
+        self.hparams["attack"] = attack.config()
+        self.hparams["eval_attack"] = eval_attack.config()
+        self.hparams["test_attacks"] = [a.config() for a in extra]
+        self.hparams["adv_finetune"] = None if adv_finetune is None else adv_finetune.config()
         self.attack, self.eval_attack, self.test_attacks = attack, eval_attack, extra
         self.adv_finetune = adv_finetune
         self.head_name, self.training_mode = head, training_mode

@@ -18,7 +18,6 @@ untouched. Validating or testing a saved student needs no teacher.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import Any, Callable, Optional
 
 import torch
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 from ..attacks import PGD, cross_entropy_loss, kl_loss, module_mode
 from .classifier import Classifier
 from .optim import OptimConfig
-from .robust import RobustTrainingMixin, check_free_args
+from .robust import RobustTrainingMixin, check_free_args, check_unused_attack_args
 from .teacher import check_teacher_args, freeze, load_teacher
 
 __all__ = [
@@ -294,7 +293,7 @@ class ARD(RobustTrainingMixin, KnowledgeDistillation):
                          teacher_arch=teacher_arch, teacher_checkpoint=teacher_checkpoint,
                          teacher_arch_kwargs=teacher_arch_kwargs, teacher_mean=teacher_mean,
                          teacher_std=teacher_std, temperature=temperature, alpha=alpha, kl_reduction=kl_reduction)
-        self.hparams["attack"] = asdict(attack)
+        self.hparams["attack"] = attack.config()
         self.attack = attack
         self.attack_loss = attack_loss
         self.teacher_input = teacher_input
@@ -411,6 +410,9 @@ class FastARD(ARD):
             raise ValueError(f"attack_loss={attack_loss!r}: Fast-ARD's perturbation objective is perturbation_loss "
                              f"({' | '.join(PERTURBATION_LOSSES)}); leave attack_loss at 'ce'")
         check_free_args(free_replays, free_step_size)
+        attack = PGD.coerce(attack)
+        check_unused_attack_args(FastARD, attack, ("eps", "norm") + (("bn_mode",) if perturbation_loss == "ce" else ()),
+                                 f"Fast-ARD (free replays; perturbation_loss={perturbation_loss!r})")
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                          arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights,
                          teacher_arch=teacher_arch, teacher_checkpoint=teacher_checkpoint,

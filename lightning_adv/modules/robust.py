@@ -18,10 +18,26 @@ import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..attacks import ThreatModel, module_mode
+import inspect
+
+from ..attacks import PGD, ThreatModel, module_mode
 from .free import AscentClosure, FreeReplay, LossClosure
 
-__all__ = ["RobustTrainingMixin", "check_free_args"]
+__all__ = ["RobustTrainingMixin", "check_free_args", "check_unused_attack_args"]
+
+
+def check_unused_attack_args(module_cls: type, attack: PGD, used: tuple[str, ...], why: str) -> None:
+    """Reject attack settings the objective ignores (free training uses only the ball), instead of
+    dropping them silently. A setting counts as given when it differs from the module's default
+    attack (a YAML mapping is merged into that default)."""
+    default = inspect.signature(module_cls.__init__).parameters["attack"].default
+    given = attack.config()["init_args"]
+    refs = [PGD.coerce(default).config()["init_args"], PGD(eps=attack.eps).config()["init_args"]]
+    unused = [k for k, v in given.items() if k not in used + ("name",) and all(v != ref.get(k) for ref in refs)]
+    if unused:
+        k = unused[0]
+        raise ValueError(f"attack.{k}={given[k]!r} is not used by {why}; remove it (only "
+                         f"{', '.join('attack.' + u for u in used)} apply)")
 
 
 def check_free_args(free_replays: Any, free_step_size: Optional[float], check_replays: bool = True) -> None:
