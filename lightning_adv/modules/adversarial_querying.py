@@ -411,10 +411,11 @@ class AdversarialQuerying(pl.LightningModule):
 
         trainer = self._trainer
         existing = [] if trainer is None else [c for c in trainer.callbacks if isinstance(c, PGDEvaluation)]
-        if any(not getattr(c, "from_module", False) for c in existing):
+        # a config's own PGDEvaluation, or the one this module attached for an earlier fit/test: keep it
+        if any(getattr(c, "from_module", None) in (None, self) for c in existing):
             return []
         cb = PGDEvaluation(attacks=[self.eval_attack], test_attacks=list(self.test_attacks))
-        cb.from_module = True  # type: ignore[attr-defined]
+        cb.from_module = self  # type: ignore[attr-defined]
         return [cb]
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
