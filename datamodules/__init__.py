@@ -8,7 +8,8 @@ is missing or cannot be downloaded.
 * :class:`DigitsDataModule` -- scikit-learn digits, 1x8x8, no download (quickstart);
 * :class:`MNISTDataModule`, :class:`FashionMNISTDataModule` -- 1x28x28 (torchvision);
   Fashion-MNIST also reads Debian's ``dataset-fashion-mnist`` package;
-* :class:`CIFAR10DataModule`, :class:`CIFAR100DataModule` -- 3x32x32 (torchvision).
+* :class:`CIFAR10DataModule`, :class:`CIFAR100DataModule` -- 3x32x32 (torchvision);
+* :class:`LOBSTERDataModule` -- labelled order-book snippets (thesis chapter 3), not images.
 
 :func:`write_cifar_standin` and :func:`write_mnist_standin` write small generated data
 sets in the original on-disk formats, for tests and benchmarks without a network.
@@ -17,6 +18,7 @@ sets in the original on-disk formats, for tests and benchmarks without a network
 from .base import DataNotFoundError, ImageClassificationDataModule, StandInDataWarning, TransformedSubset
 from .cifar import CIFAR10DataModule, CIFAR100DataModule
 from .digits import DigitsDataModule
+from .lobster import LOBSTERDataModule
 from .mnist import FashionMNISTDataModule, MNISTDataModule
 from .standins import STANDIN_MARKER, read_standin_manifest, write_cifar_standin, write_mnist_standin
 
@@ -27,6 +29,7 @@ __all__ = [
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "ImageClassificationDataModule",
+    "LOBSTERDataModule",
     "MNISTDataModule",
     "STANDIN_MARKER",
     "StandInDataWarning",

@@ -15,12 +15,31 @@ EVAL_PREFIXES = ("eval_",)
 CH6_PREFIXES = ("ch6_",)
 #: few-shot configs (issue 4), run by test_fewshot_configs.py
 FEWSHOT_PREFIXES = ("aq_",)
+#: chapter-3 order-book configs (LOBSTER data), run by test_orderbook_attacks.py
+LOB_PREFIXES = ("lob_",)
 #: configs that need no teacher; the distillation configs are run by test_distill_configs.py
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
-                 if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES + FEWSHOT_PREFIXES))
+                 if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES + FEWSHOT_PREFIXES
+                                          + LOB_PREFIXES))
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    """scikit-learn digits (real data) as [0, 1] tensors (N, 1, 8, 8), shuffled with seed 0 and split
+    1400 train / 397 test: ``(x_train, y_train, x_test, y_test)``."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target)
+    perm = torch.randperm(len(y))
+    x, y = x[perm], y[perm]
+    return x[:1400], y[:1400], x[1400:], y[1400:]
 
 
 @pytest.fixture(scope="session")

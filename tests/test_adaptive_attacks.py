@@ -27,16 +27,9 @@ def _train(pre: nn.Module | None, x: torch.Tensor, y: torch.Tensor) -> nn.Module
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    torch.manual_seed(0)
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(y))
-    x, y = x[perm], y[perm]
-    return x[:1400], y[:1400], x[1400:1656], y[1400:1656]
+def digits(digits_split):
+    xtr, ytr, xte, yte = digits_split
+    return xtr, ytr, xte[:256], yte[:256]
 
 
 def _acc(model, attacks, x, y):

@@ -28,17 +28,10 @@ def _norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def digits_model():
+def digits_model(digits_split):
     """A small MLP trained on scikit-learn digits (real data), with its test split."""
-    from sklearn.datasets import load_digits
-
+    xtr, ytr, xte, yte = digits_split
     torch.manual_seed(0)
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(y))
-    x, y = x[perm], y[perm]
-    xtr, ytr, xte, yte = x[:1400], y[:1400], x[1400:], y[1400:]
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(300):

@@ -136,7 +136,11 @@ class _CheckRestored(Callback):
 
 
 def test_crash_and_resume_from_last_checkpoint(tmp_path):
-    args = _base(tmp_path, "--model.method", "free", "--model.free_replays", "2", "--trainer.max_epochs", "3",
+    # free training uses only the ball of the attack: the quickstart's PGD-5 settings go back to the defaults
+    free = tmp_path / "free.yaml"
+    free.write_text("model:\n  init_args:\n    attack: {eps: 0.15, steps: 10, step_size: null, bn_mode: train}\n")
+    args = _base(tmp_path, "--config", str(free), "--model.method", "free", "--model.free_replays", "2",
+                 "--trainer.max_epochs", "3",
                  "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
                  "--checkpoint.every_n_train_steps", "4", "--model.optim.optimizer", "sgd",
                  "--model.optim.lr", "0.05", "--model.optim.scheduler", "multistep",

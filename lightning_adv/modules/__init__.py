@@ -5,6 +5,7 @@ from .classifier import Classifier
 from .distill import ARD, KL_REDUCTIONS, FastARD, KnowledgeDistillation, distillation_kl
 from .free import FreeReplay
 from .optim import OptimConfig, build_optimizer, build_scheduler
+from .price_prediction import PricePrediction
 from .regularizers import NormBias, Regularizer, coerce_regularizer
 from .robust import RobustTrainingMixin
 from .teacher import load_teacher
@@ -12,5 +13,5 @@ from .teacher import load_teacher
 __all__ = [
     "ARD", "AdvTraining", "Classifier", "FastARD", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "METHODS",
     "AdversarialQuerying", "FEWSHOT_HEADS", "TRAINING_MODES", "NormBias", "Regularizer", "coerce_regularizer",
-    "OptimConfig", "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
+    "OptimConfig", "PricePrediction", "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
 ]

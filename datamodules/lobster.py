@@ -1,0 +1,253 @@
+"""``LOBSTERDataModule``: labelled order-book snippets from LOBSTER files (thesis 3.3.1-3.3.2).
+
+Batches are ``(BookSnippet, label)`` with ``BookSnippet`` of shape (B, T, L) (T = snippet_seconds /
+grid_seconds, 6000 in the thesis) and labels 0 down / 1 flat / 2 up (see
+``lightning_adv.orderbook.snippets``). Days are split in time order: the first ``train_days``
+train (the last ``val_days`` of them validate: the thesis has no validation set, and model
+selection on test days would leak), the last ``test_days`` test. Training draws random snippets
+(the thesis resamples every SGD step): an epoch is ``train_samples_per_epoch`` draws, and draw
+``i`` of epoch ``e`` is a function of ``(seed, e, i)`` only, so DDP ranks and resumed runs see the
+same snippets. Validation and test use fixed seeded sets (thesis: 10,000 test snippets).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lightning_adv.orderbook.book import BookSnippet, collate_snippets
+from lightning_adv.orderbook.lobster import LobsterDay, find_lobster_days, read_messages, read_orderbook
+from lightning_adv.orderbook.simulator import SimulatorConfig, write_simulated_days
+from lightning_adv.orderbook.snippets import (DayGrid, build_day_grid, gather_snippets, label_changes,
+                                              labels_from_changes, pooled_threshold)
+
+__all__ = ["LOBSTERDataModule", "SnippetDataset", "EpochKeySampler", "collate_labelled_snippets", "load_day"]
+
+
+def collate_labelled_snippets(batch: Union[tuple[BookSnippet, torch.Tensor], list[tuple[BookSnippet, int]]]
+                              ) -> tuple[BookSnippet, torch.Tensor]:
+    """``(BookSnippet (B, T, L), labels (B,))`` from a list of items, or passed through when the
+    dataset's ``__getitems__`` already built the batch (one copy instead of two)."""
+    if isinstance(batch, tuple) and isinstance(batch[0], BookSnippet):
+        return batch
+    return collate_snippets([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.long)
+
+
+class SnippetDataset(Dataset):
+    """Labelled snippets of ``days``, each a uniform draw over all (day, start) positions seeded by
+    ``(seed, stream, key)``: drawn anew per key (``fixed=False``, training: keys come from
+    :class:`EpochKeySampler`) or once for keys ``0..length-1`` (evaluation sets).
+    Item: ``(BookSnippet with B=1, label)``."""
+
+    def __init__(self, days: list[DayGrid], steps: int, horizon: int, levels: int, theta: float,
+                 length: int, seed: int, stream: int, fixed: bool) -> None:
+        self.days, self.steps, self.horizon, self.levels, self.theta = days, steps, horizon, levels, theta
+        self.length, self.seed, self.stream = length, seed, stream
+        self.starts, self.changes = zip(*(label_changes(d, steps, horizon) for d in days))
+        self.cum = np.cumsum([0] + [len(s) for s in self.starts])
+        self.fixed = [self._draw(i) for i in range(length)] if fixed else None
+
+    def _draw(self, key: int) -> tuple[int, int]:
+        r = int(np.random.default_rng([self.seed, self.stream, key]).integers(self.cum[-1]))
+        day = int(np.searchsorted(self.cum, r, side="right")) - 1
+        return day, r - int(self.cum[day])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _item(self, key: int) -> tuple[int, int]:
+        return self.fixed[key] if self.fixed is not None else self._draw(int(key))
+
+    def __getitem__(self, key: int) -> tuple[BookSnippet, int]:
+        x, y = self.__getitems__([key])
+        return x, int(y[0])
+
+    def __getitems__(self, keys: list[int]) -> tuple[BookSnippet, torch.Tensor]:
+        """A whole batch at once (the DataLoader calls this with a batch of keys)."""
+        items = [self._item(k) for k in keys]
+        x = gather_snippets(self.days, [(d, int(self.starts[d][p])) for d, p in items], self.steps, self.levels)
+        changes = np.array([self.changes[d][p] for d, p in items])
+        return x, torch.from_numpy(labels_from_changes(changes, self.theta))
+
+    def labels(self) -> np.ndarray:
+        """Labels of the fixed set (class counts of validation/test)."""
+        items = self.fixed or []
+        return np.array([labels_from_changes(self.changes[d][p:p + 1], self.theta)[0] for d, p in items], np.int64)
+
+
+class EpochKeySampler(Sampler[int]):
+    """Yields keys ``epoch * n + i`` (i < n): Lightning calls :meth:`set_epoch` at every epoch (also
+    through its DDP sampler wrapper, which then shards the keys), so each epoch draws new snippets."""
+
+    def __init__(self, num_samples: int) -> None:
+        self.num_samples, self.epoch = num_samples, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.epoch * self.num_samples, (self.epoch + 1) * self.num_samples))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def load_day(day: LobsterDay, levels: int, start_ns: int, end_ns: int, grid_ns: int) -> DayGrid:
+    """Read one day's two files and sample it on the grid (row counts must match)."""
+    messages = read_messages(day.message_path)
+    book = read_orderbook(day.orderbook_path, levels)
+    if len(messages) != len(book):
+        short = day.message_path if len(messages) < len(book) else day.orderbook_path
+        raise ValueError(f"{day.message_path.name} has {len(messages)} rows but {day.orderbook_path.name} has "
+                         f"{len(book)}: row k of the order book must be the state after message k "
+                         f"(first unmatched line {min(len(messages), len(book)) + 1} of the longer file; {short} is short)")
+    return build_day_grid(day.date, messages, book, start_ns, end_ns, grid_ns)
+
+
+class LOBSTERDataModule(pl.LightningDataModule):
+    """Snippets of LOBSTER order books with down/flat/up labels (see the module doc).
+
+    Args:
+        data_dir: folder of ``TICKER_DATE_START_END_{message|orderbook}_LEVEL.csv`` files.
+        ticker: which ticker to use (``None``: the only one in ``data_dir``).
+        levels: price levels per side L (<= the files' level count; thesis 10).
+        snippet_seconds, horizon_seconds, grid_seconds: input length (60 s), label horizon after
+            the snippet (10 s) and sampling grid (0.01 s) of the thesis.
+        window: (start, end) seconds after midnight sampled each day (first hour: 9:30-10:30).
+        train_days, test_days: the first / last days (ints), or fractions of the days (floats).
+        val_days: the last training days held out for validation (0: none).
+        flat_fraction: share of training positions in the flat class (thesis 1/3).
+        batch_size, eval_batch_size: training / evaluation batch sizes.
+        train_samples_per_epoch: random snippet draws per training epoch.
+        val_samples, test_samples: sizes of the fixed seeded evaluation sets (thesis 10,000).
+        seed: seed of all draws (independent of the global seed).
+        simulate: ``None`` reads your files; a dict of ``SimulatorConfig`` fields (``{}`` for the
+            defaults) writes simulated days into ``data_dir`` first when they are absent.
+        num_workers: dataloader workers.
+    """
+
+    num_classes = 3
+
+    def __init__(self, data_dir: str = "data/lobster", ticker: Optional[str] = None, levels: int = 10,
+                 snippet_seconds: float = 60.0, horizon_seconds: float = 10.0, grid_seconds: float = 0.01,
+                 window: tuple[float, float] = (34200.0, 37800.0), train_days: Union[int, float] = 16,
+                 test_days: Union[int, float] = 4, val_days: int = 1, flat_fraction: float = 1 / 3,
+                 batch_size: int = 256, eval_batch_size: Optional[int] = None, train_samples_per_epoch: int = 25600,
+                 val_samples: int = 2000, test_samples: int = 10000, seed: int = 0,
+                 simulate: Optional[dict[str, Any]] = None, num_workers: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir, self.ticker, self.levels = Path(data_dir), ticker, levels
+        self.grid_ns = int(round(grid_seconds * 1e9))
+        self.steps = int(round(snippet_seconds / grid_seconds))
+        self.horizon = int(round(horizon_seconds / grid_seconds))
+        self.start_ns, self.end_ns = (int(round(w * 1e9)) for w in window)
+        self._check_args(levels, snippet_seconds, horizon_seconds, grid_seconds, window, flat_fraction,
+                         train_days, test_days, val_days, batch_size, train_samples_per_epoch, val_samples, test_samples)
+        self.simulator = SimulatorConfig.from_dict(simulate) if simulate is not None else None
+        if self.simulator is not None and self.simulator.levels < levels:
+            raise ValueError(f"levels={levels} but simulate.levels={self.simulator.levels}: simulate at least {levels} levels")
+        self.thresholds: Optional[tuple[float, float]] = None
+        self.class_counts: dict[str, list[int]] = {}
+        self.days: dict[str, list[str]] = {}
+        self.train_dataset = self.val_dataset = self.test_dataset = None
+
+    @staticmethod
+    def _check_args(levels: int, snippet: float, horizon: float, grid: float, window: tuple, flat: float,
+                    train_days: Union[int, float], test_days: Union[int, float], val_days: int, *counts: int) -> None:
+        def fail(name: str, value: Any, fix: str) -> None:
+            raise ValueError(f"{name}={value!r} is invalid: {fix}")
+        if not isinstance(levels, int) or levels < 1:
+            fail("levels", levels, "expected an integer >= 1 (the thesis uses 10)")
+        for name, v in (("snippet_seconds", snippet), ("horizon_seconds", horizon), ("grid_seconds", grid)):
+            if not v > 0:
+                fail(name, v, "expected a positive number of seconds")
+            if name != "grid_seconds" and abs(v / grid - round(v / grid)) > 1e-6:
+                fail(name, v, f"expected a whole multiple of grid_seconds={grid}")
+        if len(window) != 2 or not window[0] < window[1]:
+            fail("window", window, "expected (start, end) seconds after midnight with start < end, e.g. (34200, 37800)")
+        if snippet + horizon > window[1] - window[0]:
+            fail("snippet_seconds", snippet, f"the snippet plus horizon_seconds={horizon} is longer than the "
+                 f"trading window {window} ({window[1] - window[0]} s); shorten it or widen the window")
+        if not 0 < flat < 1:
+            fail("flat_fraction", flat, "expected a fraction in (0, 1); the thesis uses 1/3")
+        for name, v in (("train_days", train_days), ("test_days", test_days)):
+            if isinstance(v, bool) or not ((isinstance(v, int) and v >= 1) or (isinstance(v, float) and 0 < v < 1)):
+                fail(name, v, "expected a number of days >= 1 (int) or a fraction of the days in (0, 1) (float)")
+        if not isinstance(val_days, int) or val_days < 0:
+            fail("val_days", val_days, "expected an integer >= 0")
+        for name, v in zip(("batch_size", "train_samples_per_epoch", "val_samples", "test_samples"), counts):
+            if not isinstance(v, int) or v < 1:
+                fail(name, v, "expected an integer >= 1")
+
+    def prepare_data(self) -> None:
+        """Write the simulated days when ``simulate`` is set (seeded; existing days are kept)."""
+        if self.simulator is not None:
+            write_simulated_days(self.data_dir, self.simulator)
+
+    def _split(self, n: int) -> tuple[int, int]:
+        def count(v: Union[int, float]) -> int:
+            return v if isinstance(v, int) else max(1, int(math.floor(v * n)))
+        n_train, n_test = count(self.hparams.train_days), count(self.hparams.test_days)
+        if n_train + n_test > n:
+            raise ValueError(f"train_days={self.hparams.train_days} + test_days={self.hparams.test_days} needs "
+                             f"{n_train + n_test} days but {self.data_dir} has {n}; pass fractions, e.g. "
+                             "train_days=0.8, test_days=0.2")
+        if self.hparams.val_days >= n_train:
+            raise ValueError(f"val_days={self.hparams.val_days} leaves no training day of the {n_train}; "
+                             f"pass val_days=0 or use more training days")
+        return n_train, n_test
+
+    def _load_days(self, days: list[LobsterDay]) -> list[DayGrid]:
+        grids = []
+        for day in days:
+            if day.levels < self.levels:
+                raise ValueError(f"levels={self.levels} but {day.orderbook_path.name} has {day.levels} levels; "
+                                 f"pass levels <= {day.levels}")
+            if self.start_ns < day.start_ms * 1_000_000 or self.end_ns > day.end_ms * 1_000_000:
+                raise ValueError(f"window={tuple(self.hparams.window)} s is outside {day.message_path.name}'s "
+                                 f"window ({day.start_ms / 1000}, {day.end_ms / 1000}) s; pass a window inside it")
+            grids.append(load_day(day, self.levels, self.start_ns, self.end_ns, self.grid_ns))
+        return grids
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Read the days, sample them on the grid, choose the thresholds on the training days."""
+        if self.train_dataset is not None:
+            return
+        found = find_lobster_days(self.data_dir, self.ticker)
+        n_train, n_test = self._split(len(found))
+        n_fit = n_train - self.hparams.val_days
+        parts = {"train": found[:n_fit], "val": found[n_fit:n_train], "test": found[len(found) - n_test:]}
+        self.days = {k: [d.date for d in v] for k, v in parts.items()}
+        grids = {k: self._load_days(v) for k, v in parts.items() if v}
+        theta, counts = pooled_threshold(grids["train"], self.steps, self.horizon, self.hparams.flat_fraction)
+        self.thresholds = (-theta, theta)
+        self.class_counts = {"train": counts.tolist()}
+        hp, args = self.hparams, (self.steps, self.horizon, self.levels, theta)
+        self.train_dataset = SnippetDataset(grids["train"], *args, hp.train_samples_per_epoch, hp.seed, 0, fixed=False)
+        for split, n, offset in (("val", hp.val_samples, 1), ("test", hp.test_samples, 2)):
+            if split in grids:
+                ds = SnippetDataset(grids[split], *args, n, hp.seed, offset, fixed=True)
+                setattr(self, f"{split}_dataset", ds)
+                self.class_counts[split] = np.bincount(ds.labels(), minlength=3).tolist()
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Optional[Sampler] = None) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                          num_workers=self.hparams.num_workers, collate_fn=collate_labelled_snippets,
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.hparams.batch_size, EpochKeySampler(len(self.train_dataset)))
+
+    def val_dataloader(self) -> Union[DataLoader, list]:
+        if self.val_dataset is None:
+            return []
+        return self._loader(self.val_dataset, self.hparams.eval_batch_size or self.hparams.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, self.hparams.eval_batch_size or self.hparams.batch_size)
