@@ -1,4 +1,5 @@
 """Lightning callbacks: robust evaluation (PGD, attack suite), checkpointing, and the chapter-6 analysis callbacks."""
+from ._suite_common import SuiteCallback, gather_records
 from .attack_suite import AttackSuiteEvaluation
 from .checkpoint import RobustCheckpoint
 from .effective_rank import EffectiveRank
@@ -10,5 +11,6 @@ from .rank_projection import RankProjection
 
 __all__ = [
     "AttackSuiteEvaluation", "EffectiveRank", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
-    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "default_eval_attacks", "load_ntk_snapshots",
+    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "SuiteCallback", "default_eval_attacks", "gather_records",
+    "load_ntk_snapshots",
 ]

@@ -244,10 +244,15 @@ class AttackSuite:
             backward per batch) and raise the flags.
         tolerance: fraction of examples (or accuracy difference) above which a check flags.
         bn_mode: mode of the model for the clean and sanity forwards.
+        attack_misclassified: run-all mode only: attack every example, the clean-misclassified
+            ones too (they count as not robust either way). Every batch then runs every attack
+            on the whole batch, so each DDP rank runs the same number of attack forwards
+            (SyncBatchNorm in train mode all-reduces on each forward); otherwise a batch
+            without a clean-correct point skips the attack.
     """
 
     def __init__(self, attacks: list[Attack], cascade: bool = True, sanity_checks: bool = True,
-                 tolerance: float = 0.01, bn_mode: str = "eval") -> None:
+                 tolerance: float = 0.01, bn_mode: str = "eval", attack_misclassified: bool = False) -> None:
         attacks = list(attacks)
         if not attacks:
             raise ValueError("AttackSuite.attacks is empty; give at least one attack")
@@ -264,21 +269,29 @@ class AttackSuite:
         self.sanity_checks = sanity_checks
         self.tolerance = float(tolerance)
         self.bn_mode = bn_mode
+        if attack_misclassified and cascade:
+            raise ValueError("attack_misclassified=True needs cascade=False (a cascade only attacks still-robust "
+                             "points)")
+        self.attack_misclassified = bool(attack_misclassified)
 
     @property
     def labels(self) -> list[str]:
         return [a.label for a in self.attacks]
 
     def run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor] = None,
-                  mode_module: Optional[nn.Module] = None) -> Records:
-        """Per-example records (CPU tensors) for one batch; ``index`` identifies examples."""
+                  mode_module: Optional[nn.Module] = None,
+                  adv_sink: Optional[dict[str, tuple[Tensor, Tensor]]] = None) -> Records:
+        """Per-example records (CPU tensors) for one batch; ``index`` identifies examples.
+
+        ``adv_sink``: if given, receives ``label -> (positions in the batch, adversarial inputs)``
+        for each attack that ran (what an image grid shows; records stay small)."""
         if mode_module is None and isinstance(model, nn.Module):
             mode_module = model
         with torch.inference_mode(False):  # under trainer.test's inference mode: normal tensors throughout
-            return self._run_batch(model, x, y, index, mode_module)
+            return self._run_batch(model, x, y, index, mode_module, adv_sink)
 
     def _run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor],
-                   mode_module: Optional[nn.Module]) -> Records:
+                   mode_module: Optional[nn.Module], adv_sink: Optional[dict[str, tuple[Tensor, Tensor]]]) -> Records:
         x, y = _as_normal(x), _as_normal(y)
         b = y.shape[0]
         if index is None:
@@ -302,7 +315,7 @@ class AttackSuite:
             rec["sanity/vanishing_ce_grad"] = (ce_gone & ~zero_margin).cpu()
         robust = clean.clone()
         for attack in self.attacks:
-            todo = robust if self.cascade else clean
+            todo = robust if self.cascade else (torch.ones_like(clean) if self.attack_misclassified else clean)
             idx = todo.nonzero().squeeze(1)
             correct = clean.clone() if not self.cascade else robust.clone()
             norms = torch.full((b,), float("nan"))
@@ -314,8 +327,11 @@ class AttackSuite:
                 out = attack.run(model, x[idx], y[idx], mode_module=mode_module)
                 with torch.no_grad(), module_mode(mode_module, self.bn_mode):
                     ok = model(out.x_adv).argmax(1) == y[idx]
+                ok = ok & clean[idx]  # a clean-misclassified point (attack_misclassified) is never robust
                 correct[idx] = ok
-                fooled[idx.cpu()] = ~ok.cpu()
+                fooled[idx.cpu()] = (~ok & clean[idx]).cpu()
+                if adv_sink is not None:
+                    adv_sink[attack.label] = (idx.detach(), out.x_adv.detach())
                 norms[idx.cpu()] = attack.perturbation_size(x[idx], out.x_adv).detach().float().cpu()
                 if out.queries is not None:
                     queries[idx.cpu()] = out.queries.cpu().long()
