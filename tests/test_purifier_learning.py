@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
         pl.seed_everything(0, verbose=False)
         module = AdversarialQuerying(
             arch="conv4", in_channels=1, image_size=SIZE, arch_kwargs={"width": 32}, head="protonet",
-            training_mode=mode, attack=PGD(eps=EPS, steps=2, step_size=1.25 * EPS, bn_mode="train"),
+            training_mode=mode, attack=PGD(eps=EPS, steps=2, step_size=EPS, bn_mode="train"),
             eval_attack=PGD(eps=EPS, steps=5, step_size=EPS / 2),
             optim=OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant"))
         trainer = _trainer(max_epochs=1, limit_val_batches=0)

@@ -48,8 +48,9 @@ class PurifiedLearner(nn.Module):
         return self.learner(query_x if self.purifier is None else self.purifier(query_x))
 
 
-def load_fewshot(path: str) -> AdversarialQuerying:
-    """An ``AdversarialQuerying`` module from its Lightning checkpoint (``weights_only=True``), eval mode."""
+def load_fewshot(path: str) -> tuple[AdversarialQuerying, dict[str, Any]]:
+    """An ``AdversarialQuerying`` module from its Lightning checkpoint (``weights_only=True``), eval mode,
+    and the checkpoint's hyperparameters."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ValueError(f"fewshot_checkpoint={path!r} is not a Lightning checkpoint of AdversarialQuerying (no "
@@ -57,7 +58,7 @@ def load_fewshot(path: str) -> AdversarialQuerying:
     hp = dict(ckpt["hyper_parameters"])
     module = AdversarialQuerying(**{k: v for k, v in hp.items() if not k.startswith("_")})
     module.load_state_dict(ckpt["state_dict"])
-    return module.eval()
+    return module.eval(), hp
 
 
 class PurifiedFewShot(pl.LightningModule):
@@ -90,7 +91,8 @@ class PurifiedFewShot(pl.LightningModule):
         if purifier == "defensegan":
             DefenseGAN(nn.Identity(), latent_dim=1, restarts=restarts, steps=steps, lr=projection_lr)
         self.save_hyperparameters()
-        self.fewshot = load_fewshot(fewshot_checkpoint)
+        self.fewshot, fewshot_hp = load_fewshot(fewshot_checkpoint)
+        self.fewshot_shape = (int(fewshot_hp["in_channels"]), int(fewshot_hp["image_size"]), int(fewshot_hp["image_size"]))
         self.fewshot.requires_grad_(False)
         self.purifier: Optional[nn.Module] = None
         if purifier == "defensegan":
@@ -102,8 +104,7 @@ class PurifiedFewShot(pl.LightningModule):
             self.purifier = SRDefense(load_sr_net(purifier_checkpoint), denoiser)
         if self.purifier is not None:
             self.purifier.requires_grad_(False)
-            self.purifier.check_input_shape((self.fewshot.hparams.in_channels, self.fewshot.hparams.image_size,
-                                             self.fewshot.hparams.image_size))
+            self.purifier.check_input_shape(self.fewshot_shape)
         self.attack_purifier = None if self.purifier is None else (
             adaptive_purifier(self.purifier) if adaptive else self.purifier)
         self.test_acc = EpisodeAccuracy()
@@ -114,11 +115,9 @@ class PurifiedFewShot(pl.LightningModule):
         shape = getattr(dm, "input_shape", None)
         if shape is not None and self.purifier is not None:
             self.purifier.check_input_shape(tuple(shape))
-        if shape is not None:
-            hp = self.fewshot.hparams
-            if (shape[0], shape[1]) != (hp.in_channels, hp.image_size):
-                raise ValueError(f"the few-shot checkpoint takes {hp.in_channels}x{hp.image_size}x{hp.image_size} "
-                                 f"images but the data has shape {tuple(shape)}; set --data.image_size {hp.image_size}")
+        if shape is not None and tuple(shape) != self.fewshot_shape:
+            raise ValueError(f"the few-shot checkpoint takes images of shape {self.fewshot_shape} but the data has "
+                             f"shape {tuple(shape)}; set --data.image_size {self.fewshot_shape[1]}")
 
     # ------------------------------------------------------------------ the suite's interface
     def episodes(self, batch: Any) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
