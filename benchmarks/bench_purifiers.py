@@ -11,12 +11,16 @@ restarts x steps generator forward+backward passes per image (Samangouei et al.:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from lightning_adv.defenses import DefenseGAN, Generator, SRDefense, SRResNet, WaveletDenoise
-from lightning_adv.models import create_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages first
+
+from lightning_adv.defenses import DefenseGAN, Generator, SRDefense, SRResNet, WaveletDenoise  # noqa: E402
+from lightning_adv.models import create_model  # noqa: E402
 
 
 def per_image_ms(fn, x: torch.Tensor, repeats: int) -> float:
