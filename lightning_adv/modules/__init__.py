@@ -15,3 +15,7 @@ __all__ = [
     "AdversarialQuerying", "FEWSHOT_HEADS", "TRAINING_MODES", "NormBias", "Regularizer", "coerce_regularizer",
     "OptimConfig", "PricePrediction", "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
 ]
+from .purified_fewshot import PURIFIERS, PurifiedFewShot, PurifiedLearner, load_fewshot  # noqa: E402
+from .purifier_training import GANTraining, SRTraining  # noqa: E402
+
+__all__ += ["GANTraining", "PURIFIERS", "PurifiedFewShot", "PurifiedLearner", "SRTraining", "load_fewshot"]
