@@ -33,6 +33,9 @@ class Classifier(pl.LightningModule):
             project or a raw / TRADES-format state dict), loaded with ``weights_only=True``.
         regularizer: optional parameter regulariser (e.g. :class:`NormBias`), applied as
             a gradient right before each optimiser step (see ``modules/regularizers.py``).
+        noise_sigma: train on ``x + N(0, noise_sigma^2)`` (pixel units, no clamping): the base
+            classifier of randomized smoothing (Cohen et al. 2019, ``lightning_adv.certify``).
+            Natural training only; 0 (default) is clean training.
 
     Logged: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``,
     ``test/acc``, ``lr``, ``train/param_norm`` (per epoch); with a regulariser also
@@ -50,13 +53,20 @@ class Classifier(pl.LightningModule):
         optim: OptimConfig = OptimConfig(),
         init_weights: Optional[str] = None,
         regularizer: Optional[Regularizer] = None,
+        noise_sigma: float = 0.0,
     ) -> None:
         super().__init__()
+        if not noise_sigma >= 0:
+            raise ValueError(f"noise_sigma must be >= 0 (Gaussian noise std in [0, 1] pixel units), got {noise_sigma}")
+        self.noise_sigma = float(noise_sigma)
         optim = OptimConfig.coerce(optim)
         self.optim_cfg = optim
         self.regularizer = coerce_regularizer(regularizer)
         # hparams hold only primitives, so checkpoints load with weights_only=True
-        self.save_hyperparameters(ignore=["optim", "regularizer"])
+        # noise_sigma only when set: subclasses without the argument must re-parse their hparams
+        self.save_hyperparameters(ignore=["optim", "regularizer", "noise_sigma"])
+        if noise_sigma:
+            self.hparams["noise_sigma"] = self.noise_sigma
         self.hparams["optim"] = optim.to_dict()
         self.hparams["regularizer"] = self.regularizer.to_dict() if self.regularizer is not None else None
         self.model = create_model(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
@@ -114,6 +124,8 @@ class Classifier(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch
+        if self.noise_sigma:
+            x = x + self.noise_sigma * torch.randn_like(x)
         logits = self.model(x)
         loss = self.objective(logits, x, y)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
