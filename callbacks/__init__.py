@@ -7,8 +7,9 @@ from .local_minima import LocalMinimumInit
 from .ntk import NTKSnapshot, load_ntk_snapshots
 from .pgd_evaluation import PGDEvaluation, default_eval_attacks
 from .rank_projection import RankProjection
+from .smoothing import SmoothingCertification
 
 __all__ = [
     "AttackSuiteEvaluation", "EffectiveRank", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
-    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "default_eval_attacks", "load_ntk_snapshots",
+    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "SmoothingCertification", "default_eval_attacks", "load_ntk_snapshots",
 ]

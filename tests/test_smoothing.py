@@ -46,11 +46,11 @@ def test_certified_radius_of_a_constant_and_a_linear_classifier():
     torch.testing.assert_close(res.radius, torch.full((4,), sigma * stats.norm.ppf(alpha ** (1 / n))).float())
     w = torch.randn(9)
     model = _Linear(w, 0.0)
-    b = -(x.flatten(1) @ w) + torch.tensor([0.05, 0.3, -0.4, 0.0]) * w.norm()  # signed distances 0.05, 0.3, -0.4, 0
-    dist = torch.tensor([0.05, 0.3, 0.4, 0.0])
+    b = -(x.flatten(1) @ w) + torch.tensor([0.1, 0.3, -0.4, 0.0]) * w.norm()  # signed distances 0.1, 0.3, -0.4, 0
+    dist = torch.tensor([0.1, 0.3, 0.4, 0.0])
     for i in range(4):
         model.b = float(b[i])
-        r = smoothing_certify(model, x[i:i + 1], 2, 0.25, n0=50, n=4000, alpha=alpha)
+        r = smoothing_certify(model, x[i:i + 1], 2, 0.25, n0=200, n=4000, alpha=alpha)
         if i == 3:  # on the boundary pA = 1/2: abstain
             assert int(r.prediction) == ABSTAIN and float(r.radius) == 0
             assert int(smoothing_predict(model, x[i:i + 1], 2, 0.25, n=400, alpha=alpha)) == ABSTAIN
