@@ -27,6 +27,11 @@ a :class:`GradientMaskingWarning` and written into the report:
   clean accuracy (a randomised model, or a mode that differs during attacks);
 * ``zero_gradients``: more than ``tolerance`` of the points have an exactly zero input
   gradient of the logit margin (a non-differentiable or saturated layer).
+* ``vanishing_ce_gradient``: more than ``tolerance`` of the points have a cross-entropy
+  input gradient that is zero in float32 (every entry zero or subnormal) while the
+  logit-margin gradient is not: a saturated softmax, as defensive distillation's ~T times
+  larger logits make it (Carlini & Wagner 2016), hides the gradient from cross-entropy
+  attacks only; margin-loss attacks (PGD ``loss='margin'``, CW, APGD-DLR) still see it.
 
 Few-shot: a LightningModule implementing :class:`FewShotLearnerModule` is evaluated on
 each task's query set through the learner adapted on the clean support set.
@@ -46,7 +51,7 @@ from torch import Tensor, nn
 
 from .base import Attack, Model
 from .certified import certified_but_broken, is_certifier
-from .losses import margin_loss
+from .losses import cross_entropy_loss, margin_loss
 from .pgd import _as_normal, attack_grad_context, module_mode
 from .whitebox import PGDAttack
 
@@ -293,8 +298,14 @@ class AttackSuite:
                 rec["sanity/eps0_correct"] = (model(zero).argmax(1) == y).cpu()
             with attack_grad_context(), module_mode(mode_module, self.bn_mode):
                 xg = x.clone().requires_grad_(True)
-                (g,) = torch.autograd.grad(margin_loss(model(xg), y).sum(), xg)
-            rec["sanity/zero_grad"] = (g.flatten(1).abs().sum(1) == 0).cpu()
+                logits = model(xg)
+                (g,) = torch.autograd.grad(margin_loss(logits, y).sum(), xg, retain_graph=True)
+                (g_ce,) = torch.autograd.grad(cross_entropy_loss(logits, y).sum(), xg)
+            zero_margin = g.flatten(1).abs().sum(1) == 0
+            rec["sanity/zero_grad"] = zero_margin.cpu()
+            # zero or subnormal (flush-to-zero hardware reads subnormals as zero) where the margin's is not
+            ce_gone = g_ce.flatten(1).abs().amax(1) < torch.finfo(g_ce.dtype).tiny
+            rec["sanity/vanishing_ce_grad"] = (ce_gone & ~zero_margin).cpu()
         robust = clean.clone()
         for attack in self.attacks:
             certifier = is_certifier(attack)  # certified rows: every clean-correct point, outside the cascade
@@ -439,6 +450,14 @@ class AttackSuite:
                                     f"{report.zero_grad_fraction:.1%} of the examples have an exactly zero input "
                                     f"gradient: a non-differentiable or saturating layer hides the gradient",
                                     report.zero_grad_fraction))
+        if "sanity/vanishing_ce_grad" in records:
+            frac = float(records["sanity/vanishing_ce_grad"].float().mean())
+            if frac > tol:
+                flags.append(SanityFlag(
+                    "vanishing_ce_gradient",
+                    f"{frac:.1%} of the examples have a cross-entropy input gradient that is zero in float32 while "
+                    f"the logit-margin gradient is not: a saturated softmax (e.g. defensive distillation) masks "
+                    f"cross-entropy attacks; trust margin-loss attacks (PGD loss=margin, CW, APGD-DLR)", frac))
         return flags
 
     def _certified_flags(self, records: Records, report: SuiteReport) -> list[SanityFlag]:

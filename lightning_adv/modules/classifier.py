@@ -1,6 +1,8 @@
 """Natural training of a registered architecture: the base every classifier module shares."""
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any, Optional
 
 import lightning.pytorch as pl
@@ -33,6 +35,11 @@ class Classifier(pl.LightningModule):
             project or a raw / TRADES-format state dict), loaded with ``weights_only=True``.
         regularizer: optional parameter regulariser (e.g. :class:`NormBias`), applied as
             a gradient right before each optimiser step (see ``modules/regularizers.py``).
+        train_temperature: ``T`` > 0 of the training loss, ``CE(softmax(logits / T), y)``
+            (default 1: plain cross-entropy). The teacher of defensive distillation
+            (Papernot et al. 2016; ``docs/defensive-distillation.md``) is trained at
+            ``T = 100``; validation, test and ``forward`` always use the raw logits
+            (``T = 1``), which is how the distilled network is deployed and attacked.
         noise_sigma: train on ``x + N(0, noise_sigma^2)`` (pixel units, no clamping): the base
             classifier of randomized smoothing (Cohen et al. 2019, ``lightning_adv.certify``).
             Natural training only; 0 (default) is clean training.
@@ -53,22 +60,31 @@ class Classifier(pl.LightningModule):
         optim: OptimConfig = OptimConfig(),
         init_weights: Optional[str] = None,
         regularizer: Optional[Regularizer] = None,
+        train_temperature: float = 1.0,
         noise_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if not noise_sigma >= 0:
             raise ValueError(f"noise_sigma must be >= 0 (Gaussian noise std in [0, 1] pixel units), got {noise_sigma}")
         self.noise_sigma = float(noise_sigma)
+        if (isinstance(train_temperature, bool) or not isinstance(train_temperature, (int, float))
+                or not math.isfinite(train_temperature) or train_temperature <= 0):
+            raise ValueError(f"train_temperature must be a finite number > 0 (1: plain cross-entropy; defensive "
+                             f"distillation: 100), got train_temperature={train_temperature!r}")
+        self.train_temperature = float(train_temperature)
         optim = OptimConfig.coerce(optim)
         self.optim_cfg = optim
         self.regularizer = coerce_regularizer(regularizer)
         # hparams hold only primitives, so checkpoints load with weights_only=True
-        # noise_sigma only when set: subclasses without the argument must re-parse their hparams
-        self.save_hyperparameters(ignore=["optim", "regularizer", "noise_sigma"])
-        if noise_sigma:
-            self.hparams["noise_sigma"] = self.noise_sigma
+        self.save_hyperparameters(ignore=["optim", "regularizer"])
         self.hparams["optim"] = optim.to_dict()
         self.hparams["regularizer"] = self.regularizer.to_dict() if self.regularizer is not None else None
+        # keep only what this class's constructor takes: LightningCLI re-parses a checkpoint's hparams
+        # with the class (`train.py test --ckpt_path`), and a subclass without `regularizer` or
+        # `train_temperature` (KnowledgeDistillation) would reject them
+        accepted = inspect.signature(type(self).__init__).parameters
+        for key in [k for k in self.hparams if k not in accepted and not k.startswith("_")]:  # _class_path: CLI
+            del self.hparams[key]
         self.model = create_model(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                                   **(arch_kwargs or {}))
         if init_weights:
@@ -135,8 +151,11 @@ class Classifier(pl.LightningModule):
     def objective(self, logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """The training loss of a clean batch given the model's ``logits`` on it.
 
-        Cross-entropy here; knowledge distillation overrides it with the teacher's term.
+        Cross-entropy of ``logits / train_temperature`` here; knowledge distillation
+        overrides it with the teacher's term.
         """
+        if self.train_temperature != 1.0:
+            logits = logits / self.train_temperature
         return F.cross_entropy(logits, y)
 
     def _log_clean_acc(self, logits: Tensor, y: Tensor) -> None:

@@ -131,15 +131,11 @@ class BookSnippet:
 
 
 def collate_snippets(items: Sequence[BookSnippet]) -> BookSnippet:
-    """Concatenate snippets along the batch (an item without batch dimension counts as B=1), padding
+    """Concatenate batches of snippets (each with a batch dimension, B >= 1) along the batch, padding
     the executions to the longest E with step -1, side 0, price NaN."""
     if not items:
         raise ValueError("collate_snippets got an empty list of snippets")
-    batched = []
-    for it in items:
-        if it.ask_size.dim() == 2:  # unbatched (T, L) item
-            it = BookSnippet(**{f.name: getattr(it, f.name).unsqueeze(0) for f in fields(it)})
-        batched.append(it)
+    batched = list(items)
     steps_levels = {tuple(it.shape[1:]) for it in batched}
     if len(steps_levels) != 1:
         raise ValueError(f"collate_snippets: snippets differ in (T, L): {sorted(steps_levels)}; sample them on one grid")
