@@ -252,7 +252,7 @@ def test_certified_loss_and_schedules():
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
     logits = model(x)
     clean, _, _ = certified_loss(net, x, y, logits, 0.0, 0.5)
-    assert clean == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)))
+    assert float(clean) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)))
     loss, robust, margin = certified_loss(net, x, y, logits, 0.1, 0.5, "crown-ibp", beta=0.5)
     assert float(robust) >= float(clean) and float(loss) == pytest.approx(0.5 * float(clean) + 0.5 * float(robust),
                                                                           rel=1e-5)
