@@ -21,10 +21,13 @@ LOB_PREFIXES = ("lob_",)
 PURIFIER_PREFIXES = ("purifier_",)
 #: defensive distillation (teacher then student), run by test_defensive_distillation.py
 DEFDISTILL_PREFIXES = ("defensive_distillation_",)
+#: certified training and smoothing configs (issue 15), run by test_certified_configs.py
+CERTIFIED_PREFIXES = ("certified_", "smoothing_")
 #: configs that need no teacher; the distillation configs are run by test_distill_configs.py
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
                  if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES + FEWSHOT_PREFIXES
-                                          + LOB_PREFIXES + DEFDISTILL_PREFIXES + PURIFIER_PREFIXES))
+                                          + LOB_PREFIXES + DEFDISTILL_PREFIXES + PURIFIER_PREFIXES
+                                          + CERTIFIED_PREFIXES))
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")

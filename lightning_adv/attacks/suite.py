@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, Model
+from .certified import certified_but_broken, is_certifier
 from .losses import cross_entropy_loss, margin_loss
 from .pgd import _as_normal, attack_grad_context, module_mode
 from .whitebox import PGDAttack
@@ -180,7 +181,7 @@ class SuiteReport:
             with open(path, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["index", "label", "clean_correct", *[f"{n}_correct" for n in names], "worst_case_correct"])
-                worst = _worst(records, names)
+                worst = _worst(records, [r.name for r in self.rows if r.kind != "certified"])
                 for i in range(records["index"].shape[0]):
                     w.writerow([int(records["index"][i]), int(records["label"][i]), int(records["clean"][i]),
                                 *[int(records[f"{n}/correct"][i]) for n in names], int(worst[i])])
@@ -278,6 +279,11 @@ class AttackSuite:
     def labels(self) -> list[str]:
         return [a.label for a in self.attacks]
 
+    @property
+    def attack_labels(self) -> list[str]:
+        """The attacks proper (certified rows excluded): what the per-example worst case is taken over."""
+        return [a.label for a in self.attacks if not is_certifier(a)]
+
     def run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor] = None,
                   mode_module: Optional[nn.Module] = None,
                   adv_sink: Optional[dict[str, tuple[Tensor, Tensor]]] = None) -> Records:
@@ -315,15 +321,25 @@ class AttackSuite:
             rec["sanity/vanishing_ce_grad"] = (ce_gone & ~zero_margin).cpu()
         robust = clean.clone()
         for attack in self.attacks:
-            todo = robust if self.cascade else (torch.ones_like(clean) if self.attack_misclassified else clean)
+            certifier = is_certifier(attack)  # certified rows: every clean-correct point, outside the cascade
+            if certifier:
+                todo = clean
+            elif self.cascade:
+                todo = robust
+            else:
+                todo = torch.ones_like(clean) if self.attack_misclassified else clean
             idx = todo.nonzero().squeeze(1)
-            correct = clean.clone() if not self.cascade else robust.clone()
+            correct = todo & clean
             norms = torch.full((b,), float("nan"))
             queries = torch.full((b,), -1, dtype=torch.long)
             fooled = torch.zeros(b, dtype=torch.bool)
             extras: dict[str, Tensor] = {}
             t0 = time.perf_counter()
-            if idx.numel() > 0:
+            if idx.numel() > 0 and certifier:
+                ok = attack.certify(model, x[idx], y[idx], mode_module=mode_module).to(correct.device)
+                correct[idx] = ok
+                fooled[idx.cpu()] = ~ok.cpu()  # of a certified row: not certified
+            elif idx.numel() > 0:
                 out = attack.run(model, x[idx], y[idx], mode_module=mode_module)
                 with torch.no_grad(), module_mode(mode_module, self.bn_mode):
                     ok = model(out.x_adv).argmax(1) == y[idx]
@@ -342,7 +358,7 @@ class AttackSuite:
             elapsed = time.perf_counter() - t0
             ran = torch.zeros(b, dtype=torch.bool)
             ran[idx.cpu()] = True
-            if self.cascade:
+            if self.cascade and not certifier:
                 robust = correct
             n = attack.label
             rec[f"{n}/correct"] = correct.cpu()
@@ -389,15 +405,15 @@ class AttackSuite:
                 extras={key.split("/extra/", 1)[1]: float(v[ran].nanmean()) for key, v in records.items()
                         if key.startswith(f"{k}/extra/") and ran.any()},
             ))
-        worst = _worst(records, self.labels)
+        worst = _worst(records, self.attack_labels)
         report = SuiteReport(n=n, clean_acc=float(clean.float().mean()), worst_case_acc=float(worst.float().mean()),
                              mode="cascade" if self.cascade else "run-all", rows=rows)
         groups: dict[str, list[str]] = {}
         for a in self.attacks:
             key = threat_key(a)
-            if key is not None:
+            if key is not None and not is_certifier(a):
                 groups.setdefault(key, []).append(a.label)
-        if len(groups) > 1 or len(groups) == 1 and sum(map(len, groups.values())) < len(self.attacks):
+        if len(groups) > 1 or len(groups) == 1 and sum(map(len, groups.values())) < len(self.attack_labels):
             report.worst_case_by_threat = {k: float(_worst(records, v).float().mean()) for k, v in groups.items()}
         if "sanity/eps0_correct" in records:
             report.eps0_acc = float(records["sanity/eps0_correct"].float().mean())
@@ -416,7 +432,7 @@ class AttackSuite:
         flags: list[SanityFlag] = []
         # gradient-based attacks: white-box ones and ensembles such as AutoAttack (its points count as
         # broken by gradients; AutoAttack's own Square is then not evidence of masking)
-        white = [a.label for a in self.attacks if not a.black_box]
+        white = [a.label for a in self.attacks if not a.black_box and not is_certifier(a)]
         black = [a.label for a in self.attacks if a.black_box]
         if white and black:
             bb = torch.zeros(n, dtype=torch.bool)
@@ -443,6 +459,8 @@ class AttackSuite:
                             "more_budget_higher_accuracy",
                             f"{a.label} ({a.budget} steps x restarts) has {gap:.1%} higher accuracy than {b.label} "
                             f"({b.budget}): a stronger attack should never be weaker", gap))
+        if any(is_certifier(a) for a in self.attacks):
+            flags += self._certified_flags(records, report)
         if report.eps0_acc is not None and abs(report.eps0_acc - report.clean_acc) > tol:
             gap = abs(report.eps0_acc - report.clean_acc)
             flags.append(SanityFlag("eps0_not_clean",
@@ -462,6 +480,23 @@ class AttackSuite:
                     f"the logit-margin gradient is not: a saturated softmax (e.g. defensive distillation) masks "
                     f"cross-entropy attacks; trust margin-loss attacks (PGD loss=margin, CW, APGD-DLR)", frac))
         return flags
+
+    def _certified_flags(self, records: Records, report: SuiteReport) -> list[SanityFlag]:
+        """Soundness of the certified rows: no certified example may be broken inside its ball (a hard
+        error in the tests); the notes state certified <= robust accuracy."""
+        bad, pairs = certified_but_broken(records, self.attacks)
+        worst = report.worst_case_acc
+        for r in (r for r in report.rows if r.kind == "certified"):
+            report.notes.append(f"certified: {r.name} proves {r.robust_acc:.2%} (a lower bound), attacks leave "
+                                f"{worst:.2%} (an upper bound); its 'fooled' column counts uncertified examples")
+        if not bad.any():
+            return []
+        frac = float(bad.float().mean())
+        return [SanityFlag("certified_but_broken",
+                           f"{int(bad.sum())} examples are certified yet broken by an attack inside the certified "
+                           f"ball ({'; '.join(pairs)}): the certificate is unsound (a bug in the bounds or a model "
+                           f"that changed between certification and attack); certified accuracy would exceed robust "
+                           f"accuracy", frac)]
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[Attack], cascade: bool = True,
