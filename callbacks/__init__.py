@@ -1,5 +1,6 @@
 """Lightning callbacks: robust evaluation (PGD, attack suite, RobustBench-style report), checkpointing,
 and the chapter-6 analysis callbacks."""
+from ._suite_common import SuiteCallback, gather_records
 from .attack_suite import AttackSuiteEvaluation
 from .checkpoint import RobustCheckpoint
 from .effective_rank import EffectiveRank
@@ -9,9 +10,10 @@ from .ntk import NTKSnapshot, load_ntk_snapshots
 from .pgd_evaluation import PGDEvaluation, default_eval_attacks
 from .rank_projection import RankProjection
 from .robustness_report import RobustnessReport
+from .smoothing import SmoothingCertification
 
 __all__ = [
     "AttackSuiteEvaluation", "EffectiveRank", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
-    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "RobustnessReport", "default_eval_attacks",
-    "load_ntk_snapshots",
+    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "RobustnessReport", "SmoothingCertification",
+    "SuiteCallback", "default_eval_attacks", "gather_records", "load_ntk_snapshots",
 ]

@@ -3,13 +3,13 @@
     python train.py test --config configs/quickstart.yaml --config configs/eval_robustbench_digits.yaml \\
         --ckpt_path runs/quickstart/version_0/checkpoints/last.ckpt
 
-On every test batch the callback runs :class:`lightning_adv.attacks.AttackSuite` (the one
-evaluator) with AutoAttack at the threat model's ``eps``, and, for each radius of
-``eps_curve``, one more suite run of the curve's attack family (each attack on every
-clean-correct point, per-example worst case). At the end of the test epoch the records of all
-DDP ranks are gathered and de-duplicated by example index (as :class:`AttackSuiteEvaluation`
-does, through the same helper); rank 0 writes into ``output_dir`` (default: the run's
-``trainer.log_dir``):
+On every test batch the callback (a :class:`SuiteCallback`: example indices from the test
+loader, DDP gathering and de-duplication as in :class:`AttackSuiteEvaluation`) runs
+:class:`lightning_adv.attacks.AttackSuite` (the one evaluator) with AutoAttack at the threat
+model's ``eps``, and, for each radius of ``eps_curve``, one more suite run of the curve's attack
+family (each attack on every clean-correct point, per-example worst case). At the end of the test epoch the records of all
+DDP ranks are gathered and de-duplicated by example index (``gather_records``); rank 0 writes
+into ``output_dir`` (default: the run's ``trainer.log_dir``):
 
 * ``robustbench.json`` -- the RobustBench leaderboard fields plus an ``evaluation`` block (exact
   accuracies, threat model, n, settings, sanity flags, versions, checkpoint path and sha256,
@@ -32,23 +32,22 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_adv.attacks import AUTOATTACK_COMPONENTS, AttackSuite, AutoAttack, GradientMaskingWarning, SuiteReport
+from lightning_adv.attacks import (AUTOATTACK_COMPONENTS, AttackSuite, AutoAttack, GradientMaskingWarning, SuiteReport,
+                                   concat_records, is_few_shot, worst_case)
 from lightning_adv.attacks.robustness import (CURVE_ATTACKS, RobustnessCurve, check_eps_list, curve_attack_family,
                                               plot_curve, robustbench_entry, robustness_curve, sha256_file,
                                               write_curve)
-from lightning_adv.attacks.suite import _worst
 
-from ._suite_records import TestExampleIndex, attack_units, gather_records
+from ._suite_common import SuiteCallback, gather_records
 
 __all__ = ["RobustnessReport", "DEFAULT_CURVE_ATTACKS"]
 
 DEFAULT_CURVE_ATTACKS = ("pgd", "apgd-ce", "apgd-t")
 
 
-class RobustnessReport(Callback):
+class RobustnessReport(SuiteCallback):
     """AutoAttack at ``eps`` as a RobustBench entry, and robust accuracy over ``eps_curve``.
 
     Args:
@@ -81,9 +80,7 @@ class RobustnessReport(Callback):
                  link: str = "", authors: str = "", venue: str = "", additional_data: bool = False,
                  reported: Optional[float] = None, footnote: str = "", dataset: Optional[str] = None,
                  architecture: Optional[str] = None, print_summary: bool = True) -> None:
-        super().__init__()
-        if limit_batches is not None and limit_batches < 1:
-            raise ValueError(f"RobustnessReport.limit_batches={limit_batches} must be >= 1 or null (all batches)")
+        super().__init__(limit_batches=limit_batches)
         if eps <= 0:
             raise ValueError(f"RobustnessReport.eps={eps} must be > 0 (the threat model's radius, e.g. 0.0313725)")
         self.autoattack = AutoAttack(eps=eps, norm=norm, seed=seed, square_queries=square_queries)
@@ -101,7 +98,7 @@ class RobustnessReport(Callback):
         self.curve_suites = [AttackSuite(curve_attack_family(names, e, norm, pgd_steps, pgd_restarts, square_queries,
                                                              seed), cascade=False, sanity_checks=False,
                                          tolerance=tolerance) for e in (self.eps_curve or [])]
-        self.output_dir, self.limit_batches, self.print_summary = output_dir, limit_batches, print_summary
+        self.output_dir, self.print_summary = output_dir, print_summary
         self.meta = dict(name=model_name, link=link, authors=authors, venue=venue, additional_data=additional_data,
                          reported=reported, footnote=footnote)
         self.dataset, self.architecture = dataset, architecture
@@ -109,14 +106,17 @@ class RobustnessReport(Callback):
         self.curve: Optional[RobustnessCurve] = None
         self.entry: Optional[dict[str, Any]] = None
         self.paths: list[str] = []
-        self._index = TestExampleIndex("RobustnessReport")
-        self._parts: list[list[dict[str, torch.Tensor]]] = []
+        self._curve_parts: list[list[dict[str, torch.Tensor]]] = []
 
     # ------------------------------------------------------------ checks before any attack
     def _out_dir(self, trainer: pl.Trainer) -> str:
         return self.output_dir or trainer.log_dir or trainer.default_root_dir
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if is_few_shot(pl_module):
+            raise ValueError(f"RobustnessReport evaluates classifiers, got the few-shot module "
+                             f"{type(pl_module).__name__}; use callbacks.AttackSuiteEvaluation (mean and 95% CI "
+                             "over episodes) instead")
         out = self._out_dir(trainer)
         try:
             os.makedirs(out, exist_ok=True)
@@ -128,24 +128,33 @@ class RobustnessReport(Callback):
                              ) from None
 
     # ------------------------------------------------------------ batches
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._parts = [[] for _ in range(1 + len(self.curve_suites))]
-        self.report, self.curve, self.entry, self.paths = None, None, None, []
-        self._index.reset(trainer)
+    def _stage_suite(self, trainer: pl.Trainer, stage: str) -> Optional[AttackSuite]:
+        return self.suite if stage == "test" else None
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self.limit_batches is not None and batch_idx >= self.limit_batches:
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.report, self.curve, self.entry, self.paths = None, None, None, []
+        self._curve_parts = [[] for _ in self.curve_suites]
+        super().on_test_epoch_start(trainer, pl_module)
+
+    def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+               dataloader_idx: int, stage: str) -> None:
+        """AutoAttack and every curve point on the same examples (the same index keys)."""
+        if self._suite is None or (self.limit_batches is not None and batch_idx >= self.limit_batches):
             return
-        for u in attack_units(trainer, pl_module, batch, batch_idx, dataloader_idx, self._index):
-            for parts, suite in zip(self._parts, [self.suite, *self.curve_suites]):
-                parts.append(suite.run_batch(u.model, u.x, u.y, index=u.index, mode_module=u.mode_module))
+        x, y = batch[0], batch[1]
+        index = self._index(trainer, batch_idx, dataloader_idx, int(y.shape[0]))
+        for parts, suite in zip([self._parts[""], *self._curve_parts], [self._suite, *self.curve_suites]):
+            parts.append(suite.run_batch(pl_module, x, y, index=index, mode_module=pl_module))
 
     # ------------------------------------------------------------ epoch end
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._suite is None:
+            return
         zero = trainer.is_global_zero
-        records = [gather_records(trainer, parts) for parts in self._parts]  # every rank, same order
-        self._parts = []
+        # a collective per suite: every rank, same order
+        records = [gather_records(trainer, concat_records(parts))
+                   for parts in [self._parts.get("", []), *self._curve_parts]]
+        self._suite, self._parts, self._curve_parts = None, {}, []
         self.report = self.suite.report(records[0], warn=zero)
         worst_at_eps = None
         if self.curve_suites:
@@ -164,8 +173,8 @@ class RobustnessReport(Callback):
         """Per-example worst case of AutoAttack and the curve's attacks at the threat model's eps."""
         for k, e in enumerate(self.eps_curve or []):
             if abs(e - self.eps) < 1e-6 and torch.equal(records[0]["index"], records[k + 1]["index"]):
-                both = _worst(records[0], [self.autoattack.label]) & _worst(records[k + 1],
-                                                                            self.curve_suites[k].labels)
+                both = worst_case(records[0], [self.autoattack.label]) & worst_case(records[k + 1],
+                                                                                    self.curve_suites[k].labels)
                 return float(both.float().mean())
         return None
 

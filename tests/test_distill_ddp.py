@@ -62,8 +62,9 @@ def _write_config(tmp_path: Path, class_path: str, extra: str = "") -> Path:
         "    teacher_arch: small_cnn\n    teacher_arch_kwargs: {width: 8}\n"
         f"    teacher_checkpoint: {tmp_path / 'teacher.pt'}\n"
         "    temperature: 10.0\n"
-        "    attack: {eps: 0.15, steps: 2, step_size: 0.075, bn_mode: train}\n"
-        "    optim: {optimizer: adam, lr: 0.003, weight_decay: 0.0, scheduler: constant}\n"
+        + ("    attack: {eps: 0.15, bn_mode: train}\n" if "FastARD" in class_path else
+           "    attack: {eps: 0.15, steps: 2, step_size: 0.075, bn_mode: train}\n")
+        + "    optim: {optimizer: adam, lr: 0.003, weight_decay: 0.0, scheduler: constant}\n"
         f"{extra}"
         "data:\n  class_path: datamodules.DigitsDataModule\n  init_args: {batch_size: 64}\n"
     )

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .autoattack import AUTOATTACK_COMPONENTS, AutoAttack
 from .base import Attack
-from .suite import SuiteReport, _worst
+from .report import SuiteReport, worst_case
 from .threat import make_threat
 from .whitebox import FGSMAttack, PGDAttack
 
@@ -130,7 +130,7 @@ def robustness_curve(eps: Sequence[float], reports: Sequence[SuiteReport], recor
             raise ValueError("the curve's suite runs saw different examples; run every eps on the same data")
     labels = [row.name for row in reports[0].rows]
     attacks = {k: [next(row.robust_acc for row in rep.rows if row.name == k) for rep in reports] for k in labels}
-    worst = [_worst(rec, labels) for rec in records]
+    worst = [worst_case(rec, labels) for rec in records]
     cumulative, alive = [], torch.ones_like(worst[0])
     for w in worst:
         alive = alive & w

@@ -79,10 +79,10 @@ class PGD(Attack):
         self.eot_samples = _check_int("eot_samples", eot_samples, 1)
         if step_size is not None:
             step_size = _check_pos("step_size", step_size)
-            if self.norm == "linf" and self.eps and step_size > self.eps + 1e-12 and self.steps > 1:
-                raise ValueError(f"step_size={step_size:g} exceeds eps={self.eps:g}: every step would jump past the "
-                                 f"ball; use step_size <= eps (e.g. 2.5 * eps / steps = "
-                                 f"{2.5 * self.eps / self.steps:.4g})")
+            if self.eps and step_size > 2 * self.eps + 1e-12 and self.steps > 1:
+                raise ValueError(f"step_size={step_size:g} exceeds the diameter 2*eps={2 * self.eps:g} of the ball: "
+                                 f"every step jumps across it; use step_size <= eps (Madry et al.: 2.5 * eps / steps "
+                                 f"= {2.5 * self.eps / self.steps:.4g})")
         self.step_size = step_size
         self.random_start = bool(random_start)
         self.targeted = bool(targeted)
