@@ -7,9 +7,9 @@ On every test batch the callback (a :class:`SuiteCallback`: example indices from
 loader, DDP gathering and de-duplication as in :class:`AttackSuiteEvaluation`) runs
 :class:`lightning_adv.attacks.AttackSuite` (the one evaluator) with AutoAttack at the threat
 model's ``eps``, and, for each radius of ``eps_curve``, one more suite run of the curve's attack
-family (each attack on every clean-correct point, per-example worst case). At the end of the test epoch the records of all
-DDP ranks are gathered and de-duplicated by example index (``gather_records``); rank 0 writes
-into ``output_dir`` (default: the run's ``trainer.log_dir``):
+family (each attack on every clean-correct point, per-example worst case). At the end of the
+test epoch the records of all DDP ranks are gathered and de-duplicated by example index
+(``gather_records``); rank 0 writes into ``output_dir`` (default: the run's ``trainer.log_dir``):
 
 * ``robustbench.json`` -- the RobustBench leaderboard fields plus an ``evaluation`` block (exact
   accuracies, threat model, n, settings, sanity flags, versions, checkpoint path and sha256,
