@@ -1,4 +1,6 @@
-"""Lightning callbacks: robust evaluation (PGD, attack suite), checkpointing, and the chapter-6 analysis callbacks."""
+"""Lightning callbacks: robust evaluation (PGD, attack suite, RobustBench-style report), checkpointing,
+and the chapter-6 analysis callbacks."""
+from ._suite_common import SuiteCallback, gather_records
 from .attack_suite import AttackSuiteEvaluation
 from .checkpoint import RobustCheckpoint
 from .effective_rank import EffectiveRank
@@ -7,9 +9,12 @@ from .local_minima import LocalMinimumInit
 from .ntk import NTKSnapshot, load_ntk_snapshots
 from .pgd_evaluation import PGDEvaluation, default_eval_attacks
 from .rank_projection import RankProjection
-from .resume import FiniteGuard, ResumeState
+from .resume import FiniteGuard, RankErrorReport, ResumeState
+from .robustness_report import RobustnessReport
+from .smoothing import SmoothingCertification
 
 __all__ = [
-    "AttackSuiteEvaluation", "EffectiveRank", "FiniteGuard", "ResumeState", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
-    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "default_eval_attacks", "load_ntk_snapshots",
+    "AttackSuiteEvaluation", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
+    "PGDEvaluation", "RankErrorReport", "RankProjection", "ResumeState", "RobustCheckpoint", "RobustnessReport", "SmoothingCertification",
+    "SuiteCallback", "default_eval_attacks", "gather_records", "load_ntk_snapshots",
 ]

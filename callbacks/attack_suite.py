@@ -5,13 +5,17 @@
 
 On every test batch the callback runs :class:`lightning_adv.attacks.AttackSuite` on the
 LightningModule's ``forward`` (eval mode, autograd re-enabled, parameters frozen) and keeps
-per-example records keyed by the example's index in the test set. At the end of the test
-epoch the records of all DDP ranks are gathered and de-duplicated by index (Lightning's
-``DistributedSampler`` pads the test set with repeated examples so every rank gets the same
-number), so the report covers every test example exactly once. Rank 0 prints the table,
-writes ``attack_suite.json``, ``attack_suite.csv`` and ``attack_suite_examples.csv`` into
+per-example records keyed by the example's index in the test set; at the end of the epoch the
+records of all DDP ranks are gathered and de-duplicated (see :mod:`callbacks._suite_common`),
+so the report covers every test example exactly once. Rank 0 prints the table, writes
+``attack_suite.json``, ``attack_suite.csv`` and ``attack_suite_examples.csv`` into
 ``output_dir`` (default: the run's ``trainer.log_dir``) and adds the table to TensorBoard as
-text; every rank logs ``test/suite/...`` scalars (the same numbers).
+text; every rank logs ``test/robust_acc/<attack>`` and the worst case ``test/robust_acc``.
+
+A :class:`~callbacks.PGDEvaluation` of the same trainer hands its test attacks over (it does
+not evaluate the test set itself): they run first in this suite, so ``test/robust_acc`` is the
+worst case over all of them and is logged once. An attack of both with the same name and the
+same settings runs once; the same name with other settings is rejected at ``setup``.
 
 A few-shot module (one implementing :class:`lightning_adv.attacks.FewShotLearnerModule`)
 is evaluated on each task's query set through ``adapted_learner(support_x, support_y)``;
@@ -20,27 +24,31 @@ the support set is never attacked.
 from __future__ import annotations
 
 import os
-import warnings
-from typing import Any, Optional
+from typing import Optional
 
 import lightning.pytorch as pl
-import torch
-import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import RandomSampler
 
-from lightning_adv.attacks import (Attack, AttackSuite, SuiteReport, attack_grad_context, concat_records, dedup_records,
-                                   is_few_shot)
-from lightning_adv.attacks.pgd import _as_normal
+from lightning_adv.attacks import Attack, AttackSuite, SuiteReport
 
-__all__ = ["AttackSuiteEvaluation"]
+from ._suite_common import Records, SuiteCallback, gather_records
 
-_LOADER_STRIDE = 1 << 40  # index offset between test dataloaders / ranks (few-shot, fallbacks)
+__all__ = ["AttackSuiteEvaluation", "gather_records", "same_attack"]
 
 
-class AttackSuiteEvaluation(Callback):
+def same_attack(a: Attack, b: Attack) -> bool:
+    """Whether two attacks are the same attack (FGSM equals PGD with one step of eps, no random start)."""
+    def key(x: Attack) -> object:
+        cfg = x.config()
+        if hasattr(x, "effective_step_size") and hasattr(x, "budget"):  # the PGD family
+            return ("pgd", x.norm, x.eps, x.steps, x.effective_step_size, x.random_start, x.restarts,
+                    x.loss, x.targeted, x.eot_samples, x.bn_mode, x.label)
+        return cfg["class_path"], sorted(cfg["init_args"].items(), key=lambda kv: kv[0]).__repr__()
+    return key(a) == key(b)
+
+
+class AttackSuiteEvaluation(SuiteCallback):
     """Clean and robust accuracy per attack and per-example worst case on the test set.
 
     Args:
@@ -57,6 +65,8 @@ class AttackSuiteEvaluation(Callback):
         print_table: print the table on rank 0.
     """
 
+    takes_test_attacks = True
+
     def __init__(
         self,
         attacks: list[Attack],
@@ -68,104 +78,69 @@ class AttackSuiteEvaluation(Callback):
         limit_batches: Optional[int] = None,
         print_table: bool = True,
     ) -> None:
-        super().__init__()
-        if limit_batches is not None and limit_batches < 1:
-            raise ValueError(f"AttackSuiteEvaluation.limit_batches must be >= 1 or null, got limit_batches={limit_batches}")
+        super().__init__(limit_batches=limit_batches)
         if not filename or os.sep in filename:
             raise ValueError(f"AttackSuiteEvaluation.filename={filename!r} must be a plain file name prefix")
         self.suite = AttackSuite(attacks, cascade=cascade, sanity_checks=sanity_checks, tolerance=tolerance)
         self.output_dir = output_dir
         self.filename = filename
-        self.limit_batches = limit_batches
         self.print_table = print_table
         self.report: Optional[SuiteReport] = None
         self.paths: list[str] = []
-        self._parts: list[dict[str, torch.Tensor]] = []
-        self._batch_indices: dict[int, Optional[list[list[int]]]] = {}
-        self._seen: dict[int, int] = {}
 
-    # ------------------------------------------------------------ indices
+    # ------------------------------------------------------------ the suite of the test run
+    def _handed_attacks(self, trainer: pl.Trainer) -> list[Attack]:
+        """Attacks other callbacks hand over for the test (PGDEvaluation), minus those the suite has."""
+        own = {a.label: a for a in self.suite.attacks}
+        extra: list[Attack] = []
+        for cb in trainer.callbacks:
+            if cb is self or not (isinstance(cb, SuiteCallback) and cb.hands_test_attacks):
+                continue
+            for a in cb.test_stage_attacks():  # type: ignore[attr-defined]
+                other = own.get(a.label) or next((e for e in extra if e.label == a.label), None)
+                if other is None:
+                    extra.append(a)
+                elif not same_attack(a, other):
+                    raise ValueError(
+                        f"{type(cb).__name__} and AttackSuiteEvaluation both have an attack named {a.label!r} with "
+                        f"different settings ({a.config()} vs {other.config()}); set a different `name` on one")
+        return extra
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._handed_attacks(trainer)  # name clashes are rejected before any training or attack
+
+    def _stage_suite(self, trainer: pl.Trainer, stage: str) -> Optional[AttackSuite]:
+        if stage != "test":
+            return None
+        extra = self._handed_attacks(trainer)
+        if not extra:
+            return self.suite
+        s = self.suite
+        return AttackSuite(extra + s.attacks, cascade=s.cascade, sanity_checks=s.sanity_checks,
+                           tolerance=s.tolerance, bn_mode=s.bn_mode)
+
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._parts, self._seen, self.report, self.paths = [], {}, None, []
-        loaders = trainer.test_dataloaders
-        if loaders is None:
-            loaders = []
-        elif not isinstance(loaders, (list, tuple)):
-            loaders = [loaders]
-        self._batch_indices = {}
-        for i, dl in enumerate(loaders):
-            bs = getattr(dl, "batch_sampler", None)
-            sampler = getattr(bs, "sampler", None)
-            if bs is None or isinstance(sampler, RandomSampler):
-                self._batch_indices[i] = None  # not reproducible: fall back to positions
-                if trainer.world_size > 1:
-                    warnings.warn("AttackSuiteEvaluation cannot recover example indices of a shuffled or iterable "
-                                  "test loader; padded duplicates of DistributedSampler cannot be removed")
-            else:
-                self._batch_indices[i] = [list(b) for b in bs]
+        self.report, self.paths = None, []
+        super().on_test_epoch_start(trainer, pl_module)
 
-    def _index(self, trainer: pl.Trainer, batch_idx: int, dataloader_idx: int, size: int) -> torch.Tensor:
-        known = self._batch_indices.get(dataloader_idx)
-        if known is not None and batch_idx < len(known) and len(known[batch_idx]) == size:
-            idx = torch.tensor(known[batch_idx], dtype=torch.long)
-        else:
-            start = self._seen.get(dataloader_idx, 0)
-            idx = torch.arange(start, start + size) + trainer.global_rank * (_LOADER_STRIDE // 1024)
-        self._seen[dataloader_idx] = self._seen.get(dataloader_idx, 0) + size
-        return idx + dataloader_idx * _LOADER_STRIDE
-
-    # ------------------------------------------------------------ batches
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self.limit_batches is not None and batch_idx >= self.limit_batches:
-            return
-        if is_few_shot(pl_module):
-            self._few_shot_batch(trainer, pl_module, batch, batch_idx, dataloader_idx)
-            return
-        x, y = batch[0], batch[1]
-        index = self._index(trainer, batch_idx, dataloader_idx, int(y.shape[0]))
-        self._parts.append(self.suite.run_batch(pl_module, x, y, index=index, mode_module=pl_module))
-
-    def _few_shot_batch(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int,
-                        dataloader_idx: int) -> None:
-        for task, (sx, sy, qx, qy) in enumerate(pl_module.episodes(batch)):
-            # adaptation may need autograd (MAML's inner loop, a differentiable solver head), and
-            # its outputs must be normal tensors: the attacks backpropagate through them
-            with attack_grad_context():
-                learner = pl_module.adapted_learner(_as_normal(sx), _as_normal(sy))
-            # one key per (rank, batch, task, query): tasks are sampled per rank, nothing to de-duplicate
-            base = ((trainer.global_rank * 100_000 + batch_idx) * 1_000 + task) * 10_000
-            index = torch.arange(qy.shape[0]) + base + dataloader_idx * _LOADER_STRIDE
-            self._parts.append(self.suite.run_batch(learner, qx, qy, index=index, mode_module=learner))
-
-    # ------------------------------------------------------------ epoch end
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        local = concat_records(self._parts)
-        self._parts = []
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            gathered: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(gathered, local)
-            records = concat_records([g for g in gathered if g])
-        else:
-            records = local
-        records = dedup_records(records)
-        report = self.suite.report(records, warn=trainer.is_global_zero)
+        self._finish(trainer, pl_module, "test")
+
+    # ------------------------------------------------------------ report
+    def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, report: SuiteReport,
+                 records: Records) -> None:
         self.report = report
-        for row in report.rows:
-            pl_module.log(f"test/suite/robust_acc/{row.name}", row.robust_acc)
-        pl_module.log("test/suite/clean_acc", report.clean_acc)
-        pl_module.log("test/suite/worst_case", report.worst_case_acc)
-        pl_module.log("test/suite/n_flags", float(len(report.flags)))
-        pl_module.log("test/suite/n_examples", float(report.n))
+        pl_module.log("test/suite_n_flags", float(len(report.flags)))
+        pl_module.log("test/suite_n_examples", float(report.n))
         out_dir = self.output_dir or trainer.log_dir or trainer.default_root_dir
         self.paths = [os.path.join(out_dir, f"{self.filename}{ext}") for ext in (".json", ".csv", "_examples.csv")]
-        if trainer.is_global_zero:
-            self.paths = report.write(out_dir, self.filename, records=records)
-            table = report.table()
-            if self.print_table:
-                print(table, flush=True)
-            rank_zero_info(f"attack suite report written to {self.paths[0]}")
-            for lg in trainer.loggers:
-                if isinstance(lg, TensorBoardLogger):
-                    lg.experiment.add_text("test/attack_suite", "```\n" + table + "\n```",
-                                           global_step=trainer.global_step)
+        if not trainer.is_global_zero:
+            return
+        self.paths = report.write(out_dir, self.filename, records=records)
+        table = report.table()
+        if self.print_table:
+            print(table, flush=True)
+        rank_zero_info(f"attack suite report written to {self.paths[0]}")
+        for lg in trainer.loggers:
+            if isinstance(lg, TensorBoardLogger):
+                lg.experiment.add_text("test/attack_suite", "```\n" + table + "\n```", global_step=trainer.global_step)

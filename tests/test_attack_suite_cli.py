@@ -50,8 +50,9 @@ def test_trainer_test_under_inference_mode_writes_parseable_reports(tmp_path):
     examples = list(csv.DictReader(open(ex_path)))
     assert sorted(int(r["index"]) for r in examples) == list(range(64))
     m = trainer.callback_metrics
-    assert float(m["test/suite/worst_case"]) == pytest.approx(report.worst_case_acc)
-    assert float(m["test/suite/robust_acc/pgd5"]) <= float(m["test/suite/clean_acc"])
+    assert float(m["test/robust_acc"]) == pytest.approx(report.worst_case_acc)
+    assert float(m["test/robust_acc/pgd5"]) <= float(m["test/acc"])
+    assert float(m["test/acc"]) == pytest.approx(report.clean_acc)  # the module's clean accuracy, same examples
     events = list(Path(trainer.log_dir).glob("events.out.tfevents*"))
     assert events  # the table went to TensorBoard as text, scalars too
 

@@ -94,6 +94,7 @@ def test_aq_config_runs_fast_dev_run(config, aq_root, tmp_path):
     assert hp.arch == init["arch"]
     if "head" in init:
         assert hp.head == init["head"] and hp.training_mode == init["training_mode"]
+        # hyperparameters store attacks as Attack.config(): {class_path, init_args}
         assert hp.attack["init_args"]["steps"] == 1
         assert hp.eval_attack["init_args"]["eps"] == pytest.approx(init["eval_attack"]["eps"])
 

@@ -40,7 +40,7 @@ def _meta_train(dm, mode: str) -> dict:
     torch.set_num_threads(1)
     module = AdversarialQuerying(
         arch="conv4", in_channels=1, image_size=20, arch_kwargs={"width": 32}, head="protonet", training_mode=mode,
-        attack=PGD(eps=EPS, steps=2, step_size=1.25 * EPS, bn_mode="train"),
+        attack=PGD(eps=EPS, steps=2, step_size=EPS, bn_mode="train"),  # main rejects step_size > eps
         eval_attack=PGD(eps=EPS, steps=5, step_size=EPS / 2),
         optim=OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant"))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

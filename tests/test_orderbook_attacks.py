@@ -457,9 +457,9 @@ def test_quickstart_and_attack_config_through_the_cli(sim_days, tmp_path, capsys
                  str(CONFIG_DIR / "lob_quickstart_attacks.yaml"), *args, "--data.eval_batch_size", "16",
                  "--ckpt_path", str(ckpt)])
     m = test.trainer.callback_metrics
-    assert {"test/suite/robust_acc/gradient", "test/suite/robust_acc/random", "test/acc_se",
+    assert {"test/robust_acc/gradient", "test/robust_acc/random", "test/robust_acc", "test/acc_se",
             "test/baseline_majority"} <= set(m)
-    assert float(m["test/suite/robust_acc/gradient"]) <= float(m["test/suite/clean_acc"])
+    assert float(m["test/robust_acc/gradient"]) <= float(m["test/acc"])
     report = [c for c in test.trainer.callbacks if type(c).__name__ == "AttackSuiteEvaluation"][0].report
     assert report.n == 16 and set(report.rows[1].extras) == {"capital", "cost", "relative_size", "shares"}
     assert "gradient" in capsys.readouterr().out

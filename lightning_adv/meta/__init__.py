@@ -2,10 +2,10 @@
 learn2learn), episodic task sets, and per-episode accuracy with confidence intervals."""
 from .heads import (HEADS, FewShotHead, MetaOptNetHead, ProtoNetHead, R2D2Head, ridge_dual_weights,
                     ridge_regression_logits)
-from .metrics import EpisodeAccuracy
+from .metrics import EpisodeAccuracy, episode_accuracy
 from .tasks import EpisodeDataset, check_task_shape, split_support_query
 
 __all__ = [
-    "HEADS", "EpisodeAccuracy", "EpisodeDataset", "FewShotHead", "MetaOptNetHead", "ProtoNetHead", "R2D2Head",
+    "HEADS", "EpisodeAccuracy", "episode_accuracy", "EpisodeDataset", "FewShotHead", "MetaOptNetHead", "ProtoNetHead", "R2D2Head",
     "check_task_shape", "ridge_dual_weights", "ridge_regression_logits", "split_support_query",
 ]

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["EpisodeAccuracy"]
+__all__ = ["EpisodeAccuracy", "episode_accuracy"]
 
 
 class EpisodeAccuracy(Metric):
@@ -36,3 +36,21 @@ class EpisodeAccuracy(Metric):
         mean = self.total / n
         var = (self.total_sq / n - mean * mean).clamp_min(0.0)
         return mean.float(), (1.96 * var.sqrt() / n.sqrt()).float(), self.n
+
+
+def episode_accuracy(correct: Tensor, episode: Tensor) -> tuple[float, float, int]:
+    """``(mean, ci95, N)`` of per-episode accuracies from per-query results, as :class:`EpisodeAccuracy`.
+
+    ``correct`` (n,) bool/0-1 per query, ``episode`` (n,) the episode id of each query: the
+    accuracy of each episode is the mean over its queries; ``mean`` is their mean and ``ci95``
+    ``1.96 * std / sqrt(N)`` with the population std over the N episodes. This is how the
+    attack suite's per-query records give the thesis' confidence intervals.
+    """
+    if correct.numel() == 0:
+        return 0.0, 0.0, 0
+    _, group = torch.unique(episode, return_inverse=True)
+    n = int(group.max()) + 1
+    hits = torch.zeros(n, dtype=torch.float64).index_add_(0, group, correct.double())
+    counts = torch.zeros(n, dtype=torch.float64).index_add_(0, group, torch.ones_like(correct, dtype=torch.float64))
+    acc = hits / counts
+    return float(acc.mean()), float(1.96 * acc.std(unbiased=False) / n ** 0.5), n

@@ -17,11 +17,16 @@ A batch is a stack of tasks ``(support_x, support_y, query_x, query_y)`` with sh
 engine with a loss that runs the adapted learner, so only the query images move; the
 same :meth:`adapted_learner` is the interface the attack suite uses.
 
-Evaluation: natural and PGD-20 accuracy per episode, mean and 95% CI over all episodes
-(all DDP ranks), logged as ``{val,test}/acc``, ``{val,test}/robust_acc`` (+ ``_ci95``);
-extra attacks at test (``test_attacks``, table 5.11) and, for MAML, accuracy after
-adversarial fine-tuning on the support (``adv_finetune``, table 5.3). A table is
-printed at the end of ``test``.
+Evaluation: the module computes the natural accuracy per episode, mean and 95% CI over all
+episodes (all DDP ranks), logged as ``{val,test}/acc`` (+ ``_ci95``). Robust accuracy goes
+through the project's one evaluator: the suite callbacks (``callbacks.PGDEvaluation``,
+``callbacks.AttackSuiteEvaluation``) attack every task's queries through
+:meth:`adapted_learner` and log ``{val,test}/robust_acc`` (per-query worst case) and
+``{val,test}/robust_acc/<attack>``, with ``_ci95`` over episodes. ``eval_attack`` and
+``test_attacks`` (table 5.11) configure the ``PGDEvaluation`` the module attaches when the
+trainer has none (:meth:`configure_callbacks`); for MAML, ``adv_finetune`` makes the
+callbacks also evaluate the learner fine-tuned on attacked support (table 5.3:
+``test/acc_advtuned``, ``test/robust_acc_advtuned``). A table is printed at the end of ``test``.
 
 Differences from the authors' code (see the shared notes): the TRADES KL is over the
 classes (theirs normalised over the queries); MetaOptNet's QP runs 15 iterations for the
@@ -124,15 +129,17 @@ class AdversarialQuerying(pl.LightningModule):
         training_mode: ``natural``, ``aq``, ``trades`` or ``adml``.
         attack: the training attack on the queries (and support for ADML). Authors: PGD
             8/255, 7 steps of 2/255, backbone in train mode.
-        eval_attack: the validation/test attack (authors: PGD-20, eval mode).
-        test_attacks: more attacks at test time, logged as ``test/robust_acc_<label>``.
+        eval_attack: the validation/test attack (authors: PGD-20, eval mode) of the attached
+            ``PGDEvaluation`` (:meth:`configure_callbacks`).
+        test_attacks: more attacks at test time, logged as ``test/robust_acc/<label>``.
         trades_beta: weight of the meta-TRADES KL term (the thesis' ``1/lambda``).
         ways: ways of the tasks (sizes MAML's linear layer; checked against the data).
         maml_layers: ``all`` (MAML) or ``last`` (only the final linear layer, table 5.7).
         maml_lr, maml_steps, maml_test_steps: inner SGD (authors: 0.01, 5, 10).
         maml_first_order: first-order MAML (the authors' code is effectively first order).
         adv_finetune: MAML only: also evaluate after fine-tuning on PGD-attacked support
-            (7-PGD in table 5.3), logged as ``test/acc_advtuned``/``test/robust_acc_advtuned``.
+            (7-PGD in table 5.3), logged by the suite callbacks as
+            ``test/acc_advtuned``/``test/robust_acc_advtuned``.
         optim: optimiser (authors: SGD Nesterov, lr 0.1, momentum 0.9, wd 5e-4, milestones
             [19, 39, 49] in 0-based epochs; the configs spell it out).
         lr_factors: multipliers of the initial LR from each of ``optim.milestones`` on (the
@@ -231,11 +238,11 @@ class AdversarialQuerying(pl.LightningModule):
             except TypeError as err:
                 raise ValueError(f"head_kwargs={head_kwargs} do not fit head={head!r}: {err}") from None
 
-        self.metric_names = ["acc", "robust_acc"] + [f"robust_acc_{a.label}" for a in extra]
-        if adv_finetune is not None:
-            self.metric_names += ["acc_advtuned", "robust_acc_advtuned"]
-        self.metrics = nn.ModuleDict({f"{stage}_{name}": EpisodeAccuracy()
-                                      for stage in ("val", "test") for name in self.metric_names})
+        labels = [a.label for a in [eval_attack, *extra]]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"eval_attack and test_attacks have duplicate names {labels}; set `name` on each attack")
+        # clean accuracy only: robust accuracy is the suite callbacks' (configure_callbacks)
+        self.metrics = nn.ModuleDict({f"{stage}_acc": EpisodeAccuracy() for stage in ("val", "test")})
         self.test_results: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ checks
@@ -262,8 +269,11 @@ class AdversarialQuerying(pl.LightningModule):
         for t in range(sx.shape[0]):
             yield sx[t], sy[t], qx[t], qy[t]
 
-    def adapted_learner(self, support_x: Tensor, support_y: Tensor) -> nn.Module:
+    def adapted_learner(self, support_x: Tensor, support_y: Tensor, adv_finetune: bool = False) -> nn.Module:
         """The learner adapted on one clean support set, backbone in eval mode.
+
+        ``adv_finetune=True`` (MAML with an ``adv_finetune`` attack): each inner step fine-tunes
+        on the support attacked by that attack instead (table 5.3).
 
         ``support_x`` ``(S, C, H, W)`` in [0, 1], ``support_y`` ``(S,)`` in ``0..ways-1``.
         Returns a module whose ``forward(query_x)`` gives ``(Q, ways)`` logits,
@@ -271,8 +281,11 @@ class AdversarialQuerying(pl.LightningModule):
         (eval under Lightning's validate/test). MAML adapts under ``enable_grad`` even
         inside ``trainer.test``.
         """
+        if adv_finetune and self.adv_finetune is None:
+            raise ValueError("adapted_learner(adv_finetune=True) needs the module's adv_finetune attack (head='maml')")
         with module_mode(self, "eval"):
-            learner = self._adapt(support_x.unsqueeze(0), support_y.unsqueeze(0))
+            learner = self._adapt(support_x.unsqueeze(0), support_y.unsqueeze(0),
+                                  adv_support=self.adv_finetune if adv_finetune else None)
         if isinstance(learner, _MAMLLearner):
             # a fixed function of the queries: cut the adapted weights from the meta-parameters' graph, so
             # an outside attack (AutoAttack's FAB calls backward()) can never reach the module's .grad
@@ -389,28 +402,27 @@ class AdversarialQuerying(pl.LightningModule):
         return (logits.detach().argmax(-1) == y).float().mean(-1)
 
     # ------------------------------------------------------------------ evaluation
+    def configure_callbacks(self) -> list[Any]:
+        """The robust evaluation: a ``PGDEvaluation`` with ``eval_attack`` (val and test) and
+        ``test_attacks`` (test), unless the trainer already has a ``PGDEvaluation`` of its own
+        (then that one's attacks are the evaluation; an ``AttackSuiteEvaluation`` takes the test
+        attacks over, see its docs)."""
+        from callbacks import PGDEvaluation  # the callbacks package builds on this library, not the reverse
+
+        trainer = self._trainer
+        existing = [] if trainer is None else [c for c in trainer.callbacks if isinstance(c, PGDEvaluation)]
+        # a config's own PGDEvaluation, or the one this module attached for an earlier fit/test: keep it
+        if any(getattr(c, "from_module", None) in (None, self) for c in existing):
+            return []
+        cb = PGDEvaluation(attacks=[self.eval_attack], test_attacks=list(self.test_attacks))
+        cb.from_module = self  # type: ignore[attr-defined]
+        return [cb]
+
     def _eval_step(self, batch: Batch, stage: str) -> None:
         sx, sy, qx, qy = batch
         learner = self._adapt(sx, sy)
-        update = lambda name, logits: self.metrics[f"{stage}_{name}"].update(self._acc(logits, qy))  # noqa: E731
         with torch.no_grad():
-            update("acc", learner(qx))
-        qx_adv = self.attack_queries(learner, qx, qy, self.eval_attack)
-        with torch.no_grad():
-            update("robust_acc", learner(qx_adv))
-        if stage != "test":
-            return
-        for attack in self.test_attacks:
-            adv = self.attack_queries(learner, qx, qy, attack)
-            with torch.no_grad():
-                update(f"robust_acc_{attack.label}", learner(adv))
-        if self.adv_finetune is not None:
-            tuned = self._adapt(sx, sy, adv_support=self.adv_finetune)
-            with torch.no_grad():
-                update("acc_advtuned", tuned(qx))
-            adv = self.attack_queries(tuned, qx, qy, self.eval_attack)
-            with torch.no_grad():
-                update("robust_acc_advtuned", tuned(adv))
+            self.metrics[f"{stage}_acc"].update(self._acc(learner(qx), qy))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -418,32 +430,34 @@ class AdversarialQuerying(pl.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _log_stage(self, stage: str) -> dict[str, dict[str, float]]:
-        results: dict[str, dict[str, float]] = {}
-        for name in self.metric_names if stage == "test" else ["acc", "robust_acc"]:
-            metric = self.metrics[f"{stage}_{name}"]
-            mean, ci, n = metric.compute()
-            metric.reset()
-            self.log(f"{stage}/{name}", mean, prog_bar=name in ("acc", "robust_acc"))
-            self.log(f"{stage}/{name}_ci95", ci)
-            results[name] = {"mean": float(mean), "ci95": float(ci), "episodes": int(n)}
-        return results
+    def _log_stage(self, stage: str) -> dict[str, float]:
+        metric = self.metrics[f"{stage}_acc"]
+        mean, ci, n = metric.compute()
+        metric.reset()
+        self.log(f"{stage}/acc", mean, prog_bar=True)
+        self.log(f"{stage}/acc_ci95", ci)
+        return {"mean": float(mean), "ci95": float(ci), "episodes": int(n)}
 
     def on_validation_epoch_end(self) -> None:
         self._log_stage("val")
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._log_stage("test")
-        if self._trainer is None or self.trainer.is_global_zero:
+        """Clean accuracy, then the robust results of the suite callbacks (their epoch-end hooks run first)."""
+        self.test_results = {"acc": self._log_stage("test")}
+        if self._trainer is None:
+            return
+        for cb in self.trainer.callbacks:
+            self.test_results.update(getattr(cb, "episode_results", {}).get("test", {}))
+        if self.trainer.is_global_zero:
             print(self.results_table(self.test_results), flush=True)
 
     def results_table(self, results: dict[str, dict[str, float]]) -> str:
-        """The test results as a Markdown table (accuracy in %, 95% CI)."""
+        """The test results as a Markdown table (accuracy in %, 95% CI); ``robust_acc`` is the
+        per-query worst case over every attack the suite callbacks ran."""
         hp = self.hparams
-        attack = self.eval_attack
+        attacks = sorted({k.split("/", 1)[1] for k in results if "/" in k})
         lines = [f"Few-shot test: head={self.head_name}, training={self.training_mode}, arch={hp.arch}; robust = "
-                 f"PGD-{attack.steps} {attack.norm} eps={attack.eps * 255:g}/255 "
-                 f"step={attack.effective_step_size * 255:g}/255",
+                 f"worst case over {', '.join(attacks) or 'no attack'}",
                  "", "| metric | accuracy (%) | 95% CI (%) | episodes |", "|---|---|---|---|"]
         for name, r in results.items():
             lines.append(f"| {name} | {100 * r['mean']:.2f} | ± {100 * r['ci95']:.2f} | {r['episodes']} |")
