@@ -62,8 +62,9 @@ def test_ddp_fit_pgd_training(tmp_path):
 
 def test_ddp_fit_free_training(tmp_path):
     free = tmp_path / "free.yaml"  # free training uses only the ball: drop the quickstart's PGD-5 settings
-    free.write_text("model:\n  init_args:\n    attack: {eps: 0.15, steps: 10, step_size: null, bn_mode: train}\n")
-    records = _run_ddp(tmp_path, "--config", str(free), "--model.method", "free", "--model.free_replays", "2")
+    free.write_text("model:\n  init_args:\n    objective:\n      class_path: lightning_adv.objectives.Free\n"
+                    "      init_args: {eps: 0.15, replays: 2}\n")
+    records = _run_ddp(tmp_path, "--config", str(free))
     ckpt = _check_common(records, tmp_path)
     assert records[0]["global_step"] == 20  # m = 2 optimiser steps per batch
     delta = ckpt["free_delta"]

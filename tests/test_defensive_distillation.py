@@ -27,8 +27,8 @@ from lightning_adv.attacks import (AttackSuite, CarliniWagnerL2, FGSMAttack, Gra
                                    Square)
 from lightning_adv.cli import main
 from lightning_adv.models import create_model
-from lightning_adv.modules import (ARD, AdvTraining, Classifier, FastARD, KnowledgeDistillation, OptimConfig,
-                                   distillation_kl)
+from lightning_adv.modules import AdvTraining, Classifier, KnowledgeDistillation, OptimConfig, distillation_kl
+from lightning_adv.objectives import KD
 
 CFG = REPO / "configs"
 TEACHER_DIGITS = CFG / "defensive_distillation_teacher_digits.yaml"
@@ -66,7 +66,7 @@ def test_bad_train_temperature_is_rejected_naming_the_parameter(bad):
         Classifier(arch="small_cnn", in_channels=1, train_temperature=bad)
 
 
-@pytest.mark.parametrize("cls", [Classifier, AdvTraining, KnowledgeDistillation, ARD, FastARD], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [Classifier, AdvTraining, KnowledgeDistillation], ids=lambda c: c.__name__)
 def test_saved_hyperparameters_are_constructor_arguments_of_the_class(cls):
     """LightningCLI re-parses a checkpoint's hparams with its class: Classifier's `regularizer` and
     `train_temperature` must not reach a KnowledgeDistillation checkpoint (train.py test failed on it)."""
@@ -215,8 +215,8 @@ def _median_margin(model: nn.Module, x: torch.Tensor) -> float:
 @pytest.mark.slow
 def test_defensive_distillation_masks_cross_entropy_gradients_on_digits(one_thread):
     teacher = _fit(Classifier(**NET, train_temperature=T))
-    kd = KnowledgeDistillation(**NET, teacher_arch="small_cnn", teacher_arch_kwargs={"width": 16}, temperature=T,
-                               kl_reduction="batchmean")
+    kd = KnowledgeDistillation(**NET, teacher_arch="small_cnn", teacher_arch_kwargs={"width": 16},
+                               objective=KD(temperature=T, kl_reduction="batchmean"))
     kd.set_teacher(teacher)
     distilled = _fit(kd)
     natural = _fit(Classifier(**NET))

@@ -113,7 +113,11 @@ class Objective:
             if not (isinstance(klass, type) and issubclass(klass, Objective)):
                 raise ValueError(f"{param}.class_path={value['class_path']!r} is not an objective of "
                                  f"lightning_adv.objectives")
-            value = klass(**dict(value.get("init_args") or {}))
+            try:
+                value = klass(**dict(value.get("init_args") or {}))
+            except TypeError as err:
+                accepted = [p for p in inspect.signature(klass.__init__).parameters if p != "self"]
+                raise ValueError(f"{param}: {err}; {cls_name} takes {accepted}") from None
         if not isinstance(value, cls):
             raise ValueError(f"{param} must be a {cls.__name__} (lightning_adv.objectives), got {type(value).__name__}")
         return value

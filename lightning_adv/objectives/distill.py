@@ -154,6 +154,9 @@ class ARD(_ARDLoss):
         super().__init__(temperature=temperature, alpha=alpha, kl_reduction=kl_reduction)
         self._check_ard(teacher_input, clean_kd_weight)
         self.attack = PGD.coerce(attack)
+        if self.attack.loss != "ce":
+            raise ValueError(f"attack.loss={self.attack.loss!r}: ARD chooses what the attack maximises with "
+                             f"attack_loss (ce | kl); leave attack.loss at 'ce'")
         if attack_loss not in ("ce", "kl"):
             raise ValueError(f"attack_loss={attack_loss!r} is not one of ('ce', 'kl') (the student's cross-entropy, "
                              f"thesis default, or the KL to the teacher)")
