@@ -14,7 +14,7 @@ import torch
 from datamodules import DigitsDataModule, FashionMNISTDataModule
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
-from lightning_adv.objectives import PGDAT, TRADES, Free
+from lightning_adv.objectives import AWP, MART, PGDAT, TRADES, Free
 
 pytestmark = pytest.mark.slow
 
@@ -55,16 +55,20 @@ def digits_natural(tmp_path_factory):
     return clean, robust
 
 
-@pytest.mark.parametrize("method", ["pgd", "trades", "free"])
+@pytest.mark.parametrize("method", ["pgd", "trades", "free", "mart", "awp"])
 def test_adversarial_training_beats_natural_on_digits(method, digits_natural, tmp_path):
     nat_clean, nat_robust = digits_natural
     if method == "free":
         module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=Free(eps=EPS, replays=4))
         epochs = 3  # 12 replays of each batch
     else:
+        official = PGD(eps=EPS, steps=5, step_size=EPS / 2.5, random_start=False, start_sigma=0.001)
         if method == "trades":
-            objective = TRADES(attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, random_start=False,
-                                          start_sigma=0.001, bn_mode="eval"))
+            objective = TRADES(attack=official)
+        elif method == "mart":  # Wang et al. 2020 (objectives.MART), its official attack settings
+            objective = MART(attack=official)
+        elif method == "awp":  # Wu et al. 2020: AWP on top of PGD-AT, the official gamma 0.01
+            objective = AWP(inner=PGDAT(attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")))
         else:
             objective = PGDAT(attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train"))
         module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=objective)
