@@ -53,7 +53,7 @@ BAD_INPUTS = [
     (["--model.objective.init_args.attack.norm", "l3"], "norm"),
     (["--model.objective.init_args.attack.bn_mode", "frozen"], "bn_mode"),
     (["--model.arch", "resnet99"], "arch"),
-    (["--model.objective", "lightning_adv.objectives.FGSMAT"], "objective"),
+    (["--model.objective", "lightning_adv.objectives.KD"], "KnowledgeDistillation"),
     (["--model.objective", "lightning_adv.objectives.Free", "--model.objective.init_args.replays", "0"], "replays"),
     (["--model.objective", "lightning_adv.objectives.TRADES", "--model.objective.init_args.beta", "-1"], "beta"),
     (["--model.optim.lr", "0"], "lr"),

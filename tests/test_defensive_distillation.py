@@ -140,8 +140,10 @@ def test_configs_follow_papernots_recipe():
     for data in ("digits", "mnist"):
         teacher = raw[f"defensive_distillation_teacher_{data}"]["model"]["init_args"]
         student = raw[f"defensive_distillation_student_{data}"]["model"]["init_args"]
-        assert teacher["train_temperature"] == student["temperature"] == 100.0  # T = 100 (paper, MNIST)
-        assert student["alpha"] == 1.0 and student["kl_reduction"] == "batchmean"  # soft labels only
+        kd = student["objective"]["init_args"]
+        assert student["objective"]["class_path"] == "lightning_adv.objectives.KD"
+        assert teacher["train_temperature"] == kd["temperature"] == 100.0  # T = 100 (paper, MNIST)
+        assert kd["alpha"] == 1.0 and kd["kl_reduction"] == "batchmean"  # soft labels only
         assert student["teacher_arch"] == teacher["arch"] == student["arch"]
         assert student["teacher_checkpoint"] == f"checkpoints/teachers/defensive_distillation_teacher_{data}.ckpt"
     # SGD: lr / t^2 on KD's t^2-scaled loss takes the steps lr takes on Papernot's (test above)
