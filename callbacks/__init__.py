@@ -8,9 +8,10 @@ from .local_minima import LocalMinimumInit
 from .ntk import NTKSnapshot, load_ntk_snapshots
 from .pgd_evaluation import PGDEvaluation, default_eval_attacks
 from .rank_projection import RankProjection
+from .smoothing import SmoothingCertification
 
 __all__ = [
     "AttackSuiteEvaluation", "EffectiveRank", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
-    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "SuiteCallback", "default_eval_attacks", "gather_records",
-    "load_ntk_snapshots",
+    "PGDEvaluation", "RankProjection", "RobustCheckpoint", "SmoothingCertification", "SuiteCallback",
+    "default_eval_attacks", "gather_records", "load_ntk_snapshots",
 ]

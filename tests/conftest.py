@@ -17,12 +17,17 @@ CH6_PREFIXES = ("ch6_",)
 FEWSHOT_PREFIXES = ("aq_",)
 #: chapter-3 order-book configs (LOBSTER data), run by test_orderbook_attacks.py
 LOB_PREFIXES = ("lob_",)
+#: pre-processing defense (purifier) training configs (thesis 5.5), run by test_purifier_configs.py
+PURIFIER_PREFIXES = ("purifier_",)
 #: defensive distillation (teacher then student), run by test_defensive_distillation.py
 DEFDISTILL_PREFIXES = ("defensive_distillation_",)
+#: certified training and smoothing configs (issue 15), run by test_certified_configs.py
+CERTIFIED_PREFIXES = ("certified_", "smoothing_")
 #: configs that need no teacher; the distillation configs are run by test_distill_configs.py
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
                  if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES + FEWSHOT_PREFIXES
-                                          + LOB_PREFIXES + DEFDISTILL_PREFIXES))
+                                          + LOB_PREFIXES + DEFDISTILL_PREFIXES + PURIFIER_PREFIXES
+                                          + CERTIFIED_PREFIXES))
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -38,29 +38,25 @@ each task's query set through the learner adapted on the clean support set.
 """
 from __future__ import annotations
 
-import csv
-import json
-import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from .base import Attack, Model
+from .certified import certified_but_broken, is_certifier
 from .losses import cross_entropy_loss, margin_loss
 from .pgd import _as_normal, attack_grad_context, module_mode
+from .report import (AttackRow, Records, SanityFlag, SuiteReport, concat_records, dedup_records, threat_key,
+                     worst_case)
 from .whitebox import PGDAttack
 
 __all__ = [
     "AttackSuite", "AttackRow", "SuiteReport", "SanityFlag", "GradientMaskingWarning", "FewShotLearnerModule",
     "is_few_shot", "evaluate", "concat_records", "dedup_records",
 ]
-
-Records = dict[str, Tensor]
-
 
 class GradientMaskingWarning(UserWarning):
     """A sanity check of the suite failed: robust accuracies may be overestimated."""
@@ -84,151 +80,6 @@ class FewShotLearnerModule(Protocol):
 
 def is_few_shot(module: Any) -> bool:
     return callable(getattr(module, "episodes", None)) and callable(getattr(module, "adapted_learner", None))
-
-
-# ------------------------------------------------------------------ report
-@dataclass
-class AttackRow:
-    name: str
-    kind: str
-    norm: str
-    eps: Optional[float]
-    robust_acc: float
-    n_attacked: int
-    n_fooled: int
-    mean_norm: Optional[float]
-    max_norm: Optional[float]
-    mean_queries: Optional[float]
-    max_queries: Optional[int]
-    time_s: float
-    #: means over the attacked examples of the attack's own per-example measures (``AttackOutput.extras``)
-    extras: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class SanityFlag:
-    check: str
-    message: str
-    value: float
-
-
-@dataclass
-class SuiteReport:
-    n: int
-    clean_acc: float
-    worst_case_acc: float
-    mode: str
-    rows: list[AttackRow]
-    flags: list[SanityFlag] = field(default_factory=list)
-    eps0_acc: Optional[float] = None
-    zero_grad_fraction: Optional[float] = None
-    #: worst case over the attacks of each threat model ('linf_eps0.15': acc); unbounded attacks excluded
-    worst_case_by_threat: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def table(self) -> str:
-        """A fixed-width table for the terminal (also valid Markdown)."""
-        head = ["attack", "kind", "norm", "eps", "robust acc", "fooled", "mean norm", "max norm", "queries", "time s"]
-        lines = [["clean", "", "", "", f"{self.clean_acc:.2%}", "", "", "", "", ""]]
-
-        def fmt(v: Optional[float], spec: str) -> str:
-            return "" if v is None else format(v, spec)
-
-        for r in self.rows:
-            lines.append([r.name, r.kind, r.norm, fmt(r.eps, ".4g"), f"{r.robust_acc:.2%}", f"{r.n_fooled}/{r.n_attacked}",
-                          fmt(r.mean_norm, ".4f"), fmt(r.max_norm, ".4f"), fmt(r.mean_queries, ".0f"), f"{r.time_s:.1f}"])
-        for threat, acc in self.worst_case_by_threat.items():
-            norm, eps = threat.split("_eps")
-            lines.append([f"worst case {threat}", "", norm, eps, f"{acc:.2%}", "", "", "", "", ""])
-        lines.append(["worst case (all)", "", "", "", f"{self.worst_case_acc:.2%}", "", "", "", "", ""])
-        widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(head)]
-
-        def render(row: list[str]) -> str:
-            return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
-
-        out = [f"Attack suite ({self.mode}), {self.n} examples", render(head),
-               "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-        out += [render(row) for row in lines]
-        for f in self.flags:
-            out.append(f"WARNING [{f.check}] {f.message}")
-        if not self.flags:
-            out.append("sanity checks: no sign of gradient masking")
-        out += [f"note: {n}" for n in self.notes]
-        return "\n".join(out)
-
-    def write(self, directory: str, prefix: str = "attack_suite", records: Optional[Records] = None) -> list[str]:
-        """Write ``<prefix>.json``, ``<prefix>.csv`` (one row per attack) and, with
-        ``records``, ``<prefix>_examples.csv`` (one row per example)."""
-        os.makedirs(directory, exist_ok=True)
-        paths = [os.path.join(directory, f"{prefix}.json"), os.path.join(directory, f"{prefix}.csv")]
-        with open(paths[0], "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        with open(paths[1], "w", newline="") as f:
-            cols = list(AttackRow.__dataclass_fields__)
-            w = csv.writer(f)
-            w.writerow(cols)
-            w.writerow(["clean", "", "", "", self.clean_acc, self.n, 0, "", "", "", "", ""])
-            for r in self.rows:
-                w.writerow(["" if getattr(r, c) is None else getattr(r, c) for c in cols])
-            w.writerow(["worst_case", "", "", "", self.worst_case_acc, self.n, "", "", "", "", "", ""])
-        if records is not None:
-            path = os.path.join(directory, f"{prefix}_examples.csv")
-            names = [r.name for r in self.rows]
-            with open(path, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["index", "label", "clean_correct", *[f"{n}_correct" for n in names], "worst_case_correct"])
-                worst = _worst(records, names)
-                for i in range(records["index"].shape[0]):
-                    w.writerow([int(records["index"][i]), int(records["label"][i]), int(records["clean"][i]),
-                                *[int(records[f"{n}/correct"][i]) for n in names], int(worst[i])])
-            paths.append(path)
-        return paths
-
-
-def threat_key(attack: Attack) -> Optional[str]:
-    """'linf_eps0.15' for a bounded attack, None for an unbounded one."""
-    return None if attack.eps is None else f"{attack.norm}_eps{attack.eps:.6g}"
-
-
-def _worst(records: Records, names: list[str]) -> Tensor:
-    worst = records["clean"].clone()
-    for n in names:
-        worst &= records[f"{n}/correct"]
-    return worst
-
-
-def concat_records(parts: list[Records]) -> Records:
-    """Concatenate per-batch records. An attack's ``extra/`` measures exist only for batches it ran on:
-    where a batch lacks one, its column is NaN there."""
-    parts = [p for p in parts if p]
-    if not parts:
-        return {}
-    keys = list(dict.fromkeys(k for p in parts for k in p))
-
-    def column(p: Records, k: str) -> Tensor:
-        if k in p:
-            return p[k]
-        if "/extra/" not in k:
-            raise KeyError(f"records of one batch lack {k!r}")
-        return torch.full((p["index"].shape[0],), float("nan"), dtype=torch.float64)
-
-    return {k: torch.cat([column(p, k) for p in parts]) for k in keys}
-
-
-def dedup_records(records: Records) -> Records:
-    """Keep the first record of each example index (DistributedSampler pads with repeats)."""
-    if not records:
-        return records
-    idx = records["index"]
-    order = torch.argsort(idx, stable=True)
-    sorted_idx = idx[order]
-    first = torch.ones_like(sorted_idx, dtype=torch.bool)
-    first[1:] = sorted_idx[1:] != sorted_idx[:-1]
-    keep = order[first]
-    return {k: v[keep] for k, v in records.items()}
 
 
 # ------------------------------------------------------------------ suite
@@ -278,6 +129,11 @@ class AttackSuite:
     def labels(self) -> list[str]:
         return [a.label for a in self.attacks]
 
+    @property
+    def attack_labels(self) -> list[str]:
+        """The attacks proper (certified rows excluded): what the per-example worst case is taken over."""
+        return [a.label for a in self.attacks if not is_certifier(a)]
+
     def run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor] = None,
                   mode_module: Optional[nn.Module] = None,
                   adv_sink: Optional[dict[str, tuple[Tensor, Tensor]]] = None) -> Records:
@@ -315,15 +171,25 @@ class AttackSuite:
             rec["sanity/vanishing_ce_grad"] = (ce_gone & ~zero_margin).cpu()
         robust = clean.clone()
         for attack in self.attacks:
-            todo = robust if self.cascade else (torch.ones_like(clean) if self.attack_misclassified else clean)
+            certifier = is_certifier(attack)  # certified rows: every clean-correct point, outside the cascade
+            if certifier:
+                todo = clean
+            elif self.cascade:
+                todo = robust
+            else:
+                todo = torch.ones_like(clean) if self.attack_misclassified else clean
             idx = todo.nonzero().squeeze(1)
-            correct = clean.clone() if not self.cascade else robust.clone()
+            correct = todo & clean
             norms = torch.full((b,), float("nan"))
             queries = torch.full((b,), -1, dtype=torch.long)
             fooled = torch.zeros(b, dtype=torch.bool)
             extras: dict[str, Tensor] = {}
             t0 = time.perf_counter()
-            if idx.numel() > 0:
+            if idx.numel() > 0 and certifier:
+                ok = attack.certify(model, x[idx], y[idx], mode_module=mode_module).to(correct.device)
+                correct[idx] = ok
+                fooled[idx.cpu()] = ~ok.cpu()  # of a certified row: not certified
+            elif idx.numel() > 0:
                 out = attack.run(model, x[idx], y[idx], mode_module=mode_module)
                 with torch.no_grad(), module_mode(mode_module, self.bn_mode):
                     ok = model(out.x_adv).argmax(1) == y[idx]
@@ -342,7 +208,7 @@ class AttackSuite:
             elapsed = time.perf_counter() - t0
             ran = torch.zeros(b, dtype=torch.bool)
             ran[idx.cpu()] = True
-            if self.cascade:
+            if self.cascade and not certifier:
                 robust = correct
             n = attack.label
             rec[f"{n}/correct"] = correct.cpu()
@@ -389,16 +255,16 @@ class AttackSuite:
                 extras={key.split("/extra/", 1)[1]: float(v[ran].nanmean()) for key, v in records.items()
                         if key.startswith(f"{k}/extra/") and ran.any()},
             ))
-        worst = _worst(records, self.labels)
+        worst = worst_case(records, self.attack_labels)
         report = SuiteReport(n=n, clean_acc=float(clean.float().mean()), worst_case_acc=float(worst.float().mean()),
                              mode="cascade" if self.cascade else "run-all", rows=rows)
         groups: dict[str, list[str]] = {}
         for a in self.attacks:
             key = threat_key(a)
-            if key is not None:
+            if key is not None and not is_certifier(a):
                 groups.setdefault(key, []).append(a.label)
-        if len(groups) > 1 or len(groups) == 1 and sum(map(len, groups.values())) < len(self.attacks):
-            report.worst_case_by_threat = {k: float(_worst(records, v).float().mean()) for k, v in groups.items()}
+        if len(groups) > 1 or len(groups) == 1 and sum(map(len, groups.values())) < len(self.attack_labels):
+            report.worst_case_by_threat = {k: float(worst_case(records, v).float().mean()) for k, v in groups.items()}
         if "sanity/eps0_correct" in records:
             report.eps0_acc = float(records["sanity/eps0_correct"].float().mean())
             report.zero_grad_fraction = float(records["sanity/zero_grad"].float().mean())
@@ -416,7 +282,7 @@ class AttackSuite:
         flags: list[SanityFlag] = []
         # gradient-based attacks: white-box ones and ensembles such as AutoAttack (its points count as
         # broken by gradients; AutoAttack's own Square is then not evidence of masking)
-        white = [a.label for a in self.attacks if not a.black_box]
+        white = [a.label for a in self.attacks if not a.black_box and not is_certifier(a)]
         black = [a.label for a in self.attacks if a.black_box]
         if white and black:
             bb = torch.zeros(n, dtype=torch.bool)
@@ -443,6 +309,8 @@ class AttackSuite:
                             "more_budget_higher_accuracy",
                             f"{a.label} ({a.budget} steps x restarts) has {gap:.1%} higher accuracy than {b.label} "
                             f"({b.budget}): a stronger attack should never be weaker", gap))
+        if any(is_certifier(a) for a in self.attacks):
+            flags += self._certified_flags(records, report)
         if report.eps0_acc is not None and abs(report.eps0_acc - report.clean_acc) > tol:
             gap = abs(report.eps0_acc - report.clean_acc)
             flags.append(SanityFlag("eps0_not_clean",
@@ -462,6 +330,23 @@ class AttackSuite:
                     f"the logit-margin gradient is not: a saturated softmax (e.g. defensive distillation) masks "
                     f"cross-entropy attacks; trust margin-loss attacks (PGD loss=margin, CW, APGD-DLR)", frac))
         return flags
+
+    def _certified_flags(self, records: Records, report: SuiteReport) -> list[SanityFlag]:
+        """Soundness of the certified rows: no certified example may be broken inside its ball (a hard
+        error in the tests); the notes state certified <= robust accuracy."""
+        bad, pairs = certified_but_broken(records, self.attacks)
+        worst = report.worst_case_acc
+        for r in (r for r in report.rows if r.kind == "certified"):
+            report.notes.append(f"certified: {r.name} proves {r.robust_acc:.2%} (a lower bound), attacks leave "
+                                f"{worst:.2%} (an upper bound); its 'fooled' column counts uncertified examples")
+        if not bad.any():
+            return []
+        frac = float(bad.float().mean())
+        return [SanityFlag("certified_but_broken",
+                           f"{int(bad.sum())} examples are certified yet broken by an attack inside the certified "
+                           f"ball ({'; '.join(pairs)}): the certificate is unsound (a bug in the bounds or a model "
+                           f"that changed between certification and attack); certified accuracy would exceed robust "
+                           f"accuracy", frac)]
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[Attack], cascade: bool = True,

@@ -1,6 +1,7 @@
 """LightningModules: natural and adversarial training, distillation, adversarial querying; NormBias regulariser."""
 from .adv_training import AdvTraining
 from .adversarial_querying import AdversarialQuerying
+from .certified import CertifiedTraining
 from .classifier import Classifier
 from .distill import KL_REDUCTIONS, KnowledgeDistillation, distillation_kl
 from .free import FreeReplay
@@ -12,8 +13,12 @@ from .robust import RobustTrainingMixin
 from .teacher import load_teacher
 
 __all__ = [
-    "AdvTraining", "Classifier", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "AdversarialQuerying",
+    "AdvTraining", "CertifiedTraining", "Classifier", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "AdversarialQuerying",
     "NormBias", "ObjectiveTraining", "Regularizer", "coerce_regularizer", "OptimConfig", "PricePrediction",
     "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
     "optimizers_and_schedule",
 ]
+from .purified_fewshot import PURIFIERS, PurifiedFewShot, PurifiedLearner, load_fewshot  # noqa: E402
+from .purifier_training import GANTraining, SRTraining  # noqa: E402
+
+__all__ += ["GANTraining", "PURIFIERS", "PurifiedFewShot", "PurifiedLearner", "SRTraining", "load_fewshot"]

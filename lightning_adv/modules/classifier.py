@@ -40,6 +40,9 @@ class Classifier(pl.LightningModule):
             (Papernot et al. 2016; ``docs/defensive-distillation.md``) is trained at
             ``T = 100``; validation, test and ``forward`` always use the raw logits
             (``T = 1``), which is how the distilled network is deployed and attacked.
+        noise_sigma: train on ``x + N(0, noise_sigma^2)`` (pixel units, no clamping): the base
+            classifier of randomized smoothing (Cohen et al. 2019, ``lightning_adv.certify``).
+            Natural training only; 0 (default) is clean training.
 
     Logged: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``,
     ``test/acc``, ``lr``, ``train/param_norm`` (per epoch); with a regulariser also
@@ -58,8 +61,12 @@ class Classifier(pl.LightningModule):
         init_weights: Optional[str] = None,
         regularizer: Optional[Regularizer] = None,
         train_temperature: float = 1.0,
+        noise_sigma: float = 0.0,
     ) -> None:
         super().__init__()
+        if not noise_sigma >= 0:
+            raise ValueError(f"noise_sigma must be >= 0 (Gaussian noise std in [0, 1] pixel units), got {noise_sigma}")
+        self.noise_sigma = float(noise_sigma)
         if (isinstance(train_temperature, bool) or not isinstance(train_temperature, (int, float))
                 or not math.isfinite(train_temperature) or train_temperature <= 0):
             raise ValueError(f"train_temperature must be a finite number > 0 (1: plain cross-entropy; defensive "
@@ -133,6 +140,8 @@ class Classifier(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch
+        if self.noise_sigma:
+            x = x + self.noise_sigma * torch.randn_like(x)
         logits = self.model(x)
         loss = self.objective(logits, x, y)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)

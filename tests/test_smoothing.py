@@ -1,0 +1,100 @@
+"""Randomized smoothing: Clopper-Pearson against scipy, closed-form radii, abstention, bad input;
+Gaussian-noise training of Classifier; CertifiedTraining's arguments and schedules."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from lightning_adv.certify import ABSTAIN, clopper_pearson_lower, smoothing_certify, smoothing_predict
+from lightning_adv.modules import CertifiedTraining, Classifier
+
+torch.set_num_threads(1)
+
+
+def test_clopper_pearson_matches_scipy_exact_interval():
+    n, alpha = 200, 0.01
+    ks = np.array([0, 1, 37, 100, 199, 200])
+    ours = clopper_pearson_lower(ks, n, alpha)
+    # one-sided (1 - alpha) lower bound = lower end of the two-sided (1 - 2 alpha) exact interval
+    ref = [stats.binomtest(int(k), n).proportion_ci(confidence_level=1 - 2 * alpha, method="exact").low for k in ks]
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+class _Linear(nn.Module):
+    """Two classes split by the hyperplane w.x + b = 0 (class 1 on the positive side)."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w, self.b = w, b
+
+    def forward(self, x):
+        s = x.flatten(1) @ self.w.flatten() + self.b
+        return torch.stack([-s, s], 1)
+
+
+def test_certified_radius_of_a_constant_and_a_linear_classifier():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 3, 3)
+    sigma, n, alpha = 0.5, 2000, 0.001
+    const = lambda z: torch.zeros(z.shape[0], 3).index_fill_(1, torch.tensor([2]), 1.0)  # noqa: E731
+    res = smoothing_certify(const, x, 3, sigma, n0=10, n=n, alpha=alpha)
+    assert (res.prediction == 2).all()
+    # nA = n: the Clopper-Pearson bound is alpha^(1/n), the radius sigma * Phi^-1 of it
+    torch.testing.assert_close(res.radius, torch.full((4,), sigma * stats.norm.ppf(alpha ** (1 / n))).float())
+    w = torch.randn(9)
+    model = _Linear(w, 0.0)
+    b = -(x.flatten(1) @ w) + torch.tensor([0.1, 0.3, -0.4, 0.0]) * w.norm()  # signed distances 0.1, 0.3, -0.4, 0
+    dist = torch.tensor([0.1, 0.3, 0.4, 0.0])
+    for i in range(4):
+        model.b = float(b[i])
+        r = smoothing_certify(model, x[i:i + 1], 2, 0.25, n0=200, n=4000, alpha=alpha)
+        if i == 3:  # on the boundary pA = 1/2: abstain
+            assert int(r.prediction) == ABSTAIN and float(r.radius) == 0
+            assert int(smoothing_predict(model, x[i:i + 1], 2, 0.25, n=400, alpha=alpha)) == ABSTAIN
+            continue
+        assert int(r.prediction) == (1 if i < 2 else 0)
+        # the exact radius of the smoothed linear classifier is the distance to the hyperplane
+        assert float(r.radius) <= dist[i] + 1e-6 and float(r.radius) >= dist[i] - 0.06
+        assert int(smoothing_predict(model, x[i:i + 1], 2, 0.25, n=400, alpha=alpha)) == (1 if i < 2 else 0)
+    assert res.certified_correct(torch.full((4,), 2), 0.5).all()
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"sigma": 0.0}, "sigma must be > 0"), ({"sigma": -1.0}, "sigma=-1.0"), ({"alpha": 1.0}, "alpha must be in"),
+    ({"alpha": 0.0}, "alpha=0.0"), ({"n0": 200, "n": 100}, "n0=200"), ({"n": 0}, "n must be an integer"),
+])
+def test_smoothing_bad_input(kwargs, needle):
+    args = {"sigma": 0.25, "n0": 10, "n": 100, "alpha": 0.001, **kwargs}
+    with pytest.raises(ValueError, match=needle):
+        smoothing_certify(lambda z: torch.zeros(z.shape[0], 2), torch.rand(1, 1, 2, 2), 2, **args)
+
+
+def test_noise_sigma_trains_on_noisy_inputs():
+    with pytest.raises(ValueError, match="noise_sigma must be >= 0"):
+        Classifier(arch="mlp", in_channels=1, arch_kwargs={"input_size": 4}, noise_sigma=-0.1)
+    assert "noise_sigma" not in CertifiedTraining(arch="mlp", in_channels=1, arch_kwargs={"input_size": 4}).hparams
+    m = Classifier(arch="mlp", in_channels=1, arch_kwargs={"input_size": 4}, noise_sigma=0.5)
+    assert m.hparams.noise_sigma == 0.5
+    seen = []
+    m.model.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].clone()))
+    m.log = lambda *a, **k: None  # noqa: E731
+    m._log_clean_acc = lambda *a, **k: None  # noqa: E731
+    x = torch.full((64, 1, 4, 4), 0.5)
+    m.training_step((x, torch.zeros(64, dtype=torch.long)), 0)
+    assert float((seen[0] - x).std()) == pytest.approx(0.5, rel=0.1)
+
+
+def test_certified_training_arguments_and_schedule():
+    m = CertifiedTraining(arch="small_cnn", in_channels=1, arch_kwargs={"width": 2}, method="crown-ibp", eps=0.3,
+                          warmup_steps=10, ramp_steps=20, kappa_end=0.5)
+    assert m.schedule(0) == (0.0, 1.0, 1.0)
+    assert m.schedule(20) == pytest.approx((0.15, 0.75, 0.5))
+    assert m.schedule(100) == pytest.approx((0.3, 0.5, 0.0))
+    for kwargs, needle in (({"method": "pgd"}, "method='pgd'"), ({"eps": -0.1}, "eps must be >= 0"),
+                           ({"kappa_end": 1.5}, "kappa_end must be in"), ({"ramp_steps": -1}, "ramp_steps"),
+                           ({"arch": "resnet18"}, "unsupported layer"), ({"eval_method": "x"}, "eval_method='x'")):
+        with pytest.raises(ValueError, match=needle):
+            CertifiedTraining(**{"arch": "small_cnn", "in_channels": 1, **kwargs})
