@@ -19,12 +19,18 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from pathlib import Path
+
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from callbacks.checkpoint import RobustCheckpoint
 
 __all__ = ["AdvLightningCLI", "main", "TRAINER_DEFAULTS"]
+
+#: modules whose pre-objectives checkpoints need scripts/convert_checkpoint.py (issue 11)
+LEGACY_CHECKED = ("AdvTraining", "KnowledgeDistillation", "ARD", "FastARD", "AdversarialQuerying")
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
@@ -49,6 +55,20 @@ class AdvLightningCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """A checkpoint written before objectives were parts: say how to convert it (not a parser error)."""
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if path and Path(path).is_file():
+            from lightning_adv.modules.objective_training import legacy_checkpoint_error
+
+            hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters") or {}
+            cls = str(hparams.get("_class_path", "module")).rsplit(".", 1)[-1]
+            msg = legacy_checkpoint_error(hparams, cls) if cls in LEGACY_CHECKED else None
+            if msg:
+                raise ValueError(f"ckpt_path={path}: {msg}")
+        super()._parse_ckpt_path()
 
     def _weights_only(self) -> None:
         cfg = self.config_init[self.subcommand]

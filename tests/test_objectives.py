@@ -309,3 +309,16 @@ def test_one_way_to_choose_an_objective_across_modules():
                                                                  "init_args": {"beta": 5.0}},
                     optim=OptimConfig(scheduler="constant"))
     assert isinstance(m.objective, MART) and m.hparams.objective["init_args"]["beta"] == 5.0
+
+
+def test_old_checkpoint_through_the_cli_names_the_converter(tmp_path):
+    from lightning_adv.cli import main
+
+    old = AdvTraining(arch="small_cnn", in_channels=1)
+    hp = {k: v for k, v in old.hparams.items() if k != "objective"}
+    hp.update(method="pgd", attack=PGD(eps=0.1).config(), _class_path="lightning_adv.modules.AdvTraining")
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": old.state_dict(), "hyper_parameters": hp}, path)
+    with pytest.raises(ValueError, match="convert_checkpoint.py"):
+        main(["test", "--config", str(REPO / "configs" / "quickstart.yaml"), "--ckpt_path", str(path),
+              "--trainer.logger", "false"])
