@@ -67,8 +67,8 @@ def test_adversarial_training_beats_natural_on_digits(method, digits_natural, tm
             objective = TRADES(attack=official)
         elif method == "mart":  # Wang et al. 2020 (objectives.MART), its official attack settings
             objective = MART(attack=official)
-        elif method == "awp":  # Wu et al. 2020: AWP on top of PGD-AT, the official gamma 0.01
-            objective = AWP(inner=PGDAT(attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")))
+        elif method == "awp":  # Wu et al. 2020: AWP on top of TRADES, the official TRADES-AWP gamma 0.005
+            objective = AWP(inner=TRADES(attack=official), gamma=0.005)
         else:
             objective = PGDAT(attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train"))
         module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=objective)
