@@ -84,7 +84,7 @@ def test_ddp_batchnorm_model_with_train_mode_attack(tmp_path):
     records = _run_ddp(
         tmp_path, "--data.data_dir", str(tmp_path / "data"), "--data.batch_size", "4", "--data.eval_batch_size", "4",
         "--data.val_size", "8", "--data.num_workers", "0",
-        "--trainer.limit_val_batches", "1", "--model.attack.steps", "2",
+        "--trainer.limit_val_batches", "1", "--model.objective.init_args.attack.steps", "2",
         config="configs/at_resnet18_cifar10.yaml")
     _check_common(records, tmp_path, n_train=32, batch=4)
     assert records[0]["global_step"] == 4  # 32 images / 2 ranks / batch 4
