@@ -3,7 +3,7 @@
 
 One run measures, on the same model, batch and PGD settings:
 
-(a) time per ``AdvTraining(method="pgd")`` step run by the Lightning ``Trainer``
+(a) time per ``AdvTraining(objective=PGDAT(...))`` step run by the Lightning ``Trainer``
     divided by time per step of a plain PyTorch loop written here that does the same
     work (target: ratio <= 1.05);
 (b) time per PGD-K adversarial-training step divided by time per natural training
@@ -85,6 +85,7 @@ from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 from lightning_adv.attacks import PGD  # noqa: E402
 from lightning_adv.modules.adv_training import AdvTraining  # noqa: E402
+from lightning_adv.objectives import PGDAT  # noqa: E402
 from lightning_adv.modules.classifier import Classifier  # noqa: E402
 from lightning_adv.modules.optim import OptimConfig  # noqa: E402
 
@@ -209,7 +210,7 @@ def make_module(args: argparse.Namespace, kind: str) -> pl.LightningModule:
     if kind == "at":
         attack = PGD(eps=args.eps, steps=args.pgd_steps, step_size=args.step_size, norm="linf",
                      random_start=True, restarts=1, bn_mode="train", loss="ce")
-        module: pl.LightningModule = AdvTraining(method="pgd", attack=attack,
+        module: pl.LightningModule = AdvTraining(objective=PGDAT(attack=attack),
                                                  track_clean_acc=args.track_clean_acc, **common)
     else:
         module = Classifier(**common)

@@ -94,8 +94,10 @@ def _model_and_data(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor
         what = f"checkpoint {args.checkpoint}"
     elif args.data == "digits":
         pl.seed_everything(0, verbose=False)
-        module = AdvTraining(arch=args.arch, in_channels=1, method="pgd",
-                             attack=PGD(eps=args.eps, steps=5, step_size=args.eps / 2.5, bn_mode="train"),
+        from lightning_adv.objectives import PGDAT
+
+        module = AdvTraining(arch=args.arch, in_channels=1, objective=PGDAT(
+                             attack=PGD(eps=args.eps, steps=5, step_size=args.eps / 2.5, bn_mode="train")),
                              optim=OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant"))
         t0 = time.perf_counter()
         pl.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,

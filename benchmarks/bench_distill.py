@@ -89,7 +89,8 @@ import lightning.pytorch as pl  # noqa: E402
 import bench_adv_training as bat  # noqa: E402  (timing machinery shared with the AT benchmark)
 from lightning_adv.attacks import PGD  # noqa: E402
 from lightning_adv.models import create_model  # noqa: E402
-from lightning_adv.modules import ARD, FastARD, KnowledgeDistillation, OptimConfig  # noqa: E402
+from lightning_adv.modules import KnowledgeDistillation, OptimConfig  # noqa: E402
+from lightning_adv.objectives import ARD, KD, FastARD  # noqa: E402
 
 TARGET_A = 1.05   # Fast-ARD / KD training time (thesis table 4.10: 5.15 h / 5.13 h = 1.004)
 TARGET_B = 1.05   # ARD step, Trainer / plain
@@ -175,17 +176,17 @@ def make_module(args: argparse.Namespace, kind: str) -> pl.LightningModule:
     """kind: kd | ard | fastard_ard | fastard_ce; the teacher is given in memory (no file)."""
     common = dict(arch=args.arch, num_classes=args.num_classes, in_channels=args.in_channels,
                   arch_kwargs=args.arch_kwargs, optim=OptimConfig(), teacher_arch=args.teacher_arch,
-                  teacher_arch_kwargs=args.teacher_arch_kwargs, temperature=args.temperature, alpha=1.0,
-                  kl_reduction="elementwise_mean")
+                  teacher_arch_kwargs=args.teacher_arch_kwargs)
+    kd = dict(temperature=args.temperature, alpha=1.0, kl_reduction="elementwise_mean")
     torch.manual_seed(args.seed)
     if kind == "kd":
-        module: KnowledgeDistillation = KnowledgeDistillation(**common)
+        module = KnowledgeDistillation(**common, objective=KD(**kd))
     elif kind == "ard":
-        module = ARD(attack=PGD(eps=args.eps, steps=args.pgd_steps, step_size=args.step_size, random_start=True,
-                                bn_mode="train"), **common)
+        module = KnowledgeDistillation(**common, objective=ARD(**kd, attack=PGD(
+            eps=args.eps, steps=args.pgd_steps, step_size=args.step_size, random_start=True, bn_mode="train")))
     else:
-        module = FastARD(attack=PGD(eps=args.eps, bn_mode="train"), free_replays=args.replays,
-                         perturbation_loss=kind.split("_")[1], track_clean_acc=args.track_clean_acc, **common)
+        module = KnowledgeDistillation(**common, track_clean_acc=args.track_clean_acc, objective=FastARD(
+            **kd, eps=args.eps, replays=args.replays, perturbation_loss=kind.split("_")[1]))
     module.set_teacher(make_teacher(args))
     return module
 

@@ -40,6 +40,8 @@ for p in (_ROOT, _ROOT / "benchmarks"):
 import bench_adv_training as bat  # noqa: E402  (configure_runtime, median)
 from lightning_adv.attacks import PGD  # noqa: E402
 from lightning_adv.modules import AdversarialQuerying, OptimConfig  # noqa: E402
+from lightning_adv.meta import MAML, HeadLearner
+from lightning_adv.objectives import AQ, MetaNatural
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -72,9 +74,11 @@ def make_batch(args: argparse.Namespace, seed: int) -> tuple[torch.Tensor, ...]:
 
 def build(args: argparse.Namespace, mode: str) -> tuple[AdversarialQuerying, torch.optim.Optimizer]:
     torch.manual_seed(0)
+    attack = PGD(eps=8 / 255, steps=args.pgd_steps, step_size=2 / 255, bn_mode="train")
+    learner = MAML(ways=args.ways) if args.head == "maml" else HeadLearner(args.head)
     module = AdversarialQuerying(
-        arch=args.arch, in_channels=args.channels, image_size=args.image_size, head=args.head, training_mode=mode,
-        ways=args.ways, attack=PGD(eps=8 / 255, steps=args.pgd_steps, step_size=2 / 255, bn_mode="train"),
+        arch=args.arch, in_channels=args.channels, image_size=args.image_size, learner=learner,
+        objective=AQ(attack=attack) if mode == "aq" else MetaNatural(),
         optim=OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True, scheduler="constant"))
     module.log = lambda *a, **k: None  # type: ignore[method-assign]  (no Trainer attached)
     module.to(args.device).train()
@@ -128,8 +132,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     # (b) R2-D2 head vs backbone forward, eval mode, no grad
     module = nat.eval()
-    head = module.head if args.head == "r2d2" else AdversarialQuerying(
-        arch=args.arch, in_channels=args.channels, image_size=args.image_size).head
+    head = module.learner.head if args.head == "r2d2" else AdversarialQuerying(
+        arch=args.arch, in_channels=args.channels, image_size=args.image_size).learner.head
     sx, sy, qx, qy = batches[0]
     t, s = sx.shape[:2]
     with torch.no_grad():

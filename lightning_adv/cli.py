@@ -45,6 +45,9 @@ from .cli_errors import ConfigError, one_line
 
 __all__ = ["AdvLightningCLI", "main", "cli_main", "check_checkpoint", "TRAINER_DEFAULTS"]
 
+#: modules whose pre-objectives checkpoints need scripts/convert_checkpoint.py (issue 11)
+LEGACY_CHECKED = ("AdvTraining", "KnowledgeDistillation", "ARD", "FastARD", "AdversarialQuerying")
+
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
@@ -53,6 +56,24 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "inference_mode": False,
     "default_root_dir": "runs",
 }
+
+
+def _check_legacy_checkpoint(path: str) -> None:
+    """A checkpoint written before objectives were parts (issue 11): say how to convert it."""
+    if not Path(path).is_file():
+        return
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:  # not a checkpoint at all: check_checkpoint names the problem
+        return
+    hparams = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    cls = str(hparams.get("_class_path", "module")).rsplit(".", 1)[-1]
+    if cls in LEGACY_CHECKED:
+        from lightning_adv.modules.objective_training import legacy_checkpoint_error
+
+        msg = legacy_checkpoint_error(hparams, cls)
+        if msg:
+            raise ValueError(f"ckpt_path={path}: {msg}")
 
 
 class AdvLightningCLI(LightningCLI):
@@ -73,10 +94,13 @@ class AdvLightningCLI(LightningCLI):
         )
 
     def _parse_ckpt_path(self) -> None:
-        """Check ``--ckpt_path`` before Lightning re-reads the config from its hyperparameters."""
+        """Check ``--ckpt_path`` before Lightning re-reads the config from its hyperparameters: a
+        checkpoint written before objectives were parts says how to convert it; any other file that is
+        not a checkpoint of this module class is named as such."""
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
         if path and path not in ("last", "best", "hpc", "registry") and not str(path).startswith("registry:"):
+            _check_legacy_checkpoint(path)
             model = self.config[sub].get("model")
             check_checkpoint(path, getattr(model, "class_path", None))
         super()._parse_ckpt_path()

@@ -54,14 +54,13 @@ def _files(tmp: Path) -> dict[str, str]:
                                       "  init_args: {in_channels: 1}\n")
     (tmp / "noattacks.yaml").write_text("trainer:\n  callbacks:\n    - class_path: callbacks.PGDEvaluation\n"
                                         "      init_args: {attacks: []}\n")
-    (tmp / "free.yaml").write_text("model:\n  init_args:\n    attack: {eps: 0.15, steps: 10, step_size: null, "
-                                   "bn_mode: train}\n")
-    return {"free": str(tmp / "free.yaml"), "ckpt": str(ckpt), "text": str(tmp / "text.ckpt"), "raw": str(tmp / "raw.pt"), "bad": str(tmp / "bad.yaml"),
+    return {"ckpt": str(ckpt), "text": str(tmp / "text.ckpt"), "raw": str(tmp / "raw.pt"), "bad": str(tmp / "bad.yaml"),
             "natural": str(tmp / "natural.yaml"), "noattacks": str(tmp / "noattacks.yaml")}
 
 
 def cli_cases(f: dict[str, str]) -> list[Case]:
-    a = "--model.attack."
+    a = "--model.objective.init_args.attack."
+    obj = "--model.objective"
     o = "--model.optim."
     d = "--data."
     rows: list[tuple[list[str], str]] = [
@@ -71,13 +70,15 @@ def cli_cases(f: dict[str, str]) -> list[Case]:
         ([a + "step_size", "nan"], "step_size"), ([a + "step_size", "0.5"], "step_size"),
         ([a + "restarts", "0"], "restarts"), ([a + "norm", "l3"], "norm"), ([a + "bn_mode", "frozen"], "bn_mode"),
         ([a + "loss", "hinge"], "loss"), ([a + "eot_samples", "0"], "eot_samples"), ([a + "name", "a/b"], "name"),
-        (["--model.arch", "resnet99"], "arch"), (["--model.method", "fgsm_at"], "method"),
-        (["--config", f["free"], "--model.method", "free", "--model.free_replays", "0"], "free_replays"),
-        (["--model.trades_beta", "-1"], "trades_beta"), (["--model.trades_beta", ".nan"], "trades_beta"),
-        (["--model.trades_beta", "inf"], "trades_beta"), (["--model.num_classes", "100"], "num_classes"),
+        (["--model.arch", "resnet99"], "arch"), ([obj, "{class_path: lightning_adv.objectives.FGSMAT}"], "FGSMAT"),
+        ([obj, "{class_path: lightning_adv.objectives.Free, init_args: {replays: 0}}"], "replays"),
+        ([obj, "{class_path: lightning_adv.objectives.TRADES, init_args: {beta: -1}}"], "beta"),
+        ([obj, "{class_path: lightning_adv.objectives.TRADES, init_args: {beta: .nan}}"], "beta"),
+        ([obj, "{class_path: lightning_adv.objectives.TRADES, init_args: {beta: .inf}}"], "beta"),
+        (["--model.num_classes", "100"], "num_classes"),
         (["--model.in_channels", "3"], "in_channels"), (["--model.std", "[0.0]"], "std"),
         (["--model.mean", "[nan]"], "mean"), (["--model.attak.eps", "0.1"], "attak"),
-        (["--model.free_step_size", "-1"], "free_step_size"), (["--model.arch_kwargs", "{\"width\": -3}"], "width"),
+        ([obj, "{class_path: lightning_adv.objectives.Free, init_args: {step_size: -1}}"], "step_size"), (["--model.arch_kwargs", "{\"width\": -3}"], "width"),
         ([o + "lr", "0"], "lr"), ([o + "lr", "-1"], "lr"), ([o + "lr", "nan"], "lr"), ([o + "lr", "inf"], "lr"),
         ([o + "lr", "1e12"], "lr"), ([o + "momentum", "1.5"], "momentum"), ([o + "momentum", "nan"], "momentum"),
         ([o + "weight_decay", "-1"], "weight_decay"), ([o + "weight_decay", ".nan"], "weight_decay"),
@@ -101,8 +102,9 @@ def cli_cases(f: dict[str, str]) -> list[Case]:
     aq = ["fit", "--config", AQ, "--data.data_dir", "{tmp}/omniglot"]
     cases += [("aq --model.ways 7 (data: 5)", [*aq, "--model.ways", "7"], "ways"),
               ("aq --data.ways 50", [*aq, "--data.ways", "50", "--model.ways", "50"], "ways"),
-              ("aq --model.training_mode robust", [*aq, "--model.training_mode", "robust"], "training_mode"),
-              ("aq --model.head svm", [*aq, "--model.head", "svm"], "head"),
+              ("aq --model.objective Robust", [*aq, "--model.objective", "{class_path: lightning_adv.objectives.Robust}"],
+               "Robust"),
+              ("aq --model.learner.init_args.head svm", [*aq, "--model.learner.init_args.head", "svm"], "head"),
               ("aq --data.image_size 0", [*aq, "--data.image_size", "0"], "image_size")]
     return cases
 
@@ -112,6 +114,7 @@ def api_cases() -> list[Case]:
 
     from lightning_adv.attacks import PGD
     from lightning_adv.modules import AdvTraining, OptimConfig
+    from lightning_adv.objectives import PGDAT, TRADES
     from lightning_adv.modules.free import FreeReplay
 
     def attack_255(_: Path) -> None:
@@ -144,8 +147,8 @@ def api_cases() -> list[Case]:
         ("api attack on [0, 255] inputs", attack_255, "[0, 1]"),
         ("api OptimConfig(weight_decay=nan)", lambda _: OptimConfig(weight_decay=math.nan), "weight_decay"),
         ("api OptimConfig(lr=1e12)", lambda _: OptimConfig(lr=1e12), "lr"),
-        ("api AdvTraining(attack eps 0)", lambda _: AdvTraining(attack=PGD(eps=0.0)), "eps"),
-        ("api AdvTraining(trades_beta=nan)", lambda _: AdvTraining(method="trades", trades_beta=math.nan), "trades_beta"),
+        ("api AdvTraining(PGDAT attack eps 0)", lambda _: AdvTraining(objective=PGDAT(attack=PGD(eps=0.0))), "eps"),
+        ("api TRADES(beta=nan)", lambda _: TRADES(beta=math.nan), "beta"),
         ("api FreeReplay(replays=0)", lambda _: FreeReplay(PGD().threat, 0, 0.1), "replays"),
     ]
 

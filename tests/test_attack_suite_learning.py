@@ -12,6 +12,7 @@ from lightning_adv.attacks import (
     Square, ZerothOrder,
 )
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
+from lightning_adv.objectives import PGDAT
 
 pytestmark = pytest.mark.slow
 
@@ -91,8 +92,8 @@ def test_gradient_masked_model_is_flagged(natural_model, digits_test):
 def test_autoattack_at_most_pgd20_on_a_pgd_trained_model(digits_test, tmp_path):
     x, y = digits_test[0][:80], digits_test[1][:80]
     eps = 0.15
-    module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, method="pgd",
-                         attack=PGD(eps=eps, steps=5, step_size=eps / 2.5, bn_mode="train"))
+    module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM,
+                         objective=PGDAT(attack=PGD(eps=eps, steps=5, step_size=eps / 2.5, bn_mode="train")))
     model = _fit(module, 8, tmp_path)
     suite = AttackSuite([PGDAttack(eps=eps, steps=20, step_size=eps / 8, name="pgd20"),
                          # standard AutoAttack but Square with 500 queries (5000 take ~40 s on CPU)

@@ -45,17 +45,17 @@ def test_validate_and_test_compute_robust_accuracy(quick_ckpt, tmp_path, inferen
 
 # (override, text the error must contain): each is rejected before any training step
 BAD_INPUTS = [
-    (["--model.attack.eps", "-0.1"], "eps"),
-    (["--model.attack.eps", "2.0"], "eps"),
-    (["--model.attack.steps", "-1"], "steps"),
-    (["--model.attack.step_size", "0"], "step_size"),
-    (["--model.attack.restarts", "0"], "restarts"),
-    (["--model.attack.norm", "l3"], "norm"),
-    (["--model.attack.bn_mode", "frozen"], "bn_mode"),
+    (["--model.objective.init_args.attack.eps", "-0.1"], "eps"),
+    (["--model.objective.init_args.attack.eps", "2.0"], "eps"),
+    (["--model.objective.init_args.attack.steps", "-1"], "steps"),
+    (["--model.objective.init_args.attack.step_size", "0"], "step_size"),
+    (["--model.objective.init_args.attack.restarts", "0"], "restarts"),
+    (["--model.objective.init_args.attack.norm", "l3"], "norm"),
+    (["--model.objective.init_args.attack.bn_mode", "frozen"], "bn_mode"),
     (["--model.arch", "resnet99"], "arch"),
-    (["--model.method", "fgsm_at"], "method"),
-    (["--model.method", "free", "--model.free_replays", "0"], "free_replays"),
-    (["--model.trades_beta", "-1"], "trades_beta"),
+    (["--model.objective", "lightning_adv.objectives.KD"], "KnowledgeDistillation"),
+    (["--model.objective", "lightning_adv.objectives.Free", "--model.objective.init_args.replays", "0"], "replays"),
+    (["--model.objective", "lightning_adv.objectives.TRADES", "--model.objective.init_args.beta", "-1"], "beta"),
     (["--model.optim.lr", "0"], "lr"),
     (["--model.optim.momentum", "1.5"], "momentum"),
     (["--model.optim.milestones", "[5, 3]"], "milestones"),
@@ -138,8 +138,9 @@ class _CheckRestored(Callback):
 def test_crash_and_resume_from_last_checkpoint(tmp_path):
     # free training uses only the ball of the attack: the quickstart's PGD-5 settings go back to the defaults
     free = tmp_path / "free.yaml"
-    free.write_text("model:\n  init_args:\n    attack: {eps: 0.15, steps: 10, step_size: null, bn_mode: train}\n")
-    args = _base(tmp_path, "--config", str(free), "--model.method", "free", "--model.free_replays", "2",
+    free.write_text("model:\n  init_args:\n    objective:\n      class_path: lightning_adv.objectives.Free\n"
+                    "      init_args: {eps: 0.15, replays: 2}\n")
+    args = _base(tmp_path, "--config", str(free),
                  "--trainer.max_epochs", "3",
                  "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
                  "--checkpoint.every_n_train_steps", "4", "--model.optim.optimizer", "sgd",

@@ -62,8 +62,9 @@ def test_ddp_fit_pgd_training(tmp_path):
 
 def test_ddp_fit_free_training(tmp_path):
     free = tmp_path / "free.yaml"  # free training uses only the ball: drop the quickstart's PGD-5 settings
-    free.write_text("model:\n  init_args:\n    attack: {eps: 0.15, steps: 10, step_size: null, bn_mode: train}\n")
-    records = _run_ddp(tmp_path, "--config", str(free), "--model.method", "free", "--model.free_replays", "2")
+    free.write_text("model:\n  init_args:\n    objective:\n      class_path: lightning_adv.objectives.Free\n"
+                    "      init_args: {eps: 0.15, replays: 2}\n")
+    records = _run_ddp(tmp_path, "--config", str(free))
     ckpt = _check_common(records, tmp_path)
     assert records[0]["global_step"] == 20  # m = 2 optimiser steps per batch
     delta = ckpt["free_delta"]
@@ -83,7 +84,7 @@ def test_ddp_batchnorm_model_with_train_mode_attack(tmp_path):
     records = _run_ddp(
         tmp_path, "--data.data_dir", str(tmp_path / "data"), "--data.batch_size", "4", "--data.eval_batch_size", "4",
         "--data.val_size", "8", "--data.num_workers", "0",
-        "--trainer.limit_val_batches", "1", "--model.attack.steps", "2",
+        "--trainer.limit_val_batches", "1", "--model.objective.init_args.attack.steps", "2",
         config="configs/at_resnet18_cifar10.yaml")
     _check_common(records, tmp_path, n_train=32, batch=4)
     assert records[0]["global_step"] == 4  # 32 images / 2 ranks / batch 4

@@ -27,8 +27,8 @@ from lightning_adv.attacks import (AttackSuite, CarliniWagnerL2, FGSMAttack, Gra
                                    Square)
 from lightning_adv.cli import main
 from lightning_adv.models import create_model
-from lightning_adv.modules import (ARD, AdvTraining, Classifier, FastARD, KnowledgeDistillation, OptimConfig,
-                                   distillation_kl)
+from lightning_adv.modules import AdvTraining, Classifier, KnowledgeDistillation, OptimConfig, distillation_kl
+from lightning_adv.objectives import KD
 
 CFG = REPO / "configs"
 TEACHER_DIGITS = CFG / "defensive_distillation_teacher_digits.yaml"
@@ -66,7 +66,7 @@ def test_bad_train_temperature_is_rejected_naming_the_parameter(bad):
         Classifier(arch="small_cnn", in_channels=1, train_temperature=bad)
 
 
-@pytest.mark.parametrize("cls", [Classifier, AdvTraining, KnowledgeDistillation, ARD, FastARD], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [Classifier, AdvTraining, KnowledgeDistillation], ids=lambda c: c.__name__)
 def test_saved_hyperparameters_are_constructor_arguments_of_the_class(cls):
     """LightningCLI re-parses a checkpoint's hparams with its class: Classifier's `regularizer` and
     `train_temperature` must not reach a KnowledgeDistillation checkpoint (train.py test failed on it)."""
@@ -140,8 +140,10 @@ def test_configs_follow_papernots_recipe():
     for data in ("digits", "mnist"):
         teacher = raw[f"defensive_distillation_teacher_{data}"]["model"]["init_args"]
         student = raw[f"defensive_distillation_student_{data}"]["model"]["init_args"]
-        assert teacher["train_temperature"] == student["temperature"] == 100.0  # T = 100 (paper, MNIST)
-        assert student["alpha"] == 1.0 and student["kl_reduction"] == "batchmean"  # soft labels only
+        kd = student["objective"]["init_args"]
+        assert student["objective"]["class_path"] == "lightning_adv.objectives.KD"
+        assert teacher["train_temperature"] == kd["temperature"] == 100.0  # T = 100 (paper, MNIST)
+        assert kd["alpha"] == 1.0 and kd["kl_reduction"] == "batchmean"  # soft labels only
         assert student["teacher_arch"] == teacher["arch"] == student["arch"]
         assert student["teacher_checkpoint"] == f"checkpoints/teachers/defensive_distillation_teacher_{data}.ckpt"
     # SGD: lr / t^2 on KD's t^2-scaled loss takes the steps lr takes on Papernot's (test above)
@@ -215,8 +217,8 @@ def _median_margin(model: nn.Module, x: torch.Tensor) -> float:
 @pytest.mark.slow
 def test_defensive_distillation_masks_cross_entropy_gradients_on_digits(one_thread):
     teacher = _fit(Classifier(**NET, train_temperature=T))
-    kd = KnowledgeDistillation(**NET, teacher_arch="small_cnn", teacher_arch_kwargs={"width": 16}, temperature=T,
-                               kl_reduction="batchmean")
+    kd = KnowledgeDistillation(**NET, teacher_arch="small_cnn", teacher_arch_kwargs={"width": 16},
+                               objective=KD(temperature=T, kl_reduction="batchmean"))
     kd.set_teacher(teacher)
     distilled = _fit(kd)
     natural = _fit(Classifier(**NET))

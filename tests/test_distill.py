@@ -13,8 +13,32 @@ from datamodules import CIFAR10DataModule, DigitsDataModule
 from lightning_adv.attacks import PGD, cross_entropy_loss, kl_loss
 from lightning_adv.attacks.threat import LinfThreat
 from lightning_adv.models import create_model
-from lightning_adv.modules import (ARD, AdvTraining, Classifier, FastARD, FreeReplay, KnowledgeDistillation,
-                                   OptimConfig, distillation_kl, load_teacher)
+from lightning_adv import objectives
+from lightning_adv.modules import AdvTraining, Classifier, FreeReplay, OptimConfig, distillation_kl, load_teacher
+from lightning_adv.modules import KnowledgeDistillation as DistillModule
+
+_OBJECTIVE_ARGS = {"temperature", "alpha", "kl_reduction", "attack", "attack_loss", "attack_temperature",
+                   "teacher_input", "clean_kd_weight", "free_replays", "free_step_size", "perturbation_loss"}
+
+
+def _distiller(objective_cls):
+    """``KnowledgeDistillation(..., objective=objective_cls(...))`` from one flat set of keyword arguments."""
+
+    def build(**kw):
+        okw = {k: kw.pop(k) for k in list(kw) if k in _OBJECTIVE_ARGS}
+        if objective_cls is objectives.FastARD:
+            if "attack" in okw:
+                attack = okw.pop("attack")
+                okw.update(eps=attack.eps, ascent_bn_mode=attack.bn_mode)
+            okw.update({new: okw.pop(old) for old, new in (("free_replays", "replays"), ("free_step_size", "step_size"))
+                        if old in okw})
+        return DistillModule(**kw, objective=objective_cls(**okw))
+
+    build.load_from_checkpoint = DistillModule.load_from_checkpoint
+    return build
+
+
+KnowledgeDistillation, ARD, FastARD = (_distiller(o) for o in (objectives.KD, objectives.ARD, objectives.FastARD))
 
 ADAM = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant")
 DIGITS = dict(arch="small_cnn", arch_kwargs={"width": 8}, num_classes=10, in_channels=1, teacher_arch="small_cnn",
@@ -105,7 +129,7 @@ def test_kd_objective_formula():
         t_logits = teacher(x)
     expected = (0.7 * 16 * nn.KLDivLoss()(F.log_softmax(logits / 4, 1), F.softmax(t_logits / 4, 1))
                 + 0.3 * F.cross_entropy(logits, y))
-    assert torch.allclose(module.objective(logits, x, y), expected, atol=1e-6)
+    assert torch.allclose(module.objective.distill_loss(logits, module.teacher_logits(x), y), expected, atol=1e-6)
 
 
 class _AttackSpy:
@@ -128,8 +152,8 @@ def test_ard_training_step_loss_formula(attack_loss, teacher_input):
                  alpha=0.6, clean_kd_weight=0.3, attack=PGD(eps=0.1, steps=2, step_size=0.05),
                  attack_loss=attack_loss, teacher_input=teacher_input)
     module.set_teacher(teacher)
-    spy = _AttackSpy(module.attack)
-    module.attack = spy
+    spy = _AttackSpy(module.objective.attack)
+    module.objective.attack = spy
     module.log = lambda *a, **k: None
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
     loss = module.training_step((x, y), 0)
@@ -148,7 +172,8 @@ def test_ard_training_step_loss_formula(attack_loss, teacher_input):
     assert loss.requires_grad
     # what the attack maximised
     if attack_loss == "ce":
-        assert torch.equal(call["target"], y) and call["loss_fn"] is cross_entropy_loss
+        assert torch.equal(call["target"], y)
+        assert torch.allclose(call["loss_fn"](s_clean, y), cross_entropy_loss(s_clean, y))  # attack_temperature 1
     else:
         probs = F.softmax(t_clean / 4, 1)
         assert torch.allclose(call["target"], probs, atol=1e-6)
@@ -323,10 +348,9 @@ def test_teacher_with_other_classes_is_refused_in_memory_too():
     (ARD, dict(alpha=0.0), "alpha"),
     (ARD, dict(attack=PGD(loss="kl")), "attack.loss"),
     (FastARD, dict(perturbation_loss="kl"), "perturbation_loss"),
-    (FastARD, dict(attack_loss="kl"), "attack_loss"),
-    (FastARD, dict(free_replays=0), "free_replays"),
-    (FastARD, dict(free_step_size=0.0), "free_step_size"),
-    (FastARD, dict(attack=PGD(eps=8 / 255, steps=3)), "attack.steps=3 is not used by Fast-ARD"),
+    (FastARD, dict(free_replays=0), "replays"),
+    (FastARD, dict(free_step_size=0.0), "step_size"),
+    (ARD, dict(attack_temperature=0.0), "attack_temperature"),
 ])
 def test_bad_distillation_arguments(cls, kwargs, param):
     with pytest.raises(ValueError, match=param):
@@ -403,7 +427,7 @@ def test_fast_ard_perturbation_survives_checkpoint_and_resume(tmp_path):
     # load into a new module
     restored = FastARD.load_from_checkpoint(path, weights_only=True)
     assert torch.equal(restored.free.delta, saved)
-    assert restored.free.replays == 2 and restored.perturbation_loss == "ard"
+    assert restored.free.replays == 2 and restored.objective.perturbation_loss == "ard"
 
     # resume in a new trainer: the perturbation is back before the first resumed step
     class AtStart(Callback):

@@ -28,7 +28,7 @@ from lightning_adv.models import create_model
 DISTILL_CONFIGS = sorted(
     p for pattern in ("kd_*.yaml", "ard_*.yaml", "fastard_*.yaml") for p in (REPO / "configs").glob(pattern)
 )
-CLASSES = {"KnowledgeDistillation": "kd", "ARD": "ard", "FastARD": "fastard"}
+CLASSES = {"KD": "kd", "ARD": "ard", "FastARD": "fastard"}  # the objective of the one distillation module
 # tables of thesis chapter 4 that distillation configs reproduce (4.11 is evaluation only)
 TABLES = {"4.1", "4.2", "4.3", "4.4", "4.5", "4.6", "4.7", "4.8", "4.9", "4.10", "4.12", "4.13", "4.14",
           "4.15", "4.16", "4.17", "4.18"}
@@ -106,10 +106,11 @@ def test_distillation_config_matches_the_thesis_recipe(config):
     assert re.search(r"A_nat [\d.]+%, A_adv [\d.]+%", comment), "the comment must give the target numbers"
     assert "--model.teacher_checkpoint" in comment
 
-    cls = raw["model"]["class_path"].rsplit(".", 1)[-1]
+    cls = raw["model"]["init_args"]["objective"]["class_path"].rsplit(".", 1)[-1]
     kind = CLASSES[cls]
     assert config.stem.startswith(kind + "_")
     init = raw["model"]["init_args"]
+    obj = init["objective"]["init_args"]
     dm = raw["data"]["init_args"]
     cifar100 = "CIFAR100" in raw["data"]["class_path"]
     assert init["num_classes"] == (100 if cifar100 else 10)
@@ -130,23 +131,23 @@ def test_distillation_config_matches_the_thesis_recipe(config):
         assert "--model.arch " + init["teacher_arch"] in comment
 
     # section 4.7 / shared notes A2-A5
-    assert init["temperature"] == (5.0 if cifar100 else 30.0)
-    assert init["kl_reduction"] == "elementwise_mean"
+    assert obj["temperature"] == (5.0 if cifar100 else 30.0)
+    assert obj["kl_reduction"] == "elementwise_mean"
     assert dm["batch_size"] == (256 if cifar100 else 128)
     assert dm.get("augment", True) is True
     optim = init["optim"]
     assert (optim["optimizer"], optim["lr"], optim["momentum"], optim["weight_decay"]) == ("sgd", 0.1, 0.9, 2e-4)
-    m = init.get("free_replays", 1)
+    m = obj.get("replays", 1)
     assert raw["trainer"]["max_epochs"] * m == 200
     assert optim["milestones"] == [math.floor(100 / m), math.floor(150 / m)]
     if kind == "ard":
-        atk = init["attack"]
+        atk = obj["attack"]
         assert (atk["steps"], atk["bn_mode"], atk["random_start"]) == (10, "train", True)
         assert math.isclose(atk["eps"], 8 / 255) and math.isclose(atk["step_size"], 2 / 255)
-        assert (init["attack_loss"], init["teacher_input"]) == ("ce", "clean")
+        assert (obj["attack_loss"], obj["teacher_input"]) == ("ce", "clean")
     if kind == "fastard":
-        assert init["perturbation_loss"] == "ard"
-        assert math.isclose(init["attack"]["eps"], 8 / 255)
+        assert obj["perturbation_loss"] == "ard"
+        assert math.isclose(obj["eps"], 8 / 255)
     eval_attack = raw["trainer"]["callbacks"][0]["init_args"]["attacks"][0]
     assert eval_attack["steps"] == 20 and math.isclose(eval_attack["eps"], 8 / 255)
 
@@ -174,14 +175,15 @@ def test_distillation_config_runs_fast_dev_run(config, standin_root, teacher_fil
     cli = main(args)
     trainer = cli.trainer
     assert trainer.state.finished
-    m = init.get("free_replays", 1)
+    m = init["objective"]["init_args"].get("replays", 1)
     assert trainer.global_step == m  # one batch; Fast-ARD steps the optimiser m times on it
     metrics = trainer.callback_metrics
     assert "train/loss" in metrics and torch.isfinite(metrics["train/loss"])
     assert "val/acc" in metrics
     assert "val/robust_acc" in metrics
     model = cli.model
-    assert type(model).__name__ == raw["model"]["class_path"].rsplit(".", 1)[-1]
+    assert type(model).__name__ == raw["model"]["class_path"].rsplit(".", 1)[-1] == "KnowledgeDistillation"
+    assert type(model.objective).__name__ == init["objective"]["class_path"].rsplit(".", 1)[-1]
     assert model.hparams.arch == init["arch"] and model.hparams.teacher_arch == init["teacher_arch"]
     assert model.hparams.num_classes == cli.datamodule.num_classes
     assert model.has_teacher and not any(k.startswith("_teacher") or "teacher" in k for k in model.state_dict())

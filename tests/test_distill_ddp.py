@@ -56,16 +56,19 @@ def _write_config(tmp_path: Path, class_path: str, extra: str = "") -> Path:
     cfg.write_text(
         "seed_everything: 0\n"
         "model:\n"
-        f"  class_path: {class_path}\n"
+        "  class_path: lightning_adv.modules.KnowledgeDistillation\n"
         "  init_args:\n"
         "    arch: small_cnn\n    num_classes: 10\n    in_channels: 1\n"
         "    teacher_arch: small_cnn\n    teacher_arch_kwargs: {width: 8}\n"
         f"    teacher_checkpoint: {tmp_path / 'teacher.pt'}\n"
-        "    temperature: 10.0\n"
-        + ("    attack: {eps: 0.15, bn_mode: train}\n" if "FastARD" in class_path else
-           "    attack: {eps: 0.15, steps: 2, step_size: 0.075, bn_mode: train}\n")
-        + "    optim: {optimizer: adam, lr: 0.003, weight_decay: 0.0, scheduler: constant}\n"
-        f"{extra}"
+        "    optim: {optimizer: adam, lr: 0.003, weight_decay: 0.0, scheduler: constant}\n"
+        "    objective:\n"
+        f"      class_path: {class_path}\n"
+        "      init_args:\n"
+        "        temperature: 10.0\n"
+        + ("        eps: 0.15\n" if "FastARD" in class_path else
+           "        attack: {eps: 0.15, steps: 2, step_size: 0.075, bn_mode: train}\n" if "ARD" in class_path else "")
+        + f"{extra}"
         "data:\n  class_path: datamodules.DigitsDataModule\n  init_args: {batch_size: 64}\n"
     )
     return cfg
@@ -93,15 +96,15 @@ def _fit(tmp_path: Path, class_path: str, extra: str = "") -> tuple[list[dict], 
 
 
 def test_ddp_fit_ard(tmp_path):
-    records, _ = _fit(tmp_path, "lightning_adv.modules.ARD")
+    records, _ = _fit(tmp_path, "lightning_adv.objectives.ARD")
     assert records[0]["global_step"] == records[1]["global_step"] == 10  # ceil(606 / 64) batches per rank
     assert "train/adv_acc" in records[0]["metrics"]
 
 
 @pytest.mark.parametrize("perturbation_loss", ["ard", "ce"])
 def test_ddp_fit_fast_ard(perturbation_loss, tmp_path):
-    records, ckpt = _fit(tmp_path, "lightning_adv.modules.FastARD",
-                         f"    free_replays: 2\n    perturbation_loss: {perturbation_loss}\n")
+    records, ckpt = _fit(tmp_path, "lightning_adv.objectives.FastARD",
+                         f"        replays: 2\n        perturbation_loss: {perturbation_loss}\n")
     assert records[0]["global_step"] == records[1]["global_step"] == 20  # m = 2 updates per batch
     delta = ckpt["free_delta"]
     assert delta.shape[0] == 2 and not torch.equal(delta[0], delta[1])  # one perturbation per rank

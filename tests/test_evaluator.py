@@ -16,6 +16,7 @@ from datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.attacks import FGSM, PGD, AttackSuite
 from lightning_adv.meta import EpisodeAccuracy, episode_accuracy
 from lightning_adv.modules import AdversarialQuerying, Classifier, OptimConfig
+from lightning_adv.objectives import AQ
 
 warnings.filterwarnings("ignore", category=UserWarning)
 torch.set_num_threads(1)
@@ -135,8 +136,8 @@ def omniglot_standin(tmp_path_factory):
 
 def test_few_shot_keys_and_confidence_intervals_come_from_the_suite(omniglot_standin, tmp_path):
     pl.seed_everything(0, verbose=False)
-    module = AdversarialQuerying(arch="conv4", in_channels=1, image_size=28, arch_kwargs={"width": 8}, head="r2d2",
-                                 ways=3, attack=PGD(eps=0.1, steps=1, step_size=0.1, bn_mode="train"),
+    module = AdversarialQuerying(arch="conv4", in_channels=1, image_size=28, arch_kwargs={"width": 8},
+                                 objective=AQ(PGD(eps=0.1, steps=1, step_size=0.1, bn_mode="train")),
                                  eval_attack=PGD(eps=0.1, steps=2, step_size=0.05),
                                  test_attacks=[FGSM(eps=0.1, name="fgsm")])
     dm = OmniglotFewShot(data_dir=str(omniglot_standin), ways=3, shots=2, queries=2, tasks_per_batch=2,

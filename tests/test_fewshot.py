@@ -18,6 +18,8 @@ from lightning_adv.meta import EpisodeAccuracy, EpisodeDataset, R2D2Head, ridge_
 from lightning_adv.models import create_model
 from lightning_adv.models.fewshot import FeatureDenoise
 from lightning_adv.modules import AdversarialQuerying
+from lightning_adv.objectives.legacy import convert_hparams
+from lightning_adv.attacks import cross_entropy_loss
 
 warnings.filterwarnings("ignore", category=UserWarning)
 SMALL = dict(ways=3, shots=2, queries=2, tasks_per_batch=2, train_episodes=4, val_shots=1, test_shots=2,
@@ -42,6 +44,9 @@ def _module(**kw):
                 attack=PGD(eps=0.1, steps=2, step_size=0.05, bn_mode="train"),
                 eval_attack=PGD(eps=0.1, steps=3, step_size=0.05), maml_steps=1, maml_test_steps=2)
     args.update(kw)
+    # the test cases name learner and objective by the old flat arguments (head, training_mode, maml_*)
+    if "learner" not in args:
+        args = convert_hparams(args, "AdversarialQuerying")[1]
     return AdversarialQuerying(**args)
 
 
@@ -211,9 +216,9 @@ def test_query_attack_moves_only_queries_inside_ball_and_raises_loss(fs_root):
     module = _module(head="r2d2").eval()
     sx, sy, qx, qy = _batch(fs_root)
     sx_before = sx.clone()
-    learner = module._adapt(sx, sy)
+    learner = module.adapt(sx, sy)
     attack = PGD(eps=0.1, steps=10, step_size=0.03)
-    qx_adv = module.attack_queries(learner, qx, qy, attack)
+    qx_adv = module.attack_tasks(learner, qx, qy, attack, cross_entropy_loss)
     assert torch.equal(sx, sx_before)  # the support is never perturbed
     assert qx_adv.shape == qx.shape
     assert float((qx_adv - qx).abs().max()) <= 0.1 + 1e-6
@@ -295,6 +300,8 @@ def test_module_checks_data_shape(fs_root):
         _trainer().fit(module, datamodule=_omniglot(fs_root))
     with pytest.raises(ValueError, match="MAML"):
         _trainer().fit(_module(head="maml", ways=5), datamodule=_omniglot(fs_root))
+    with pytest.raises(ValueError, match="gradient-based learner"):
+        _module(head="r2d2", training_mode="adml")
 
 
 def test_lambda_lr_schedule_matches_authors():

@@ -51,10 +51,13 @@ def _args(config, raw, root, tmp_path):
         inner = raw["data"]["init_args"]["episodes"]["class_path"].rsplit(".", 1)[1]
         return args + ["--data.episodes.init_args.data_dir", str(root / STANDIN[inner]),
                        "--data.episodes.init_args.num_workers", "0", "--data.batch_size", "4",
-                       "--data.val_per_class", "1", "--model.attack.steps", "1", "--model.num_classes", "8",
+                       "--data.val_per_class", "1", "--model.objective.init_args.attack.steps", "1",
+                       "--model.num_classes", "8",
                        "--model.arch_kwargs", json.dumps({"input_size": 32, "channels": [8, 8, 8, 8]}),
                        "--data.episodes.init_args.image_size", "32"]
-    args += TINY + ["--model.attack.steps", "1", "--model.eval_attack.steps", "1"]
+    args += TINY + ["--model.eval_attack.steps", "1"]
+    if "attack" in (raw["model"]["init_args"]["objective"].get("init_args") or {}):
+        args += ["--model.objective.init_args.attack.steps", "1"]
     if data_cls in STANDIN:
         args += ["--data.data_dir", str(root / STANDIN[data_cls])]
     elif data_cls == "ClassFolderFewShot":  # the vendored Omniglot zips are extracted here, not into the repo
@@ -65,8 +68,8 @@ def _args(config, raw, root, tmp_path):
         args += ["--data.num_workers", "0"]
     if data_cls == "OmniglotFewShot":
         args += ["--data.val_classes", "6"]
-    if raw["model"]["init_args"].get("head") == "maml":
-        args += ["--model.maml_steps", "1"]
+    if raw["model"]["init_args"]["learner"]["class_path"].endswith("MAML"):
+        args += ["--model.learner.init_args.steps", "1"]
     return args + _narrow(raw)
 
 
@@ -92,10 +95,12 @@ def test_aq_config_runs_fast_dev_run(config, aq_root, tmp_path):
     init = raw["model"]["init_args"]
     hp = cli.model.hparams
     assert hp.arch == init["arch"]
-    if "head" in init:
-        assert hp.head == init["head"] and hp.training_mode == init["training_mode"]
-        # hyperparameters store attacks as Attack.config(): {class_path, init_args}
-        assert hp.attack["init_args"]["steps"] == 1
+    if "learner" in init:
+        # hyperparameters store the parts as {class_path, init_args}
+        assert hp.learner["class_path"].rsplit(".", 1)[1] == init["learner"]["class_path"].rsplit(".", 1)[1]
+        assert hp.objective["class_path"].rsplit(".", 1)[1] == init["objective"]["class_path"].rsplit(".", 1)[1]
+        if "attack" in hp.objective["init_args"]:
+            assert hp.objective["init_args"]["attack"]["init_args"]["steps"] == 1
         assert hp.eval_attack["init_args"]["eps"] == pytest.approx(init["eval_attack"]["eps"])
 
 

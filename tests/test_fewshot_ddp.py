@@ -66,7 +66,7 @@ def _run(tmp_path: Path, subcommand: str, *extra: str) -> subprocess.CompletedPr
 
 def test_ddp_fit_adversarial_querying_ranks_draw_different_tasks(tmp_path):
     _run(tmp_path, "fit", "--data.train_episodes", "8", "--data.tasks_per_batch", "2", "--data.val_episodes", "2",
-         "--model.attack.steps", "1")
+         "--model.objective.init_args.attack.steps", "1")
     r0, r1 = (json.loads((tmp_path / "probe" / f"fit{r}.json").read_text()) for r in range(2))
     assert r0["step"] == r1["step"] == 2  # 8 tasks / 2 ranks / 2 per batch
     assert len(r0["episodes"]) == len(r1["episodes"]) == 4

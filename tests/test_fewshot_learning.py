@@ -15,6 +15,8 @@ from conftest import REPO
 from datamodules.fewshot import ClassFolderFewShot
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdversarialQuerying, OptimConfig
+from lightning_adv.meta import HeadLearner
+from lightning_adv.objectives import AQ, MetaNatural
 
 pytestmark = pytest.mark.slow
 
@@ -38,9 +40,10 @@ def minimal_omniglot(tmp_path_factory):
 def _meta_train(dm, mode: str) -> dict:
     pl.seed_everything(0, verbose=False)
     torch.set_num_threads(1)
+    attack = PGD(eps=EPS, steps=2, step_size=EPS, bn_mode="train")  # main rejects step_size > eps
     module = AdversarialQuerying(
-        arch="conv4", in_channels=1, image_size=20, arch_kwargs={"width": 32}, head="protonet", training_mode=mode,
-        attack=PGD(eps=EPS, steps=2, step_size=EPS, bn_mode="train"),  # main rejects step_size > eps
+        arch="conv4", in_channels=1, image_size=20, arch_kwargs={"width": 32}, learner=HeadLearner("protonet"),
+        objective=AQ(attack=attack) if mode == "aq" else MetaNatural(),
         eval_attack=PGD(eps=EPS, steps=5, step_size=EPS / 2),
         optim=OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant"))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

@@ -17,6 +17,8 @@ from datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.attacks import PGD, DeepFool, PGDAttack, is_few_shot
 from lightning_adv.cli import main
 from lightning_adv.modules import AdversarialQuerying
+from lightning_adv.meta import MAML, HeadLearner
+from lightning_adv.objectives import AQ
 
 warnings.filterwarnings("ignore", category=UserWarning)
 TASKS = dict(ways=3, shots=2, queries=2, tasks_per_batch=2, train_episodes=4, val_shots=1, test_shots=2,
@@ -34,9 +36,10 @@ def omniglot_standin(tmp_path_factory):
 def test_suite_attacks_queries_through_the_adapted_learner(head, omniglot_standin, tmp_path):
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
-    module = AdversarialQuerying(arch="conv4", in_channels=1, image_size=28, arch_kwargs={"width": 8}, head=head,
-                                 ways=3, attack=PGD(eps=0.1, steps=2, step_size=0.05, bn_mode="train"),
-                                 eval_attack=PGD(eps=0.1, steps=3, step_size=0.05), maml_steps=1, maml_test_steps=2)
+    learner = MAML(ways=3, steps=1, test_steps=2) if head == "maml" else HeadLearner(head)
+    module = AdversarialQuerying(arch="conv4", in_channels=1, image_size=28, arch_kwargs={"width": 8},
+                                 learner=learner, objective=AQ(PGD(eps=0.1, steps=2, step_size=0.05, bn_mode="train")),
+                                 eval_attack=PGD(eps=0.1, steps=3, step_size=0.05))
     assert is_few_shot(module)
     dm = OmniglotFewShot(data_dir=str(omniglot_standin), **TASKS)
     seen_support: list[torch.Tensor] = []

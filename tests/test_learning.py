@@ -14,6 +14,7 @@ import torch
 from datamodules import DigitsDataModule, FashionMNISTDataModule
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
+from lightning_adv.objectives import AWP, MART, PGDAT, TRADES, Free
 
 pytestmark = pytest.mark.slow
 
@@ -54,18 +55,23 @@ def digits_natural(tmp_path_factory):
     return clean, robust
 
 
-@pytest.mark.parametrize("method", ["pgd", "trades", "free"])
+@pytest.mark.parametrize("method", ["pgd", "trades", "free", "mart", "awp"])
 def test_adversarial_training_beats_natural_on_digits(method, digits_natural, tmp_path):
     nat_clean, nat_robust = digits_natural
     if method == "free":
-        module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, method="free", free_replays=4,
-                             attack=PGD(eps=EPS))
+        module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=Free(eps=EPS, replays=4))
         epochs = 3  # 12 replays of each batch
     else:
-        loss = "kl" if method == "trades" else "ce"
-        bn = "eval" if method == "trades" else "train"
-        module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, method=method,
-                             attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, loss=loss, bn_mode=bn))
+        official = PGD(eps=EPS, steps=5, step_size=EPS / 2.5, random_start=False, start_sigma=0.001)
+        if method == "trades":
+            objective = TRADES(attack=official)
+        elif method == "mart":  # Wang et al. 2020 (objectives.MART), its official attack settings
+            objective = MART(attack=official)
+        elif method == "awp":  # Wu et al. 2020: AWP on top of TRADES, the official TRADES-AWP gamma 0.005
+            objective = AWP(inner=TRADES(attack=official), gamma=0.005)
+        else:
+            objective = PGDAT(attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train"))
+        module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=objective)
         epochs = 10
     dm = DigitsDataModule(batch_size=64)
     _fit(module, dm, epochs, tmp_path)
@@ -88,8 +94,8 @@ def test_pgd_training_beats_natural_on_fashion_mnist(tmp_path):
                                       local_source=FMNIST)
     mlp = dict(arch="mlp", arch_kwargs={"input_size": 28, "hidden": [256, 256]}, in_channels=1, optim=ADAM)
     natural = _fit(Classifier(**mlp), dm(), 3, tmp_path)
-    robust_model = _fit(AdvTraining(**mlp, method="pgd",
-                                    attack=PGD(eps=eps, steps=3, step_size=eps / 2, bn_mode="train")),
+    robust_model = _fit(AdvTraining(**mlp, objective=PGDAT(attack=PGD(eps=eps, steps=3, step_size=eps / 2,
+                                                                      bn_mode="train"))),
                         dm(), 3, tmp_path)
     data = dm()
     data.prepare_data()

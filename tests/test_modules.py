@@ -14,6 +14,7 @@ from callbacks import PGDEvaluation
 from datamodules import DigitsDataModule
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
+from lightning_adv.objectives import PGDAT, TRADES, Free
 
 
 def _trainer(tmp_path, **kw) -> pl.Trainer:
@@ -24,10 +25,10 @@ def _trainer(tmp_path, **kw) -> pl.Trainer:
     return pl.Trainer(**defaults)
 
 
-def _adv(method="pgd", **kw) -> AdvTraining:
-    base = dict(arch="small_cnn", num_classes=10, in_channels=1, method=method,
+def _adv(objective=None, **kw) -> AdvTraining:
+    base = dict(arch="small_cnn", num_classes=10, in_channels=1,
                 optim=OptimConfig(optimizer="sgd", lr=0.05, milestones=[1]),
-                attack=PGD(eps=0.1, steps=2, step_size=0.05, bn_mode="train"))
+                objective=objective or PGDAT(attack=PGD(eps=0.1, steps=2, step_size=0.05, bn_mode="train")))
     base.update(kw)
     return AdvTraining(**base)
 
@@ -51,7 +52,7 @@ class _Recorder(Callback):
 def test_free_training_replays_and_keeps_perturbation_in_ball(tmp_path):
     torch.manual_seed(0)
     m = 3
-    module = _adv("free", free_replays=m, attack=PGD(eps=0.1))
+    module = _adv(Free(eps=0.1, replays=m))
     rec = _Recorder()
     trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=5, limit_val_batches=0, callbacks=[rec])
     trainer.fit(module, DigitsDataModule(batch_size=32))
@@ -102,19 +103,21 @@ def test_free_perturbation_hits_image_bounds_only_through_clamp():
 
 def test_trades_loss_matches_formula():
     torch.manual_seed(0)
-    module = _adv("trades", trades_beta=2.0, attack=PGD(eps=0.1, steps=1, loss="kl", bn_mode="eval"))
+    module = _adv(TRADES(beta=2.0, attack=PGD(eps=0.1, steps=1, random_start=False, start_sigma=0.001)))
     module.eval()  # deterministic forwards for the check
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
     captured = {}
-    real_attack = module.attack
+    real_attack = module.objective.attack
 
-    def spy(model, xx, target, **kw):
-        captured["target"] = target
-        captured["x_adv"] = real_attack(model, xx, target, **kw)
-        return captured["x_adv"]
+    class Spy:
+        bn_mode = real_attack.bn_mode
 
-    spy.loss = real_attack.loss
-    module.attack = spy
+        def __call__(self, model, xx, target, **kw):
+            captured["target"] = target
+            captured["x_adv"] = real_attack(model, xx, target, **kw)
+            return captured["x_adv"]
+
+    module.objective.attack = Spy()
     module.log = lambda *a, **k: None
     loss = module.training_step((x, y), 0)
     with torch.no_grad():
@@ -159,16 +162,16 @@ def test_pgd_evaluation_matches_manual_computation(tmp_path):
 
 
 def test_checkpoint_hparams_load_with_weights_only(tmp_path):
-    module = _adv("free", free_replays=2, attack=PGD(eps=0.1))
+    module = _adv(Free(eps=0.1, replays=2))
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(module, DigitsDataModule(batch_size=16))
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # no pickled objects
-    assert ckpt["hyper_parameters"]["attack"]["init_args"]["eps"] == pytest.approx(0.1)
+    assert ckpt["hyper_parameters"]["objective"]["init_args"]["eps"] == pytest.approx(0.1)
     assert ckpt["free_delta"].shape[1:] == (16, 1, 8, 8)
     restored = AdvTraining.load_from_checkpoint(path, weights_only=True)
-    assert restored.method == "free" and restored.free.replays == 2
+    assert isinstance(restored.objective, Free) and restored.free.replays == 2
     assert torch.equal(restored.free.delta, module.free.delta.cpu())
     for a, b in zip(restored.parameters(), module.parameters()):
         assert torch.equal(a, b)
@@ -183,13 +186,13 @@ def test_model_data_mismatch_is_caught_before_training(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,param", [
-    (dict(method="fgsm-at"), "method"),
-    (dict(method="free", free_replays=0, attack=PGD(eps=0.1)), "free_replays"),
-    (dict(method="free", attack=PGD(eps=0.1, steps=3)), "attack.steps=3 is not used by free training"),
-    (dict(method="free", attack=PGD(eps=0.1, restarts=2)), "attack.restarts=2"),
-    (dict(trades_beta=-1.0), "trades_beta"),
-    (dict(free_step_size=0.0), "free_step_size"),
+    (lambda: dict(objective={"class_path": "lightning_adv.objectives.FGSMAT"}), "objective.class_path"),
+    (lambda: dict(objective=Free(eps=0.1, replays=0)), "replays"),
+    (lambda: dict(objective={"class_path": "lightning_adv.objectives.Free", "init_args": {"steps": 3}}), "steps"),
+    (lambda: dict(objective=TRADES(beta=-1.0)), "beta"),
+    (lambda: dict(objective=Free(step_size=0.0)), "step_size"),
+    (lambda: dict(objective={"class_path": "lightning_adv.objectives.KD"}), "KnowledgeDistillation"),
 ])
 def test_bad_module_arguments(kwargs, param):
     with pytest.raises(ValueError, match=param):
-        _adv(**kwargs)
+        _adv(**kwargs())

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_adv.modules import AdvTraining, Classifier, NormBias
+from lightning_adv.objectives import Free
 from lightning_adv.modules.regularizers import coerce_regularizer
 
 
@@ -42,7 +43,7 @@ def test_norm_bias_with_a_large_coefficient_drives_the_parameter_norm_to_mu(meth
     if method == "natural":
         module = Classifier(**common, regularizer=reg)
     else:  # manual optimisation (free AT, 2 replays): the same hook applies the regulariser
-        module = AdvTraining(**common, method="free", free_replays=2, attack={"eps": 0.1}, regularizer=reg)
+        module = AdvTraining(**common, objective=Free(eps=0.1, replays=2), regularizer=reg)
     module.model.load_state_dict(probe.model.state_dict())
     start = _sq_norm(module)
     trainer = _trainer(tmp_path, epochs=25)
@@ -146,7 +147,7 @@ def test_rank_projection_callback_moves_every_layers_effective_rank(mode, tmp_pa
 
     torch.manual_seed(0)
     module = AdvTraining(arch="small_cnn", num_classes=10, in_channels=1, arch_kwargs={"width": 4},
-                         attack={"eps": 0.1, "steps": 1, "step_size": 0.1}, track_clean_acc=False,
+                         objective={"class_path": "lightning_adv.objectives.PGDAT", "init_args": {"attack": {"eps": 0.1, "steps": 1, "step_size": 0.1}}}, track_clean_acc=False,
                          optim={"optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0, "scheduler": "constant"})
     ranks = EffectiveRank()
     proj = RankProjection(mode=mode, threshold=0.5 if mode == "min" else 0.2, start_epoch=1, final_projection=True)

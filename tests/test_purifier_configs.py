@@ -17,6 +17,8 @@ from conftest import REPO, PURIFIER_PREFIXES
 from datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.cli import main
 from lightning_adv.modules import AdversarialQuerying, GANTraining, SRTraining
+from lightning_adv.meta import HeadLearner
+from lightning_adv.objectives import AQ, MetaNatural
 
 warnings.filterwarnings("ignore", category=UserWarning)
 PURIFIER_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name.startswith(PURIFIER_PREFIXES))
@@ -70,8 +72,8 @@ def _save(module, path) -> str:
 
 def _checkpoints(root, size: int, channels: int, arch: str, arch_kwargs: dict, head: str) -> dict:
     torch.manual_seed(0)
-    fs = AdversarialQuerying(arch=arch, in_channels=channels, image_size=size, arch_kwargs=arch_kwargs, head=head,
-                             training_mode="natural")
+    fs = AdversarialQuerying(arch=arch, in_channels=channels, image_size=size, arch_kwargs=arch_kwargs,
+                             learner=HeadLearner(head), objective=MetaNatural())
     gan = GANTraining(image_size=size, in_channels=channels, latent_dim=4, gen_width=4, critic_width=4)
     sr = SRTraining(image_size=size, in_channels=channels, sr_width=4, sr_blocks=1)
     return {"fewshot": _save(fs, root / "fs.ckpt"), "defensegan": _save(gan, root / "gan.ckpt"),

@@ -21,6 +21,8 @@ from datamodules.fewshot import ClassFolderFewShot, MetaTrainClassification
 from lightning_adv.attacks import PGD
 from lightning_adv.defenses import PurifierUnaware
 from lightning_adv.modules import AdversarialQuerying, GANTraining, OptimConfig, PurifiedFewShot, SRTraining
+from lightning_adv.meta import HeadLearner
+from lightning_adv.objectives import AQ, MetaNatural
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +53,8 @@ def trained(tmp_path_factory):
     for mode in ("natural", "aq"):
         pl.seed_everything(0, verbose=False)
         module = AdversarialQuerying(
-            arch="conv4", in_channels=1, image_size=SIZE, arch_kwargs={"width": 32}, head="protonet",
-            training_mode=mode, attack=PGD(eps=EPS, steps=2, step_size=EPS, bn_mode="train"),
+            arch="conv4", in_channels=1, image_size=SIZE, arch_kwargs={"width": 32}, learner=HeadLearner("protonet"),
+            objective=AQ(PGD(eps=EPS, steps=2, step_size=EPS, bn_mode="train")) if mode == "aq" else MetaNatural(),
             eval_attack=PGD(eps=EPS, steps=5, step_size=EPS / 2),
             optim=OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant"))
         trainer = _trainer(max_epochs=1, limit_val_batches=0)

@@ -13,6 +13,8 @@ from lightning_adv.attacks import PGD, AttackSuite
 from lightning_adv.defenses import (DefenseGAN, Generator, Purified, PurifierUnaware, SRDefense, SRResNet,
                                     WaveletDenoise, adaptive_purifier, load_generator, load_sr_net, wavelet_denoise)
 from lightning_adv.modules import AdversarialQuerying, GANTraining, PurifiedFewShot, SRTraining
+from lightning_adv.meta import HeadLearner
+from lightning_adv.objectives import AQ, MetaNatural
 
 
 @pytest.fixture(autouse=True)
@@ -187,8 +189,8 @@ def checkpoints(tmp_path_factory):
     _fit(gan, x, 4).save_checkpoint(root / "gan.ckpt")
     sr = SRTraining(image_size=16, sr_width=4, sr_blocks=1, lr=1e-3)
     _fit(sr, x, 2).save_checkpoint(root / "sr.ckpt")
-    fs = AdversarialQuerying(arch="conv4", in_channels=1, image_size=16, arch_kwargs={"width": 4}, head="protonet",
-                             training_mode="natural")
+    fs = AdversarialQuerying(arch="conv4", in_channels=1, image_size=16, arch_kwargs={"width": 4},
+                             learner=HeadLearner("protonet"), objective=MetaNatural())
     torch.save({"state_dict": fs.state_dict(), "hyper_parameters": dict(fs.hparams)}, root / "fs.ckpt")
     return {"gan": str(root / "gan.ckpt"), "sr": str(root / "sr.ckpt"), "fs": str(root / "fs.ckpt"),
             "gan_module": gan, "sr_module": sr}
@@ -249,7 +251,7 @@ def test_bad_input_is_a_clear_error_before_any_run(checkpoints):
             PurifiedFewShot(**args)
     # a generator trained on 16x16 images in front of a 20x20 learner
     fs20 = AdversarialQuerying(arch="conv4", in_channels=1, image_size=20, arch_kwargs={"width": 4},
-                               head="protonet", training_mode="natural")
+                               learner=HeadLearner("protonet"), objective=MetaNatural())
     path = checkpoints["fs"].replace("fs.ckpt", "fs20.ckpt")
     torch.save({"state_dict": fs20.state_dict(), "hyper_parameters": dict(fs20.hparams)}, path)
     with pytest.raises(ValueError, match=r"generator makes images of shape \(1, 16, 16\) but the data has shape "

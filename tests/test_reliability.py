@@ -37,13 +37,13 @@ def quick_ckpt(tmp_path_factory):
 
 # (extra arguments, words the last line must contain)
 ONE_LINE = [
-    (["--model.attack.eps", "nan"], ["model.attack.eps=nan", "finite"]),
+    (["--model.objective.init_args.attack.eps", "nan"], ["eps=nan", "finite"]),
     (["--model.optim.lr", "inf"], ["model.optim.lr=inf", "finite"]),
     (["--model.optim.lr", "1e12"], ["lr", "diverge"]),
-    (["--model.trades_beta", ".nan"], ["trades_beta", "finite"]),
-    (["--model.attack.eps", "0"], ["attack.eps=0", "eps > 0"]),
-    (["--model.attack.eps", "-0.1"], ["eps", "-0.1"]),
-    (["--model.attak.eps", "0.1"], ["attak", "unknown parameter"]),
+    (["--model.objective", "{class_path: lightning_adv.objectives.TRADES, init_args: {beta: .nan}}"], ["beta", "finite"]),
+    (["--model.objective.init_args.attack.eps", "0"], ["attack.eps=0", "eps > 0"]),
+    (["--model.objective.init_args.attack.eps", "-0.1"], ["eps", "-0.1"]),
+    (["--model.objective.init_args.attak.eps", "0.1"], ["attak"]),
     (["--data.batch_size", "0"], ["batch_size=0"]),
 ]
 
@@ -67,7 +67,7 @@ def test_yaml_syntax_error_names_the_file(tmp_path, capsys):
 def test_debug_env_prints_the_traceback(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LIGHTNING_ADV_DEBUG", "1")
     with pytest.raises(SystemExit):
-        cli_main(_args(tmp_path, "--model.attack.eps", "0"))
+        cli_main(_args(tmp_path, "--model.objective.init_args.attack.eps", "0"))
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
 
@@ -126,14 +126,14 @@ def test_logs_follow_default_root_dir(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------- every module class: validate/test/resume
 DISTILL = """model:
-  class_path: lightning_adv.modules.{cls}
+  class_path: lightning_adv.modules.KnowledgeDistillation
   init_args:
     arch: small_cnn
     in_channels: 1
     teacher_arch: small_cnn
     teacher_checkpoint: {teacher}
-    temperature: 4.0
-{attack}"""
+    objective: {{class_path: lightning_adv.objectives.{cls}, init_args: {objective}}}
+"""
 
 
 def _module_config(name, tmp):
@@ -157,20 +157,24 @@ def _module_config(name, tmp):
                 "--data.tasks_per_batch", "1", "--data.val_shots", "1", "--data.val_episodes", "1",
                 "--data.test_shots", "1", "--data.test_queries", "1", "--data.test_episodes", "1",
                 "--data.image_size", "16", "--model.image_size", "16", "--model.arch_kwargs", '{"width": 4}',
-                "--model.attack.steps", "1", "--model.eval_attack.steps", "1"]
+                "--model.objective.init_args.attack.steps", "1", "--model.eval_attack.steps", "1"]
     from lightning_adv.models import create_model
 
     teacher = tmp / "teacher.pt"
     torch.save(create_model("small_cnn", num_classes=10, in_channels=1).state_dict(), teacher)
-    attack = "" if name == "KnowledgeDistillation" else "    attack: {eps: 0.15, steps: 10, step_size: null, bn_mode: train}\n"
+    objective = {"KD": "{temperature: 4.0}",
+                 "ARD": "{temperature: 4.0, attack: {eps: 0.15, steps: 2, step_size: 0.1, bn_mode: train}}",
+                 "FastARD": "{temperature: 4.0, eps: 0.15, replays: 2}"}[name]
     cfg = tmp / "distill.yaml"
-    cfg.write_text(DISTILL.format(cls=name, teacher=teacher, attack=attack))
-    extra = ["--checkpoint.monitor", "val/acc"] if name == "KnowledgeDistillation" else []
+    cfg.write_text(DISTILL.format(cls=name, teacher=teacher, objective=objective))
+    extra = ["--checkpoint.monitor", "val/acc"] if name == "KD" else []
     return ["--config", QUICK, "--config", str(cfg), *extra]
 
 
-MODULES = ["Classifier", "AdvTraining", "KnowledgeDistillation", "ARD", "FastARD", "AdversarialQuerying",
-           "CertifiedTraining", "GANTraining"]
+#: module classes, and the distillation objectives (KD, ARD, Fast-ARD) of KnowledgeDistillation
+MODULES = ["Classifier", "AdvTraining", "KD", "ARD", "FastARD", "AdversarialQuerying", "CertifiedTraining",
+           "GANTraining"]
+MODULE_CLASS = {"KD": "KnowledgeDistillation", "ARD": "KnowledgeDistillation", "FastARD": "KnowledgeDistillation"}
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -182,13 +186,14 @@ def test_checkpoint_of_each_module_validates_tests_and_resumes(name, tmp_path):
               "--trainer.limit_test_batches", "1", "--trainer.enable_model_summary", "false"]
     main(["fit", *cfg, *common, "--trainer.max_steps", "2", "--trainer.limit_train_batches", "2"])
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["_class_path"].endswith(name)
+    cls = MODULE_CLASS.get(name, name)
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["_class_path"].endswith(cls)
     for sub in ("validate",) if name == "GANTraining" else ("validate", "test"):  # a purifier has no test stage
         cli = main([sub, *cfg, *common, "--ckpt_path", str(ckpt)])
-        assert type(cli.model).__name__ == name
+        assert type(cli.model).__name__ == cls
         stage = "val" if sub == "validate" else "test"
         assert any(k.startswith(f"{stage}/") and math.isfinite(float(v)) for k, v in cli.trainer.callback_metrics.items())
-    if name not in ("Classifier", "KnowledgeDistillation"):
+    if name not in ("Classifier", "KD"):
         return  # resuming the others is tests/test_resume.py's (bit-identical after kill -9)
     cli = main(["fit", *cfg, *common, "--trainer.max_steps", "3", "--trainer.limit_train_batches", "2",
                 "--ckpt_path", str(ckpt)])

@@ -27,14 +27,15 @@ COMMON = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
           "--trainer.enable_model_summary", "false", "--trainer.limit_val_batches", "1"]
 
 DISTILL = """model:
-  class_path: lightning_adv.modules.{cls}
+  class_path: lightning_adv.modules.KnowledgeDistillation
   init_args:
     arch: small_cnn
     in_channels: 1
     teacher_arch: small_cnn
     teacher_checkpoint: {teacher}
-    temperature: 4.0
-    attack: {{eps: 0.15, steps: {steps}, step_size: {step_size}, bn_mode: train}}
+    objective:
+      class_path: lightning_adv.objectives.{cls}
+      init_args: {objective}
     optim: {{optimizer: sgd, lr: 0.05, scheduler: multistep, milestones: [1]}}
 """
 
@@ -53,27 +54,31 @@ def _case(name: str, tmp: Path) -> tuple[list[str], int]:
     steps = ["--trainer.limit_train_batches", "5", "--checkpoint.every_n_train_steps", "3"]
     sgd = ["--model.optim.optimizer", "sgd", "--model.optim.lr", "0.05", "--model.optim.scheduler", "multistep",
            "--model.optim.milestones", "[1]"]
-    if name in ("pgd", "trades"):
-        return ["--config", QUICK, "--model.method", name, "--model.attack.steps", "2", *sgd, *steps], 3
-    if name == "free":
-        free = tmp / "free.yaml"
-        free.write_text("model:\n  init_args:\n    attack: {eps: 0.15, steps: 10, step_size: null, bn_mode: train}\n")
-        return ["--config", QUICK, "--config", str(free), "--model.method", "free", "--model.free_replays", "2", *sgd,
-                "--trainer.limit_train_batches", "5", "--checkpoint.every_n_train_steps", "4"], 4
+    if name == "pgd":
+        return ["--config", QUICK, "--model.objective.init_args.attack.steps", "2", *sgd, *steps], 3
+    if name in ("trades", "free"):
+        cfg = tmp / f"{name}.yaml"
+        objective = ("{class_path: lightning_adv.objectives.TRADES, init_args: {beta: 6.0, attack: {eps: 0.15, "
+                     "steps: 2, step_size: 0.06, loss: kl, bn_mode: eval}}}" if name == "trades" else
+                     "{class_path: lightning_adv.objectives.Free, init_args: {eps: 0.15, replays: 2}}")
+        cfg.write_text(f"model:\n  init_args:\n    objective: {objective}\n")
+        every = 3 if name == "trades" else 4
+        return ["--config", QUICK, "--config", str(cfg), *sgd, "--trainer.limit_train_batches", "5",
+                "--checkpoint.every_n_train_steps", str(every)], every
     if name in ("ard", "fastard"):
         cfg = tmp / f"{name}.yaml"
-        cls, extra = ("ARD", []) if name == "ard" else ("FastARD", ["--model.free_replays", "2"])
-        cfg.write_text(DISTILL.format(cls=cls, teacher=_teacher(tmp), steps=2 if name == "ard" else 10,
-                                      step_size=0.06 if name == "ard" else "null"))
+        cls, objective = (("ARD", "{temperature: 4.0, attack: {eps: 0.15, steps: 2, step_size: 0.06, bn_mode: train}}")
+                          if name == "ard" else ("FastARD", "{temperature: 4.0, eps: 0.15, replays: 2}"))
+        cfg.write_text(DISTILL.format(cls=cls, teacher=_teacher(tmp), objective=objective))
         every = "3" if name == "ard" else "4"
-        return ["--config", QUICK, "--config", str(cfg), *extra, "--trainer.limit_train_batches", "5",
+        return ["--config", QUICK, "--config", str(cfg), "--trainer.limit_train_batches", "5",
                 "--checkpoint.every_n_train_steps", every], int(every)
     assert name == "aq"
     return ["--config", str(REPO / "configs" / "aq_omniglot_minimal.yaml"),
             "--data.data_dir", str(tmp.parent / "omniglot_minimal"), "--data.shots", "1", "--data.queries", "1",
             "--data.tasks_per_batch", "1", "--data.val_shots", "1", "--data.val_episodes", "1",
             "--data.train_episodes", "5", "--data.image_size", "16", "--model.image_size", "16",
-            "--model.arch_kwargs", json.dumps({"width": 4}), "--model.attack.steps", "1",
+            "--model.arch_kwargs", json.dumps({"width": 4}), "--model.objective.init_args.attack.steps", "1",
             "--model.eval_attack.steps", "1", "--checkpoint.every_n_train_steps", "3"], 3
 
 

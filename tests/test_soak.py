@@ -34,7 +34,7 @@ def test_soak_300_steps_memory_flat_and_checkpoints_load(tmp_path):
                 "--trainer.accelerator", "cpu", "--trainer.max_steps", "300", "--trainer.max_epochs", "-1",
                 "--trainer.limit_val_batches", "0", "--trainer.enable_model_summary", "false",
                 "--checkpoint.monitor", "null", "--checkpoint.save_top_k", "-1", "--checkpoint.every_n_train_steps", "20",
-                "--checkpoint.filename", "step{step:03d}", "--model.attack.steps", "3"], run=False)
+                "--checkpoint.filename", "step{step:03d}", "--model.objective.init_args.attack.steps", "3"], run=False)
     rss = _RSS()
     cli.trainer.callbacks.append(rss)
     cli.trainer.fit(cli.model, cli.datamodule)

@@ -134,6 +134,7 @@ def pgd(
     mode_module: Optional[nn.Module] = None,
     return_loss: bool = False,
     eot_samples: int = 1,
+    start_sigma: float = 0.0,
 ) -> Union[Tensor, tuple[Tensor, Tensor]]:
     """Projected gradient ascent on ``loss_fn(model(x + delta), target)`` inside ``threat``.
 
@@ -159,6 +160,8 @@ def pgd(
         return_loss: also return the per-example loss at the returned point (one extra
             forward when ``restarts == 1``).
         eot_samples: gradients averaged over this many forwards (EOT, for randomised models).
+        start_sigma: with ``random_start=False``, start at ``x + start_sigma * N(0, 1)`` (projected):
+            the official TRADES attack starts at ``x + 0.001 N(0, 1)``, where the KL is ~0.
 
     Returns:
         ``x_adv`` (detached), or ``(x_adv, loss)`` with ``return_loss``.
@@ -176,6 +179,8 @@ def pgd(
         for _ in range(restarts):
             if random_start and threat.eps > 0:
                 delta = clamp_to_image(x, threat.project(threat.random_init(x)))
+            elif start_sigma > 0 and threat.eps > 0:
+                delta = clamp_to_image(x, threat.project(start_sigma * torch.randn_like(x)))
             else:
                 delta = torch.zeros_like(x)
             for _ in range(steps if threat.eps > 0 else 0):

@@ -66,13 +66,16 @@ class PGD(Attack):
         eot_samples: average each gradient over this many forwards (EOT, randomised models).
         bn_mode: the model's mode during the attack: 'eval' (evaluation), 'train' (the
             authors' training attacks: BatchNorm batch statistics) or 'keep'.
+        start_sigma: with ``random_start=false``, start at ``x + start_sigma * N(0, 1)``
+            (official TRADES: 0.001); 0 starts at ``x``.
     """
 
     supports_loss_fn = True
 
     def __init__(self, eps: float = 8 / 255, steps: int = 10, step_size: Optional[float] = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = 1, targeted: bool = False,
-                 loss: str = "ce", eot_samples: int = 1, name: Optional[str] = None, bn_mode: str = "eval") -> None:
+                 loss: str = "ce", eot_samples: int = 1, name: Optional[str] = None, bn_mode: str = "eval",
+                 start_sigma: float = 0.0) -> None:
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
         self.steps = _check_int("steps", steps, 1)
         self.restarts = _check_int("restarts", restarts, 1)
@@ -85,6 +88,10 @@ class PGD(Attack):
                                  f"= {2.5 * self.eps / self.steps:.4g})")
         self.step_size = step_size
         self.random_start = bool(random_start)
+        self.start_sigma = _check_pos("start_sigma", start_sigma, allow_zero=True)
+        if self.start_sigma and self.random_start:
+            raise ValueError(f"start_sigma={start_sigma:g} is a Gaussian start; it needs random_start=false "
+                             f"(random_start draws uniformly in the ball)")
         self.targeted = bool(targeted)
         get_attack_loss(loss)
         self.loss = loss
@@ -115,7 +122,8 @@ class PGD(Attack):
         target = targets if (self.targeted and targets is not None) else y
         x_adv = pgd(model, x, target, self.threat, steps=self.steps, step_size=self.effective_step_size,
                     loss_fn=loss_fn or get_attack_loss(self.loss), random_start=self.random_start,
-                    restarts=self.restarts, targeted=self.targeted, bn_mode="keep", eot_samples=self.eot_samples)
+                    restarts=self.restarts, targeted=self.targeted, bn_mode="keep", eot_samples=self.eot_samples,
+                    start_sigma=self.start_sigma)
         assert isinstance(x_adv, Tensor)
         return AttackOutput(x_adv)
 

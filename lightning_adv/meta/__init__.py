@@ -9,3 +9,7 @@ __all__ = [
     "HEADS", "EpisodeAccuracy", "episode_accuracy", "EpisodeDataset", "FewShotHead", "MetaOptNetHead", "ProtoNetHead", "R2D2Head",
     "check_task_shape", "ridge_dual_weights", "ridge_regression_logits", "split_support_query",
 ]
+from .learners import HeadLearner, Learner, SingleTask, coerce_learner  # noqa: E402
+from .maml import EVAL_BN, MAML, batch_statistics  # noqa: E402
+
+__all__ += ["EVAL_BN", "HeadLearner", "Learner", "MAML", "SingleTask", "batch_statistics", "coerce_learner"]

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-__all__ = ["OptimConfig", "build_optimizer", "build_scheduler"]
+__all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "optimizers_and_schedule"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("multistep", "cosine", "constant")
@@ -21,6 +21,10 @@ class OptimConfig:
     multiplied by ``gamma`` at each epoch in ``milestones`` (thesis: 100 and 150 of 200).
     With free training (m replays) divide ``milestones`` and ``max_epochs`` by m in the
     config. Schedules step once per epoch.
+
+    ``lr_factors`` (multistep only): the LR is the initial LR times ``lr_factors[i]`` from
+    milestone ``i`` on, instead of powers of ``gamma`` (the AQ authors' LambdaLR:
+    [0.06, 0.012, 0.0024]).
     """
 
     optimizer: str = "sgd"
@@ -31,6 +35,7 @@ class OptimConfig:
     scheduler: str = "multistep"
     milestones: Optional[list[int]] = None
     gamma: float = 0.1
+    lr_factors: Optional[list[float]] = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -61,6 +66,13 @@ class OptimConfig:
             self.milestones = [int(m) for m in ms]
         if not 0 < self.gamma <= 1:
             raise ValueError(f"optim.gamma must be in (0, 1], got gamma={self.gamma}")
+        if self.lr_factors is not None:
+            factors = [float(f) for f in self.lr_factors]
+            if self.scheduler != "multistep" or len(factors) != len(self.milestones or []) or min(factors, default=1) <= 0:
+                raise ValueError(f"optim.lr_factors={self.lr_factors} must hold one positive LR multiplier per "
+                                 f"milestone (optim.milestones={self.milestones}) of the multistep scheduler; "
+                                 f"set lr_factors: null to use optim.gamma")
+            self.lr_factors = factors
 
     @classmethod
     def coerce(cls, value: Any) -> "OptimConfig":
@@ -90,8 +102,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
                     max_epochs: Optional[int]) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
     if cfg.scheduler == "constant":
         return None
+    if cfg.scheduler == "multistep" and cfg.lr_factors is not None:
+        milestones, factors = list(cfg.milestones or []), [1.0] + list(cfg.lr_factors)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: factors[sum(epoch >= m for m in milestones)])
     if cfg.scheduler == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.milestones or [], gamma=cfg.gamma)
     if not max_epochs or max_epochs < 1:
         raise ValueError("optim.scheduler='cosine' needs trainer.max_epochs >= 1")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+
+
+def optimizers_and_schedule(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, max_epochs: Optional[int]) -> Any:
+    """What ``configure_optimizers`` returns for every module: the optimiser and its per-epoch schedule."""
+    optimizer = build_optimizer(params, cfg)
+    scheduler = build_scheduler(optimizer, cfg, max_epochs)
+    if scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

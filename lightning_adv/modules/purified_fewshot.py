@@ -31,6 +31,7 @@ from ..attacks import module_mode
 from ..defenses import DefenseGAN, SRDefense, WaveletDenoise, adaptive_purifier, load_generator, load_sr_net
 from ..meta import EpisodeAccuracy
 from .adversarial_querying import AdversarialQuerying
+from .objective_training import legacy_checkpoint_error
 
 __all__ = ["PurifiedFewShot", "PurifiedLearner", "PURIFIERS", "load_fewshot"]
 
@@ -56,6 +57,9 @@ def load_fewshot(path: str) -> tuple[AdversarialQuerying, dict[str, Any]]:
         raise ValueError(f"fewshot_checkpoint={path!r} is not a Lightning checkpoint of AdversarialQuerying (no "
                          f"state_dict / hyper_parameters); give the last.ckpt of an aq_* run")
     hp = dict(ckpt["hyper_parameters"])
+    old = legacy_checkpoint_error(hp, "AdversarialQuerying")
+    if old:
+        raise ValueError(f"fewshot_checkpoint={path!r}: {old}")
     module = AdversarialQuerying(**{k: v for k, v in hp.items() if not k.startswith("_")})
     module.load_state_dict(ckpt["state_dict"])
     return module.eval(), hp

@@ -1,0 +1,91 @@
+"""How a classifier module runs its training objective (AdvTraining, KnowledgeDistillation).
+
+:class:`ObjectiveTraining` sits in front of :class:`RobustTrainingMixin` and a
+:class:`~lightning_adv.modules.Classifier`: ``training_step`` hands the batch to
+``objective.step(self, x, y)`` or, for a :class:`~lightning_adv.objectives.FreeObjective`,
+to the m-replay loop, and logs what comes back. Nothing here knows which objective runs.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from torch import Tensor
+
+from ..objectives import FreeObjective, Objective
+from .robust import RobustTrainingMixin
+
+__all__ = ["ObjectiveTraining", "coerce_objective", "LEGACY_KEYS", "legacy_checkpoint_error"]
+
+#: constructor arguments of the modules before objectives were parts (checkpoints may hold them)
+LEGACY_KEYS = ("method", "trades_beta", "free_replays", "free_step_size", "attack", "attack_loss", "teacher_input",
+               "clean_kd_weight", "perturbation_loss", "temperature", "alpha", "kl_reduction", "head",
+               "head_kwargs", "training_mode", "ways", "maml_layers", "maml_lr", "maml_steps", "maml_test_steps",
+               "maml_first_order", "lr_factors")
+
+
+def legacy_checkpoint_error(hparams: Any, cls_name: str) -> Optional[str]:
+    """The one-line error for a checkpoint written before objectives were parts (None if it is new)."""
+    keys = sorted(k for k in LEGACY_KEYS if k in (hparams or {}))
+    if "objective" in (hparams or {}) or not keys:
+        return None
+    return (f"this {cls_name} checkpoint predates training objectives as parts (it stores {keys}); convert it with "
+            f"`python scripts/convert_checkpoint.py OLD.ckpt NEW.ckpt` and load NEW.ckpt")
+
+
+def coerce_objective(objective: Any, kind: str, teacher: bool, module: str) -> Objective:
+    """The objective, checked against what ``module`` trains (``kind``) and whether it has a teacher."""
+    objective = Objective.coerce(objective)
+    if objective.kind != kind:
+        raise ValueError(f"objective {type(objective).__name__} trains a {objective.kind} model; {module} takes "
+                         f"{kind} objectives (docs/objectives.md lists them)")
+    if objective.needs_teacher and not teacher:
+        raise ValueError(f"objective {type(objective).__name__} distils a teacher; use "
+                         f"lightning_adv.modules.KnowledgeDistillation (teacher_arch, teacher_checkpoint)")
+    if teacher and not objective.needs_teacher:
+        raise ValueError(f"objective {type(objective).__name__} uses no teacher; train it with "
+                         f"lightning_adv.modules.AdvTraining")
+    return objective
+
+
+class ObjectiveTraining(RobustTrainingMixin):
+    """``training_step`` = the objective's step (or its replay loop) + logging."""
+
+    objective: Objective
+
+    def _init_objective(self: Any, objective: Objective, track_clean_acc: bool = True) -> None:
+        self.objective = objective
+        self.hparams["objective"] = objective.config()
+        self._init_robust(track_clean_acc)
+        if isinstance(objective, FreeObjective):
+            self._init_free(objective.threat, objective.replays, objective.effective_step_size)
+
+    def training_step(self: Any, batch: Any, batch_idx: int) -> Optional[Tensor]:
+        x, y = batch
+        obj = self.objective
+        if isinstance(obj, FreeObjective):
+            ctx = obj.prepare(self, x, y)
+            ascent = (lambda x_in: obj.ascent_loss(self, x_in, y, ctx)) if obj.separate_ascent else None
+            self._free_step(x, y, lambda x_in: obj.replay_loss(self, x_in, x, y, ctx), ascent)
+            return None
+        out = obj.step(self, x, y)
+        for name, value in out.logs.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True)
+        if out.clean_logits is not None:
+            self._log_clean_acc(out.clean_logits, y)
+        else:
+            self._eval_clean_acc(x, y)
+        if out.adv_logits is not None:
+            self._log_adv_step(out.loss, out.adv_logits, y)
+        else:
+            self.log("train/loss", out.loss.detach(), on_step=True, on_epoch=True)
+        return out.loss
+
+    def on_train_batch_end(self: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.objective.after_batch(self)  # AWP takes its weight perturbation off after the step
+        super().on_train_batch_end(outputs, batch, batch_idx)
+
+    def on_load_checkpoint(self: Any, checkpoint: dict) -> None:
+        msg = legacy_checkpoint_error(checkpoint.get("hyper_parameters"), type(self).__name__)
+        if msg:
+            raise ValueError(msg)
+        super().on_load_checkpoint(checkpoint)
