@@ -38,7 +38,10 @@ def test_certified_config_runs_fast_dev_run(config, standin_root, tmp_path):
     assert "val/acc" in metrics and "val/robust_acc" in metrics
     if config.name.startswith("certified_"):
         assert 0 <= float(metrics["val/certified_acc"]) <= 1
-        assert cli.model.hparams.method == raw["model"]["init_args"]["method"]
+        want = raw["model"]["init_args"]["objective"]
+        assert cli.model.hparams.objective["class_path"].endswith(want["class_path"].rsplit(".", 1)[-1])
+        assert cli.model.objective.eps == pytest.approx(want["init_args"]["eps"])
+        assert "train/certified_acc" in metrics and "train/eps" in metrics
     else:
         assert cli.model.noise_sigma == raw["model"]["init_args"]["noise_sigma"]
 

@@ -88,13 +88,29 @@ def test_noise_sigma_trains_on_noisy_inputs():
 
 
 def test_certified_training_arguments_and_schedule():
-    m = CertifiedTraining(arch="small_cnn", in_channels=1, arch_kwargs={"width": 2}, method="crown-ibp", eps=0.3,
-                          warmup_steps=10, ramp_steps=20, kappa_end=0.5)
+    from lightning_adv.objectives import CROWNIBP, IBP, PGDAT
+
+    m = CertifiedTraining(arch="small_cnn", in_channels=1, arch_kwargs={"width": 2},
+                          objective=CROWNIBP(eps=0.3, warmup_steps=10, ramp_steps=20, kappa_end=0.5))
     assert m.schedule(0) == (0.0, 1.0, 1.0)
     assert m.schedule(20) == pytest.approx((0.15, 0.75, 0.5))
     assert m.schedule(100) == pytest.approx((0.3, 0.5, 0.0))
-    for kwargs, needle in (({"method": "pgd"}, "method='pgd'"), ({"eps": -0.1}, "eps must be >= 0"),
-                           ({"kappa_end": 1.5}, "kappa_end must be in"), ({"ramp_steps": -1}, "ramp_steps"),
-                           ({"arch": "resnet18"}, "unsupported layer"), ({"eval_method": "x"}, "eval_method='x'")):
+    assert m.eval_eps == pytest.approx(0.3)
+    assert m.hparams["objective"]["class_path"].endswith("CROWNIBP")
+    bad = (({"objective": {"class_path": "lightning_adv.objectives.PGD"}}, "not an objective"),
+           ({"objective": IBP(eps=0.1), "eval_method": "x"}, "eval_method='x'"),
+           ({"objective": PGDAT()}, "eval_eps is needed"),
+           ({"arch": "resnet18"}, "unsupported layer"))
+    for kwargs, needle in bad:
         with pytest.raises(ValueError, match=needle):
             CertifiedTraining(**{"arch": "small_cnn", "in_channels": 1, **kwargs})
+    for kwargs, needle in (({"eps": -0.1}, "eps"), ({"eps": 0.0}, "radius > 0"), ({"kappa_end": 1.5}, "kappa_end"),
+                           ({"ramp_steps": -1}, "ramp_steps")):
+        with pytest.raises(ValueError, match=needle):
+            IBP(**kwargs)
+    with pytest.raises(ValueError, match="beta_end"):
+        CROWNIBP(beta_end=2.0)
+    # any classifier module takes the objective; unsupported layers fail before training there too
+    from lightning_adv.modules import AdvTraining
+    with pytest.raises(ValueError, match="unsupported layer"):
+        AdvTraining(arch="resnet18", in_channels=3, objective=IBP())

@@ -58,6 +58,7 @@ class ObjectiveTraining(RobustTrainingMixin):
         self._init_robust(track_clean_acc)
         if isinstance(objective, FreeObjective):
             self._init_free(objective.threat, objective.replays, objective.effective_step_size)
+        objective.check_module(self)  # e.g. certified objectives: every layer has bounds, before training
 
     def training_step(self: Any, batch: Any, batch_idx: int) -> Optional[Tensor]:
         x, y = batch

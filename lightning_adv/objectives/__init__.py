@@ -3,11 +3,12 @@ the m-replay loop runs (``docs/objectives.md``)."""
 from .adversarial import MART, PGDAT, TRADES, Free, PerturbationObjective, mart_loss, trades_loss
 from .awp import AWP, awp_perturbation
 from .base import KINDS, FreeObjective, Objective, StepOutput
+from .certified import CROWNIBP, IBP, CertifiedObjective
 from .distill import ARD, KD, KL_REDUCTIONS, FastARD, distillation_kl
 from .fewshot import ADML, AQ, MetaNatural, MetaTRADES
 
 __all__ = [
-    "ADML", "AQ", "ARD", "AWP", "FastARD", "Free", "FreeObjective", "KD", "KINDS", "KL_REDUCTIONS", "MART",
+    "ADML", "AQ", "ARD", "AWP", "CROWNIBP", "CertifiedObjective", "FastARD", "Free", "FreeObjective", "IBP", "KD", "KINDS", "KL_REDUCTIONS", "MART",
     "MetaNatural", "MetaTRADES", "Objective", "PGDAT", "PerturbationObjective", "StepOutput", "TRADES",
     "awp_perturbation", "distillation_kl", "mart_loss", "trades_loss",
 ]
