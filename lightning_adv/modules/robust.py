@@ -12,41 +12,17 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-import inspect
-import math
-
-from ..attacks import PGD, ThreatModel, module_mode
+from ..attacks import ThreatModel, module_mode
 from .free import AscentClosure, FreeReplay, LossClosure
 
-__all__ = ["RobustTrainingMixin", "check_free_args", "check_training_attack", "check_unused_attack_args"]
-
-
-def check_training_attack(attack: PGD, param: str = "attack") -> None:
-    """A training attack must perturb: ``eps 0`` would be natural training labelled adversarial
-    (``eps 0`` stays legitimate for an evaluation attack: a sanity check equal to clean accuracy)."""
-    if not attack.eps or attack.eps <= 0:
-        raise ValueError(f"{param}.eps={attack.eps!r}: a training attack needs eps > 0 (eps 0 is natural training; "
-                         f"use the Classifier module for that, or e.g. {param}.eps 0.031 = 8/255)")
-
-
-def check_unused_attack_args(module_cls: type, attack: PGD, used: tuple[str, ...], why: str) -> None:
-    """Reject attack settings the objective ignores (free training uses only the ball), instead of
-    dropping them silently. A setting counts as given when it differs from the module's default
-    attack (a YAML mapping is merged into that default)."""
-    default = inspect.signature(module_cls.__init__).parameters["attack"].default
-    given = attack.config()["init_args"]
-    refs = [PGD.coerce(default).config()["init_args"], PGD(eps=attack.eps).config()["init_args"]]
-    unused = [k for k, v in given.items() if k not in used + ("name",) and all(v != ref.get(k) for ref in refs)]
-    if unused:
-        k = unused[0]
-        raise ValueError(f"attack.{k}={given[k]!r} is not used by {why}; remove it (only "
-                         f"{', '.join('attack.' + u for u in used)} apply)")
+__all__ = ["RobustTrainingMixin", "check_free_args"]
 
 
 def check_free_args(free_replays: Any, free_step_size: Optional[float], check_replays: bool = True) -> None:
