@@ -127,7 +127,9 @@ case "$cmd" in
   test)
     setup
     ensure_fashion_mnist
-    "$VPY" -m pytest "$@"
+    # the suite on every core (2 here): one worker per test file keeps module fixtures (trained models)
+    # computed once; LIGHTNING_ADV_TEST_WORKERS=0 runs it in one process
+    "$VPY" -m pytest -n "${LIGHTNING_ADV_TEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   *) echo "usage: bash scripts/dev.sh {setup|quickstart|test} [args...]" >&2; exit 2 ;;
 esac

@@ -473,8 +473,9 @@ def digits_teachers(tmp_path_factory):
     """A naturally trained and a PGD-trained small CNN, saved as raw state dicts."""
     root = tmp_path_factory.mktemp("teachers")
     natural = _fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), 10, root)
-    robust = _fit(AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, method="pgd",
-                              attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")), 10, root)
+    robust = _fit(AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM,
+                              objective=objectives.PGDAT(PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train"))),
+                  10, root)
     paths = {}
     for name, module in (("natural", natural), ("robust", robust)):
         paths[name] = root / f"{name}.pt"

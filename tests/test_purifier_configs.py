@@ -13,6 +13,7 @@ import warnings
 import pytest
 import torch
 
+from callbacks import AttackSuiteEvaluation
 from conftest import REPO, PURIFIER_PREFIXES
 from datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.cli import main
@@ -87,7 +88,8 @@ def _run_eval(config: str, ckpts: dict, purifier: str, extra: list[str], tmp_pat
             "--model.purifier_checkpoint", purifier_ckpt, "--model.restarts", "1", "--model.steps", "2",
             "--trainer.callbacks.init_args.output_dir", str(tmp_path / "report"), *extra]
     cli = main(args)
-    report = json.loads((tmp_path / "report" / f"{cli.trainer.callbacks[0].filename}.json").read_text())
+    suite = next(cb for cb in cli.trainer.callbacks if isinstance(cb, AttackSuiteEvaluation))
+    report = json.loads((tmp_path / "report" / f"{suite.filename}.json").read_text())
     names = [r["name"] for r in report["rows"]]
     assert len(names) == 2 and names[0].endswith("_unaware") and "bpda_eot" in names[1], names
     assert report["n"] >= 5
