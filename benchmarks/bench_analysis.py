@@ -76,7 +76,7 @@ def bench_conv_svd(args: argparse.Namespace) -> None:
 
 
 def bench_hvp(args: argparse.Namespace) -> None:
-    from datamodules import DigitsDataModule
+    from lightning_adv.datamodules import DigitsDataModule
 
     torch.manual_seed(0)
     dm = DigitsDataModule(val_size=0.1)

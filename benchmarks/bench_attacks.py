@@ -69,7 +69,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 def _model_and_data(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor, str]:
     import lightning.pytorch as pl
 
-    from datamodules import DigitsDataModule
+    from lightning_adv.datamodules import DigitsDataModule
     from lightning_adv.models import create_model
     from lightning_adv.modules import AdvTraining, OptimConfig
 

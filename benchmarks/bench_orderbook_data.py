@@ -39,7 +39,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from datamodules.lobster import SnippetDataset, collate_labelled_snippets  # noqa: E402
+from lightning_adv.datamodules.lobster import SnippetDataset, collate_labelled_snippets  # noqa: E402
 from lightning_adv.orderbook.lobster import find_lobster_days, read_messages, read_orderbook  # noqa: E402
 from lightning_adv.orderbook.simulator import SimulatorConfig, write_simulated_days  # noqa: E402
 from lightning_adv.orderbook.snippets import build_day_grid, pooled_threshold  # noqa: E402

@@ -6,13 +6,13 @@
 On every test batch the callback runs :class:`lightning_adv.attacks.AttackSuite` on the
 LightningModule's ``forward`` (eval mode, autograd re-enabled, parameters frozen) and keeps
 per-example records keyed by the example's index in the test set; at the end of the epoch the
-records of all DDP ranks are gathered and de-duplicated (see :mod:`callbacks._suite_common`),
+records of all DDP ranks are gathered and de-duplicated (see :mod:`lightning_adv.callbacks._suite_common`),
 so the report covers every test example exactly once. Rank 0 prints the table, writes
 ``attack_suite.json``, ``attack_suite.csv`` and ``attack_suite_examples.csv`` into
 ``output_dir`` (default: the run's ``trainer.log_dir``) and adds the table to TensorBoard as
 text; every rank logs ``test/robust_acc/<attack>`` and the worst case ``test/robust_acc``.
 
-A :class:`~callbacks.PGDEvaluation` of the same trainer hands its test attacks over (it does
+A :class:`~lightning_adv.callbacks.PGDEvaluation` of the same trainer hands its test attacks over (it does
 not evaluate the test set itself): they run first in this suite, so ``test/robust_acc`` is the
 worst case over all of them and is logged once. An attack of both with the same name and the
 same settings runs once; the same name with other settings is rejected at ``setup``.

@@ -37,7 +37,7 @@ class PGDEvaluation(SuiteCallback):
     Few-shot modules are evaluated per task through the learner adapted on the clean
     support (``_ci95`` metrics over episodes too).
 
-    With an :class:`~callbacks.AttackSuiteEvaluation` in the same trainer, the test attacks
+    With an :class:`~lightning_adv.callbacks.AttackSuiteEvaluation` in the same trainer, the test attacks
     are handed to it (they run in its suite and its worst case covers them) and this
     callback does not evaluate the test set itself: ``test/robust_acc`` is logged once.
 

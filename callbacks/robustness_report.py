@@ -115,7 +115,7 @@ class RobustnessReport(SuiteCallback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if is_few_shot(pl_module):
             raise ValueError(f"RobustnessReport evaluates classifiers, got the few-shot module "
-                             f"{type(pl_module).__name__}; use callbacks.AttackSuiteEvaluation (mean and 95% CI "
+                             f"{type(pl_module).__name__}; use lightning_adv.callbacks.AttackSuiteEvaluation (mean and 95% CI "
                              "over episodes) instead")
         out = self._out_dir(trainer)
         try:

@@ -7,12 +7,12 @@ Data location: torchvision's layout, ``<data_dir>/cifar-10-batches-py/`` and
 ``<data_dir>/cifar-100-python/`` (the extracted "python version" archives).
 
 Integrity: torchvision checks every file against the md5 sums of the published data.
-A folder written by :func:`datamodules.standins.write_cifar_standin` carries a
+A folder written by :func:`lightning_adv.datamodules.standins.write_cifar_standin` carries a
 ``.standin`` marker listing the md5 sums of its generated files; for such a folder the
 dataset is built through a small subclass of torchvision's class whose file lists carry
 those sums instead, so torchvision's own ``_check_integrity`` still verifies every file
 (against the marker). A stand-in is used only when asked for (``LIGHTNING_ADV_ALLOW_STANDIN=1``,
-set by the tests), with a :class:`~datamodules.base.StandInDataWarning`. Without the marker,
+set by the tests), with a :class:`~lightning_adv.datamodules.base.StandInDataWarning`. Without the marker,
 the real published sums apply unchanged. Either way the batches are read by a data-only
 unpickler (``datamodules/safe_pickle.py``): a doctored batch cannot run code.
 """
@@ -105,7 +105,7 @@ class _CIFARDataModule(ImageClassificationDataModule):
             f"torchvision downloads {tv.filename} ({self._archive_size}) from {tv.url} into {self.root} "
             f"and extracts it. Offline, copy the extracted folder '{tv.base_folder}/' (files "
             f"{', '.join(self._expected_files())}) to {self.root}. For tests, "
-            f"datamodules.write_cifar_standin('{self.root}', '{self.name}') writes generated stand-in data."
+            f"lightning_adv.datamodules.write_cifar_standin('{self.root}', '{self.name}') writes generated stand-in data."
         )
 
     def _load_split(self, train: bool) -> CIFAR10:
@@ -131,7 +131,7 @@ class _CIFARDataModule(ImageClassificationDataModule):
 class CIFAR10DataModule(_CIFARDataModule):
     """CIFAR-10: 50,000 training / 10,000 test RGB images 32x32, 10 classes.
 
-    See :class:`~datamodules.base.ImageClassificationDataModule` for the arguments.
+    See :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule` for the arguments.
     Images are ``float32`` ``(3, 32, 32)`` in ``[0, 1]``; training images are randomly
     cropped (padding 4) and flipped when ``augment=True``.
     """
@@ -167,7 +167,7 @@ class CIFAR10DataModule(_CIFARDataModule):
 class CIFAR100DataModule(_CIFARDataModule):
     """CIFAR-100: 50,000 training / 10,000 test RGB images 32x32, 100 (fine) classes.
 
-    See :class:`~datamodules.base.ImageClassificationDataModule` for the arguments.
+    See :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule` for the arguments.
     Labels are the 100 fine labels. Same transforms as :class:`CIFAR10DataModule`.
     """
 

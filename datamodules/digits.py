@@ -42,7 +42,7 @@ class DigitsDataModule(ImageClassificationDataModule):
         augment: random shift by up to one pixel of the training images (default off).
         data_dir, download: accepted for a uniform interface; unused (the data ships
             with scikit-learn).
-        Others: see :class:`~datamodules.base.ImageClassificationDataModule`.
+        Others: see :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule`.
     """
 
     name = "digits"

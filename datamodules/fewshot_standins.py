@@ -14,7 +14,7 @@ sets in their formats:
 * Omniglot: ``omniglot-py/images_{background,evaluation}/<alphabet>/<character>/<i>.png``
   (105x105 grey), torchvision's extracted layout.
 
-A ``.standin`` marker (see :mod:`datamodules.standins`) is written next to the files, so
+A ``.standin`` marker (see :mod:`lightning_adv.datamodules.standins`) is written next to the files, so
 the datamodules warn that stand-in data is in use. Each class has its own pattern plus
 noise, so few-shot tasks are learnable.
 """

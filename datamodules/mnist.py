@@ -188,7 +188,7 @@ class MNISTDataModule(_MNISTFamilyDataModule):
         local_source: optional folder with the four original ``*-ubyte.gz`` (or
             uncompressed) files, used to fill ``<data_dir>/MNIST/raw`` without a
             network; ``None`` (default) disables it.
-        Others: see :class:`~datamodules.base.ImageClassificationDataModule`
+        Others: see :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule`
         (``augment`` has no effect: no augmentation for MNIST).
     """
 
@@ -226,7 +226,7 @@ class FashionMNISTDataModule(_MNISTFamilyDataModule):
             ``<data_dir>/FashionMNIST/raw`` without a network. Defaults to
             ``/usr/share/datasets/fashion-mnist``, where the Debian/Ubuntu package
             ``dataset-fashion-mnist`` installs them; ``None`` disables it.
-        Others: see :class:`~datamodules.base.ImageClassificationDataModule`
+        Others: see :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule`
         (``augment`` has no effect: no augmentation for Fashion-MNIST).
     """
 

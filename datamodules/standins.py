@@ -86,7 +86,7 @@ def _prepare_folder(folder: Path, expected: list[str]) -> None:
 
 def _write_marker(folder: Path, files: list[Path], info: dict[str, Any]) -> None:
     manifest = dict(info)
-    manifest["generator"] = "lightning-adv datamodules.standins"
+    manifest["generator"] = "lightning_adv.datamodules.standins"
     manifest["md5"] = {str(path.relative_to(folder)): _md5(path) for path in files}
     tmp = folder / (STANDIN_MARKER + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))

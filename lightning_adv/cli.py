@@ -6,7 +6,7 @@ Trainer argument and the checkpoint callback (``checkpoint.*``) can be overridde
 command line. Defaults added here:
 
 * TensorBoard logger under ``runs/`` (``tensorboard --logdir runs``);
-* ``checkpoint``: :class:`callbacks.RobustCheckpoint` keeping ``last.ckpt`` and the best
+* ``checkpoint``: :class:`lightning_adv.callbacks.RobustCheckpoint` keeping ``last.ckpt`` and the best
   checkpoint by ``val/robust_acc`` (set ``--checkpoint.monitor val/acc`` for natural runs);
 * ``trainer.inference_mode=false`` so ``test`` runs under ``no_grad`` (attacks re-enable
   autograd either way; this also keeps BN buffers ordinary tensors);
@@ -15,8 +15,8 @@ command line. Defaults added here:
   dict or another module's checkpoint, which Lightning would silently switch to);
 * the logger's ``save_dir`` follows ``--trainer.default_root_dir`` unless ``save_dir`` is
   given on the command line (the configs' ``save_dir: runs`` is the project default);
-* :class:`callbacks.ResumeState` (RNG states of every rank in each checkpoint: exact resume)
-  and :class:`callbacks.FiniteGuard` (stop, naming the step, when the loss or a weight
+* :class:`lightning_adv.callbacks.ResumeState` (RNG states of every rank in each checkpoint: exact resume)
+  and :class:`lightning_adv.callbacks.FiniteGuard` (stop, naming the step, when the loss or a weight
   becomes NaN/inf) on every run;
 * ``seed_everything: 0``.
 
@@ -29,6 +29,7 @@ prints the full traceback before it. :func:`main` (the Python API) raises as usu
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -38,8 +39,8 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-from callbacks.checkpoint import RobustCheckpoint
-from callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error
+from lightning_adv.callbacks.checkpoint import RobustCheckpoint
+from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error
 
 from .cli_errors import ConfigError, one_line
 
@@ -215,11 +216,31 @@ def main(args: Optional[list[str]] = None, run: bool = True,
     )
 
 
+_OLD_CLASS_PATH = re.compile(r"(?<![\w./-])((?:datamodules|callbacks)\.[A-Za-z_][\w.]*)")
+
+
+def _check_old_class_path(where: str, text: str) -> None:
+    """The first version's top-level ``datamodules.X`` / ``callbacks.X`` class paths, named with the fix."""
+    for line in text.splitlines():
+        if "class_path" not in line and not where.startswith("--"):
+            continue
+        found = _OLD_CLASS_PATH.search(line.split("#")[0])
+        if found:
+            old = found.group(1)
+            raise ConfigError(f"{where}: class path {old!r} is now 'lightning_adv.{old}'; write that "
+                              "(python scripts/migrate_class_paths.py <file> rewrites a config)")
+
+
 def _check_config_files(args: list[str]) -> None:
-    """Each ``--config`` file exists and is valid YAML (jsonargparse's message names neither)."""
+    """Each ``--config`` file exists and is valid YAML (jsonargparse's message names neither), and no
+    file or argument uses a class path of the first version's top-level packages."""
     import yaml
 
-    for flag, value in zip(args, args[1:]):
+    for flag, value in zip([""] + args, args):
+        if value.startswith("--") and "=" in value:
+            _check_old_class_path(*value.split("=", 1))
+        elif flag.startswith("--") and "=" not in flag and flag != "--config":
+            _check_old_class_path(flag, value)
         if flag not in ("--config", "-c"):
             continue
         path = Path(value)
@@ -232,6 +253,7 @@ def _check_config_files(args: list[str]) -> None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--config {value}: YAML syntax error{where}: {problem}; fix the file") from None
+        _check_old_class_path(f"--config {value}", path.read_text())
 
 
 def cli_main(args: Optional[list[str]] = None) -> None:

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 class NonFiniteTrainingError(RuntimeError):
-    """The loss or the weights became NaN/inf during training (see ``callbacks.FiniteGuard``)."""
+    """The loss or the weights became NaN/inf during training (see ``lightning_adv.callbacks.FiniteGuard``)."""
 
 
 _BOILERPLATE = (

@@ -52,7 +52,7 @@ def _files(tmp: Path) -> dict[str, str]:
     (tmp / "bad.yaml").write_text("model:\n  init_args: {arch: [1, 2\n")
     (tmp / "natural.yaml").write_text("model:\n  class_path: lightning_adv.modules.Classifier\n"
                                       "  init_args: {in_channels: 1}\n")
-    (tmp / "noattacks.yaml").write_text("trainer:\n  callbacks:\n    - class_path: callbacks.PGDEvaluation\n"
+    (tmp / "noattacks.yaml").write_text("trainer:\n  callbacks:\n    - class_path: lightning_adv.callbacks.PGDEvaluation\n"
                                         "      init_args: {attacks: []}\n")
     return {"ckpt": str(ckpt), "text": str(tmp / "text.ckpt"), "raw": str(tmp / "raw.pt"), "bad": str(tmp / "bad.yaml"),
             "natural": str(tmp / "natural.yaml"), "noattacks": str(tmp / "noattacks.yaml")}
@@ -127,7 +127,7 @@ def api_cases() -> list[Case]:
 
         from torchvision.transforms import ToTensor
 
-        from datamodules.fewshot import ImageFolderTree
+        from lightning_adv.datamodules.fewshot import ImageFolderTree
 
         for c in range(4):
             for i in range(4):

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datamodules import FashionMNISTDataModule  # noqa: E402
+from lightning_adv.datamodules import FashionMNISTDataModule  # noqa: E402
 from lightning_adv.attacks import PGD, AttackSuite, PGDAttack  # noqa: E402
 from lightning_adv.modules import AdvTraining, KnowledgeDistillation, OptimConfig  # noqa: E402
 from lightning_adv.objectives import PGDAT, FastARD, Free  # noqa: E402

@@ -13,7 +13,7 @@ OUT = Path(__file__).resolve().parents[1] / "configs"
 C10 = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
 C100 = {"mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]}
 EPS8, EPS1 = 8 / 255, 1 / 255
-EVAL = {"class_path": "callbacks.PGDEvaluation", "init_args": {"every_n_epochs": 5, "attacks": [
+EVAL = {"class_path": "lightning_adv.callbacks.PGDEvaluation", "init_args": {"every_n_epochs": 5, "attacks": [
     {"eps": EPS8, "steps": 20, "step_size": 2 / 255, "name": "pgd20_eps8"},
     {"eps": EPS1, "steps": 20, "step_size": 0.25 / 255, "name": "pgd20_eps1"}]}}
 MLP_HIDDEN = [512, 512, 512]  # "4-layer MLP": the thesis gives no widths
@@ -116,10 +116,10 @@ for table, (arch, dataset, rows, gd, ) in LOCALMIN.items():
                    ", 100 epochs, no augmentation (not stated\nin the thesis). Lemma 6.1: the linear classifier is "
                    "fitted on the training set by L-BFGS (or give\nlinear_weights); the Hessian uses 500 shifted "
                    "power iterations on the full training set, as the thesis.")
-        hess = {"class_path": "callbacks.HessianEigenvalues", "init_args": {
+        hess = {"class_path": "lightning_adv.callbacks.HessianEigenvalues", "init_args": {
             "num_samples": None if arch == "mlp" else 5000, "batch_size": 500,
             "method": "power" if arch == "mlp" else "lanczos", "iterations": 500 if arch == "mlp" else 30}}
-        trainer["callbacks"] = [{"class_path": "callbacks.LocalMinimumInit", "init_args": init}, hess]
+        trainer["callbacks"] = [{"class_path": "lightning_adv.callbacks.LocalMinimumInit", "init_args": init}, hess]
         header = (f"Thesis table {table}, row '{label}'{' NM' if no_momentum else ''}: {arch} on {dataset}, local minima "
                   f"from the initialisation.\nTarget (loss / grad norm{' / min Hessian eigenvalue' if table == '6.1' else ''}"
                   f", at init -> after training): {target}.\n{how}\nTensorBoard: hessian/loss, hessian/grad_norm, "
@@ -204,16 +204,16 @@ for (dataset, arch, adv), targets in RANK_TARGETS.items():
         model = module(arch, classes, optim, arch_kwargs, adv=adv,
                        init_weights=f"runs/{pre}/version_0/checkpoints/last.ckpt")
         trainer = {"max_epochs": epochs, "callbacks": [
-            {"class_path": "callbacks.RankProjection", "init_args": {
+            {"class_path": "lightning_adv.callbacks.RankProjection", "init_args": {
                 "mode": mode, "threshold": RANK_THRESHOLDS[mode], "every_n_epochs": 3}},
-            {"class_path": "callbacks.EffectiveRank", "init_args": {"every_n_epochs": 1}}, EVAL]}
+            {"class_path": "lightning_adv.callbacks.EffectiveRank", "init_args": {"every_n_epochs": 1}}, EVAL]}
         write(name, header, trainer, model, data(dataset, batch), "val/robust_acc" if adv else "val/acc")
 # the MLP of table 6.9, trained naturally first
 write("ch6_rank_mlp_cifar10_natural",
       "Thesis table 6.9 'Naturally Trained' MLP on CIFAR-10 (target train 100.00 / clean 58.79 / eps 8/255 3.76 /\n"
       "eps 1/255 28.94): 100 epochs, lr 0.01 (/ 10 at 60, 80, 90); the pretrained model of ch6_rank{min,max}_mlp.\n"
       "The MLP widths are not stated in the thesis (3 x 1024 here).",
-      {"max_epochs": 100, "callbacks": [{"class_path": "callbacks.EffectiveRank", "init_args": {}}, EVAL]},
+      {"max_epochs": 100, "callbacks": [{"class_path": "lightning_adv.callbacks.EffectiveRank", "init_args": {}}, EVAL]},
       module("mlp", 10, {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
                          "milestones": [60, 80, 90]}, {"input_size": 32, "hidden": [1024, 1024, 1024]}),
       data("cifar10", 128))
@@ -235,9 +235,9 @@ for fam, (arch, kwargs, desc) in NTK_FAMILIES.items():
           "scripts/ntk_width_sweep.py runs this config at several widths and plots the correlation\n"
           "of the final with the initial kernel against the number of parameters. Epochs and lr are not stated\n"
           "in the thesis.",
-          {"max_epochs": 20, "callbacks": [{"class_path": "callbacks.LocalMinimumInit",
+          {"max_epochs": 20, "callbacks": [{"class_path": "lightning_adv.callbacks.LocalMinimumInit",
                                             "init_args": {"kind": "he_uniform"}},
-                                           {"class_path": "callbacks.NTKSnapshot",
+                                           {"class_path": "lightning_adv.callbacks.NTKSnapshot",
                                             "init_args": {"num_samples": 25, "every_n_epochs": 1, "per_tensor": True}}]},
           module(arch, 10, {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
                             "scheduler": "constant"}, kwargs),

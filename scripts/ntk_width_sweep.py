@@ -47,7 +47,7 @@ def run(family: str, width: int, out: Path, input_size: int, extra: list[str]) -
 
 
 def collect(out: Path) -> list[dict]:
-    from callbacks import load_ntk_snapshots
+    from lightning_adv.callbacks import load_ntk_snapshots
 
     rows = []
     for ntk_dir in sorted(out.glob("*_w*/ntk")):

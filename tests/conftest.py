@@ -54,7 +54,7 @@ def digits_split():
 @pytest.fixture(scope="session")
 def standin_root(tmp_path_factory) -> Path:
     """CIFAR-10/100 and (Fashion-)MNIST stand-ins, read by the real torchvision loaders."""
-    from datamodules import write_cifar_standin, write_mnist_standin
+    from lightning_adv.datamodules import write_cifar_standin, write_mnist_standin
 
     root = tmp_path_factory.mktemp("standins")
     write_cifar_standin(root, dataset="cifar10", n_train=64, n_test=16)

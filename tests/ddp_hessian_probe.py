@@ -12,7 +12,7 @@ class HessianProbe(Callback):
         self.out_dir = out_dir
 
     def on_fit_end(self, trainer, module):
-        from callbacks import HessianEigenvalues, NTKSnapshot
+        from lightning_adv.callbacks import HessianEigenvalues, NTKSnapshot
 
         hess = next(c for c in trainer.callbacks if isinstance(c, HessianEigenvalues))
         ntk = next(c for c in trainer.callbacks if isinstance(c, NTKSnapshot))

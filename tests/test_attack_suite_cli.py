@@ -16,9 +16,9 @@ import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from callbacks import AttackSuiteEvaluation
+from lightning_adv.callbacks import AttackSuiteEvaluation
 from conftest import REPO
-from datamodules import DigitsDataModule
+from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import FGSMAttack, FewShotLearnerModule, PGDAttack
 from lightning_adv.cli import main
 from lightning_adv.modules import Classifier
@@ -109,7 +109,7 @@ def test_ddp_report_covers_every_test_example_once(tmp_path):
     assert n % 2 == 1
     suite_cfg = tmp_path / "suite.yaml"
     suite_cfg.write_text(
-        "trainer:\n  callbacks:\n    - class_path: callbacks.AttackSuiteEvaluation\n      init_args:\n"
+        "trainer:\n  callbacks:\n    - class_path: lightning_adv.callbacks.AttackSuiteEvaluation\n      init_args:\n"
         f"        output_dir: {tmp_path / 'report'}\n        cascade: false\n        attacks:\n"
         "          - {class_path: lightning_adv.attacks.FGSMAttack, init_args: {eps: 0.15, name: fgsm}}\n"
         "          - {class_path: lightning_adv.attacks.PGDAttack, init_args: {eps: 0.15, steps: 3, name: pgd3}}\n")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules import DigitsDataModule
+from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import (
     PGD, AttackSuite, AutoAttack, CarliniWagnerL2, DeepFool, FGSMAttack, GradientMaskingWarning, MIFGSM, PGDAttack,
     Square, ZerothOrder,

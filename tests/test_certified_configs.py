@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from callbacks import AttackSuiteEvaluation, SmoothingCertification
+from lightning_adv.callbacks import AttackSuiteEvaluation, SmoothingCertification
 from conftest import CERTIFIED_PREFIXES, REPO
 from lightning_adv.cli import main
 

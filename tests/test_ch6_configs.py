@@ -123,7 +123,7 @@ def test_ntk_width_sweep_script_trains_two_widths_and_plots(standin_root, tmp_pa
     assert rows[0]["num_params"] < rows[1]["num_params"]
     assert all(-1 <= r["correlation"] <= 1 and r["param_rel_change"] > 0 for r in rows)
     assert (out / "ntk_width_sweep.png").stat().st_size > 1000
-    from callbacks import load_ntk_snapshots
+    from lightning_adv.callbacks import load_ntk_snapshots
 
     snaps = load_ntk_snapshots(out / "mlp2_w4" / "ntk")  # the overrides reached the NTKSnapshot
     assert [s["epoch"] for s in snaps] == [-1, 0] and snaps[0]["kernel"].shape == (4, 4, 10, 10)

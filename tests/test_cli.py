@@ -85,7 +85,7 @@ def test_bad_input_is_rejected_before_training(override, param, tmp_path):
 
 
 def test_missing_data_with_download_off_names_the_place(tmp_path):
-    from datamodules import DataNotFoundError
+    from lightning_adv.datamodules import DataNotFoundError
 
     cfg = str(REPO / "configs" / "at_resnet18_cifar10.yaml")
     empty = tmp_path / "nothing-here"

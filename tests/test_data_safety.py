@@ -12,10 +12,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from datamodules import CIFAR10DataModule, write_cifar_standin
-from datamodules.cleanup import remove_stale
-from datamodules.safe_pickle import load_data_pickle
-from datamodules.standins import STANDIN_MARKER, _md5
+from lightning_adv.datamodules import CIFAR10DataModule, write_cifar_standin
+from lightning_adv.datamodules.cleanup import remove_stale
+from lightning_adv.datamodules.safe_pickle import load_data_pickle
+from lightning_adv.datamodules.standins import STANDIN_MARKER, _md5
 
 
 class _Payload:
@@ -66,7 +66,7 @@ def test_standin_refused_unless_asked_for(tmp_path, monkeypatch):
 
 
 def test_interrupted_extraction_is_cleaned_and_recovered(tmp_path):
-    from datamodules.fewshot import ClassFolderFewShot
+    from lightning_adv.datamodules.fewshot import ClassFolderFewShot
 
     archive = tmp_path / "tree.zip"
     with zipfile.ZipFile(archive, "w") as z:

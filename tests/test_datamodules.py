@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import (
+from lightning_adv.datamodules import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     DataNotFoundError,

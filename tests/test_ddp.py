@@ -19,7 +19,7 @@ def _run_ddp(tmp_path: Path, *extra: str, config: str = "configs/quickstart.yaml
     probe_cfg = tmp_path / "probe.yaml"
     probe_cfg.write_text(
         "trainer:\n  callbacks:\n"
-        "    - class_path: callbacks.PGDEvaluation\n"
+        "    - class_path: lightning_adv.callbacks.PGDEvaluation\n"
         "      init_args: {attacks: [{eps: 0.1, steps: 5, step_size: 0.03}], num_images: 0}\n"
         "    - class_path: ddp_probe.RankProbe\n"
         f"      init_args: {{out_dir: {tmp_path / 'probe'}}}\n"
@@ -78,7 +78,7 @@ def test_ddp_batchnorm_model_with_train_mode_attack(tmp_path):
 
     ``--trainer.sync_batchnorm true`` needs GPUs (torch: "SyncBatchNorm layers only work
     with GPU modules"); on CPU this checks the BatchNorm model and its buffers under DDP."""
-    from datamodules import write_cifar_standin
+    from lightning_adv.datamodules import write_cifar_standin
 
     write_cifar_standin(tmp_path / "data", dataset="cifar10", n_train=40, n_test=8)
     records = _run_ddp(

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from callbacks import AttackSuiteEvaluation
+from lightning_adv.callbacks import AttackSuiteEvaluation
 from conftest import REPO
-from datamodules import DigitsDataModule
+from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import (AttackSuite, CarliniWagnerL2, FGSMAttack, GradientMaskingWarning, PGDAttack,
                                    Square)
 from lightning_adv.cli import main

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from datamodules import CIFAR10DataModule, DigitsDataModule
+from lightning_adv.datamodules import CIFAR10DataModule, DigitsDataModule
 from lightning_adv.attacks import PGD, cross_entropy_loss, kl_loss
 from lightning_adv.attacks.threat import LinfThreat
 from lightning_adv.models import create_model

@@ -69,7 +69,7 @@ def _write_config(tmp_path: Path, class_path: str, extra: str = "") -> Path:
         + ("        eps: 0.15\n" if "FastARD" in class_path else
            "        attack: {eps: 0.15, steps: 2, step_size: 0.075, bn_mode: train}\n" if "ARD" in class_path else "")
         + f"{extra}"
-        "data:\n  class_path: datamodules.DigitsDataModule\n  init_args: {batch_size: 64}\n"
+        "data:\n  class_path: lightning_adv.datamodules.DigitsDataModule\n  init_args: {batch_size: 64}\n"
     )
     return cfg
 

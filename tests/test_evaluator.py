@@ -9,10 +9,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from callbacks import AttackSuiteEvaluation, PGDEvaluation, gather_records
-from datamodules import DigitsDataModule
-from datamodules.fewshot import OmniglotFewShot
-from datamodules.fewshot_standins import write_fewshot_standin
+from lightning_adv.callbacks import AttackSuiteEvaluation, PGDEvaluation, gather_records
+from lightning_adv.datamodules import DigitsDataModule
+from lightning_adv.datamodules.fewshot import OmniglotFewShot
+from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.attacks import FGSM, PGD, AttackSuite
 from lightning_adv.meta import EpisodeAccuracy, episode_accuracy
 from lightning_adv.modules import AdversarialQuerying, Classifier, OptimConfig

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datamodules.fewshot import (CIFARFSFewShot, ClassFolderFewShot, FC100FewShot, MetaTrainClassification,
+from lightning_adv.datamodules.fewshot import (CIFARFSFewShot, ClassFolderFewShot, FC100FewShot, MetaTrainClassification,
                                  MiniImageNetFewShot, OmniglotFewShot)
-from datamodules.fewshot_standins import write_fewshot_standin
+from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.attacks import PGD
 from lightning_adv.meta import EpisodeAccuracy, EpisodeDataset, R2D2Head, ridge_regression_logits
 from lightning_adv.models import create_model

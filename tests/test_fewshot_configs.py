@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from datamodules.fewshot_standins import write_fewshot_standin
+from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.cli import main
 
 warnings.filterwarnings("ignore", category=UserWarning)

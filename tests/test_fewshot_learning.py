@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from datamodules.fewshot import ClassFolderFewShot
+from lightning_adv.datamodules.fewshot import ClassFolderFewShot
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdversarialQuerying, OptimConfig
 from lightning_adv.meta import HeadLearner

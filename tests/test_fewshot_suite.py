@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from callbacks import AttackSuiteEvaluation
+from lightning_adv.callbacks import AttackSuiteEvaluation
 from conftest import REPO
-from datamodules.fewshot import OmniglotFewShot
-from datamodules.fewshot_standins import write_fewshot_standin
+from lightning_adv.datamodules.fewshot import OmniglotFewShot
+from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.attacks import PGD, DeepFool, PGDAttack, is_few_shot
 from lightning_adv.cli import main
 from lightning_adv.modules import AdversarialQuerying

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from datamodules import DigitsDataModule, FashionMNISTDataModule
+from lightning_adv.datamodules import DigitsDataModule, FashionMNISTDataModule
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
 from lightning_adv.objectives import AWP, MART, PGDAT, TRADES, Free

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from callbacks import PGDEvaluation
-from datamodules import DigitsDataModule
+from lightning_adv.callbacks import PGDEvaluation
+from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
 from lightning_adv.objectives import PGDAT, TRADES, Free

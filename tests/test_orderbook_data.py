@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.lobster import EpochKeySampler, LOBSTERDataModule
+from lightning_adv.datamodules.lobster import EpochKeySampler, LOBSTERDataModule
 from lightning_adv.orderbook import book as book_mod
 from lightning_adv.orderbook.lobster import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, Messages, OrderBook, find_lobster_days,
                                              read_messages, read_orderbook, replay, write_messages, write_orderbook)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def test_mlp_learns_and_gradient_attack_beats_random(tmp_path):
     import lightning.pytorch as pl
 
-    from datamodules import LOBSTERDataModule
+    from lightning_adv.datamodules import LOBSTERDataModule
     from lightning_adv.modules import PricePrediction
     from lightning_adv.orderbook import CapitalBoundedAttack, RandomOrders
 

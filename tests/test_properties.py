@@ -85,7 +85,7 @@ def test_norm_bias_gradient_is_that_of_eq_6_3_and_arguments_are_checked() -> Non
 
 
 def _digits(batch_size: int = 128):
-    from datamodules import DigitsDataModule
+    from lightning_adv.datamodules import DigitsDataModule
 
     return DigitsDataModule(batch_size=batch_size, val_size=0.1)
 
@@ -101,8 +101,8 @@ def _tb_tags(log_dir: str) -> tuple[set[str], set[str]]:
 def test_ntk_hessian_and_effective_rank_callbacks_in_fit(tmp_path) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from callbacks import EffectiveRank, HessianEigenvalues, NTKSnapshot, load_ntk_snapshots
-    from callbacks._analysis_common import fixed_sample, training_dataset
+    from lightning_adv.callbacks import EffectiveRank, HessianEigenvalues, NTKSnapshot, load_ntk_snapshots
+    from lightning_adv.callbacks._analysis_common import fixed_sample, training_dataset
     from lightning_adv.analysis import DatasetHessian, empirical_ntk, full_hessian
 
     torch.manual_seed(0)
@@ -143,7 +143,7 @@ def test_ntk_hessian_and_effective_rank_callbacks_in_fit(tmp_path) -> None:
 
 @pytest.mark.parametrize("mode", ["min", "max"])
 def test_rank_projection_callback_moves_every_layers_effective_rank(mode, tmp_path) -> None:
-    from callbacks import EffectiveRank, RankProjection
+    from lightning_adv.callbacks import EffectiveRank, RankProjection
 
     torch.manual_seed(0)
     module = AdvTraining(arch="small_cnn", num_classes=10, in_channels=1, arch_kwargs={"width": 4},
@@ -162,8 +162,8 @@ def test_rank_projection_callback_moves_every_layers_effective_rank(mode, tmp_pa
 
 @pytest.mark.parametrize("kind", ["lemma61", "bias_constant", "bias_uniform", "zero", "he_uniform"])
 def test_local_minimum_init_callback_sets_the_initialisation_before_training(kind, tmp_path) -> None:
-    from callbacks import LocalMinimumInit
-    from callbacks._analysis_common import fixed_sample, training_dataset
+    from lightning_adv.callbacks import LocalMinimumInit
+    from lightning_adv.callbacks._analysis_common import fixed_sample, training_dataset
 
     seen: dict = {}
 
@@ -267,8 +267,8 @@ def test_lemma61_initialisation_stays_at_the_linear_loss_while_default_goes_far_
     """
     import torch.nn.functional as F
 
-    from callbacks._analysis_common import fixed_sample
-    from datamodules import DigitsDataModule
+    from lightning_adv.callbacks._analysis_common import fixed_sample
+    from lightning_adv.datamodules import DigitsDataModule
     from lightning_adv.analysis import (DatasetHessian, extreme_eigenvalues, first_linear_inputs,
                                         fit_linear_classifier, lemma61_init_)
 

@@ -18,9 +18,9 @@ seed_everything: 0
 trainer:
   max_epochs: 1
   callbacks:
-    - class_path: callbacks.HessianEigenvalues
+    - class_path: lightning_adv.callbacks.HessianEigenvalues
       init_args: {{num_samples: 101, batch_size: 32, iterations: 15}}
-    - class_path: callbacks.NTKSnapshot
+    - class_path: lightning_adv.callbacks.NTKSnapshot
       init_args: {{num_samples: 5}}
     - class_path: ddp_hessian_probe.HessianProbe
       init_args: {{out_dir: {out}}}
@@ -34,14 +34,14 @@ model:
     arch_kwargs: {{input_size: 8, hidden: [16]}}
     optim: {{optimizer: sgd, lr: 0.1, momentum: 0.9, weight_decay: 0.0, scheduler: constant}}
 data:
-  class_path: datamodules.DigitsDataModule
+  class_path: lightning_adv.datamodules.DigitsDataModule
   init_args: {{batch_size: 64}}
 """
 
 
 def test_hessian_callback_under_ddp_equals_the_single_process_computation(tmp_path) -> None:
-    from callbacks._analysis_common import fixed_sample
-    from datamodules import DigitsDataModule
+    from lightning_adv.callbacks._analysis_common import fixed_sample
+    from lightning_adv.datamodules import DigitsDataModule
     from lightning_adv.analysis import DatasetHessian, extreme_eigenvalues
     from lightning_adv.models import create_model, load_model_weights
 

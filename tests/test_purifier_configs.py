@@ -13,9 +13,9 @@ import warnings
 import pytest
 import torch
 
-from callbacks import AttackSuiteEvaluation
+from lightning_adv.callbacks import AttackSuiteEvaluation
 from conftest import REPO, PURIFIER_PREFIXES
-from datamodules.fewshot_standins import write_fewshot_standin
+from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.cli import main
 from lightning_adv.modules import AdversarialQuerying, GANTraining, SRTraining
 from lightning_adv.meta import HeadLearner

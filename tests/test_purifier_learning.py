@@ -15,9 +15,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from callbacks import AttackSuiteEvaluation
+from lightning_adv.callbacks import AttackSuiteEvaluation
 from conftest import REPO
-from datamodules.fewshot import ClassFolderFewShot, MetaTrainClassification
+from lightning_adv.datamodules.fewshot import ClassFolderFewShot, MetaTrainClassification
 from lightning_adv.attacks import PGD
 from lightning_adv.defenses import PurifierUnaware
 from lightning_adv.modules import AdversarialQuerying, GANTraining, OptimConfig, PurifiedFewShot, SRTraining

@@ -14,9 +14,9 @@ import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from callbacks import RobustnessReport
+from lightning_adv.callbacks import RobustnessReport
 from conftest import REPO
-from datamodules import DigitsDataModule
+from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import Attack, AttackOutput, AttackSuite, AutoAttack, PGDAttack
 from lightning_adv.attacks.robustness import format_eps, robustness_curve
 from lightning_adv.cli import main

@@ -1,7 +1,7 @@
 """Publishable robustness reports: a RobustBench-style entry and a robust-accuracy-vs-eps curve.
 
 Pure functions around :class:`AttackSuite` (no Lightning): the callback
-``callbacks.RobustnessReport`` feeds them, a script can too.
+``lightning_adv.callbacks.RobustnessReport`` feeds them, a script can too.
 
 * :func:`curve_attack_family` -- the attacks run at one eps of the curve, by name;
 * :func:`robustness_curve` -- per attack and per-example worst case, one suite run per eps,

@@ -15,8 +15,8 @@ A batch is a stack of tasks ``(support_x, support_y, query_x, query_y)`` with sh
 
 Evaluation: the module computes the natural accuracy per episode, mean and 95% CI over all
 episodes (all DDP ranks), logged as ``{val,test}/acc`` (+ ``_ci95``). Robust accuracy goes
-through the project's one evaluator: the suite callbacks (``callbacks.PGDEvaluation``,
-``callbacks.AttackSuiteEvaluation``) attack every task's queries through
+through the project's one evaluator: the suite callbacks (``lightning_adv.callbacks.PGDEvaluation``,
+``lightning_adv.callbacks.AttackSuiteEvaluation``) attack every task's queries through
 :meth:`adapted_learner` (with :meth:`episodes`, the protocol other code builds on) and log
 ``{val,test}/robust_acc`` and ``{val,test}/robust_acc/<attack>``. ``eval_attack`` and
 ``test_attacks`` (table 5.11) configure the ``PGDEvaluation`` the module attaches when the
@@ -208,7 +208,7 @@ class AdversarialQuerying(pl.LightningModule):
         ``test_attacks`` (test), unless the trainer already has a ``PGDEvaluation`` of its own
         (then that one's attacks are the evaluation; an ``AttackSuiteEvaluation`` takes the test
         attacks over, see its docs)."""
-        from callbacks import PGDEvaluation  # the callbacks package builds on this library, not the reverse
+        from lightning_adv.callbacks import PGDEvaluation  # the callbacks package builds on this library, not the reverse
 
         trainer = self._trainer
         existing = [] if trainer is None else [c for c in trainer.callbacks if isinstance(c, PGDEvaluation)]

@@ -3,7 +3,7 @@
 ``PurifiedFewShot`` holds a few-shot module (an ``AdversarialQuerying`` checkpoint, loaded with
 ``weights_only=True``) and a purifier (DefenseGAN or the SR defense, from their training
 checkpoints; or none, for the table's undefended rows). It implements the attack suite's
-:class:`~lightning_adv.attacks.FewShotLearnerModule` interface, so ``callbacks.AttackSuiteEvaluation``
+:class:`~lightning_adv.attacks.FewShotLearnerModule` interface, so ``lightning_adv.callbacks.AttackSuiteEvaluation``
 evaluates it like any few-shot module:
 
 * ``adapted_learner(support_x, support_y)``: the support is purified, the learner adapted on it;
