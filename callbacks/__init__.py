@@ -1,9 +1,10 @@
-"""Lightning callbacks: robust evaluation (PGD, attack suite, RobustBench-style report), checkpointing,
+"""Lightning callbacks: robust evaluation (PGD, attack suite, RobustBench-style report), checkpointing, weight averaging (EMA),
 and the chapter-6 analysis callbacks."""
 from ._suite_common import SuiteCallback, gather_records
 from .attack_suite import AttackSuiteEvaluation
 from .checkpoint import RobustCheckpoint
 from .effective_rank import EffectiveRank
+from .ema import EMA, WarmupEMA
 from .hessian import HessianEigenvalues
 from .local_minima import LocalMinimumInit
 from .ntk import NTKSnapshot, load_ntk_snapshots
@@ -14,7 +15,7 @@ from .robustness_report import RobustnessReport
 from .smoothing import SmoothingCertification
 
 __all__ = [
-    "AttackSuiteEvaluation", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
+    "AttackSuiteEvaluation", "EMA", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
     "PGDEvaluation", "RankErrorReport", "RankProjection", "ResumeState", "RobustCheckpoint", "RobustnessReport", "SmoothingCertification",
-    "SuiteCallback", "default_eval_attacks", "gather_records", "load_ntk_snapshots",
+    "SuiteCallback", "WarmupEMA", "default_eval_attacks", "gather_records", "load_ntk_snapshots",
 ]

@@ -34,6 +34,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torch.utils.data import DataLoader, Dataset
 
+from .augment import AugmentName, MixCollate, MixName, check_mix, check_soft_labels, resolve_augment
+
 __all__ = [
     "DataNotFoundError",
     "ImageClassificationDataModule",
@@ -177,7 +179,14 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         seed: seed of the train/validation split (independent of the global seed).
         download: let torchvision download the data when it is not in ``data_dir``
             (needs a network). Without it, missing data raises :class:`DataNotFoundError`.
-        augment: apply the data set's training augmentation (training split only).
+        augment: training augmentation (training split only): ``"none"``, ``"flips"``,
+            ``"crops"`` (zero padding by :attr:`crop_padding`) or ``"flips+crops"``; ``True``
+            is the data set's default (:attr:`default_augment`), ``False`` is none
+            (``datamodules/augment.py``).
+        mix: batch mixing of the training loader (``"none"``, ``"cutmix"``, ``"mixup"``,
+            ``"cutmix_or_mixup"``): labels become soft ``(B, num_classes)``; only modules that
+            train on soft labels accept it (checked in ``setup('fit')``).
+        mix_alpha: ``Beta(mix_alpha, mix_alpha)`` of the mixing weight.
         pin_memory: ``pin_memory`` of the dataloaders.
         drop_last: drop the last incomplete batch of the *training* dataloader
             (evaluation loaders never drop data).
@@ -197,6 +206,10 @@ class ImageClassificationDataModule(pl.LightningDataModule):
     #: size of the full official training set, used to validate an absolute ``val_size``
     #: early (``None``: only checked against the loaded data in :meth:`setup`).
     full_train_size: ClassVar[Optional[int]] = None
+    #: what ``augment=True`` means for this data set (see ``datamodules/augment.py``)
+    default_augment: ClassVar[str] = "none"
+    #: zero padding of the ``crops`` augmentation, pixels on each side
+    crop_padding: ClassVar[int] = 4
 
     def __init__(
         self,
@@ -207,9 +220,11 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         val_size: Union[int, float] = 0.1,
         seed: int = 0,
         download: bool = False,
-        augment: bool = True,
+        augment: Union[bool, AugmentName] = True,
         pin_memory: bool = False,
         drop_last: bool = False,
+        mix: MixName = "none",
+        mix_alpha: float = 1.0,
     ) -> None:
         super().__init__()
         if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
@@ -226,12 +241,14 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         _require_int("num_workers", num_workers, 0, "Use 0 to load in the main process, or a positive count.")
         _require_int("seed", seed, 0, "Use a non-negative integer seed such as 0.")
         for flag_name, flag in (
-            ("download", download), ("augment", augment),
+            ("download", download),
             ("pin_memory", pin_memory), ("drop_last", drop_last),
         ):
             if not isinstance(flag, bool):
                 raise ValueError(f"{flag_name}={flag!r} is invalid: expected True or False.")
         self._check_val_size(val_size)
+        self.augmentation = resolve_augment(augment, self.default_augment)
+        check_mix(mix, mix_alpha)
 
         self.data_dir = str(data_dir)
         self.batch_size = batch_size
@@ -243,6 +260,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         self.augment = augment
         self.pin_memory = pin_memory
         self.drop_last = drop_last
+        self.mix, self.mix_alpha = mix, float(mix_alpha)
 
         self.train_dataset: Optional[TransformedSubset] = None
         self.val_dataset: Optional[TransformedSubset] = None
@@ -394,6 +412,8 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         """Load the splits needed for ``stage`` (``fit``/``validate``/``test``; ``None``: all)."""
         need_fit = stage in (None, "fit", "validate")
         need_test = stage in (None, "test")
+        if stage == "fit":
+            check_soft_labels(getattr(self, "trainer", None), self.mix)
         if need_fit and self.train_dataset is None:
             pool = self._load(train=True)
             n_pool = len(pool)  # type: ignore[arg-type]
@@ -422,6 +442,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=MixCollate(self.mix, self.mix_alpha, self.num_classes) if train and self.mix != "none" else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -441,5 +462,5 @@ class ImageClassificationDataModule(pl.LightningDataModule):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(data_dir={self.data_dir!r}, batch_size={self.batch_size}, "
-            f"val_size={self.val_size!r}, seed={self.seed}, augment={self.augment})"
+            f"val_size={self.val_size!r}, seed={self.seed}, augment={self.augmentation!r}, mix={self.mix!r})"
         )

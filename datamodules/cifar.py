@@ -1,7 +1,9 @@
 """CIFAR-10 and CIFAR-100 datamodules (torchvision's loaders, [0,1] tensors).
 
-Training augmentation (``augment=True``): ``RandomCrop(32, padding=4)`` +
-``RandomHorizontalFlip()``, as in the thesis; evaluation: ``ToTensor()`` only.
+Training augmentation (``augment=True``, i.e. ``"flips+crops"``): ``RandomCrop(32, padding=4)`` +
+``RandomHorizontalFlip()``, as in the thesis; ``"flips"``, ``"crops"`` or ``"none"`` keep one or
+neither (thesis table 4.14); evaluation: ``ToTensor()`` only. ``mix``: CutMix / MixUp batches
+(``datamodules/augment.py``).
 
 Data location: torchvision's layout, ``<data_dir>/cifar-10-batches-py/`` and
 ``<data_dir>/cifar-100-python/`` (the extracted "python version" archives).
@@ -25,6 +27,7 @@ from typing import Any, ClassVar, Mapping, Optional, Union
 from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from .augment import AugmentName, MixName, augment_transforms
 from .base import ImageClassificationDataModule, Transform
 from .safe_pickle import SafeCIFARLoading
 from .standins import read_standin_manifest
@@ -77,6 +80,8 @@ class _CIFARDataModule(ImageClassificationDataModule):
 
     input_shape = (3, 32, 32)
     full_train_size = 50_000
+    default_augment = "flips+crops"
+    crop_padding = 4
     _torchvision_class: ClassVar[type[CIFAR10]]
     _standin_class: ClassVar[type[CIFAR10]]
     _safe_class: ClassVar[type[CIFAR10]]
@@ -116,13 +121,8 @@ class _CIFARDataModule(ImageClassificationDataModule):
         return self._standin_class(str(self.root), checksums=manifest["md5"], train=train, download=False)
 
     def _build_train_transform(self) -> Transform:
-        if not self.augment:
-            return transforms.ToTensor()
-        return transforms.Compose([
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-        ])
+        steps = augment_transforms(self.augmentation, 32, self.crop_padding)
+        return transforms.Compose([*steps, transforms.ToTensor()]) if steps else transforms.ToTensor()
 
     def _build_eval_transform(self) -> Transform:
         return transforms.ToTensor()
@@ -133,7 +133,7 @@ class CIFAR10DataModule(_CIFARDataModule):
 
     See :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule` for the arguments.
     Images are ``float32`` ``(3, 32, 32)`` in ``[0, 1]``; training images are randomly
-    cropped (padding 4) and flipped when ``augment=True``.
+    cropped (padding 4) and flipped when ``augment=True`` (``"flips+crops"``; see ``augment``).
     """
 
     name = "cifar10"
@@ -153,14 +153,17 @@ class CIFAR10DataModule(_CIFARDataModule):
         val_size: Union[int, float] = 0.1,
         seed: int = 0,
         download: bool = False,
-        augment: bool = True,
+        augment: Union[bool, AugmentName] = True,
         pin_memory: bool = False,
         drop_last: bool = False,
+        mix: MixName = "none",
+        mix_alpha: float = 1.0,
     ) -> None:
         super().__init__(
             data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_workers=num_workers, val_size=val_size, seed=seed, download=download,
             augment=augment, pin_memory=pin_memory, drop_last=drop_last,
+            mix=mix, mix_alpha=mix_alpha,
         )
 
 
@@ -188,13 +191,16 @@ class CIFAR100DataModule(_CIFARDataModule):
         val_size: Union[int, float] = 0.1,
         seed: int = 0,
         download: bool = False,
-        augment: bool = True,
+        augment: Union[bool, AugmentName] = True,
         pin_memory: bool = False,
         drop_last: bool = False,
+        mix: MixName = "none",
+        mix_alpha: float = 1.0,
     ) -> None:
         super().__init__(
             data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_workers=num_workers, val_size=val_size, seed=seed, download=download,
             augment=augment, pin_memory=pin_memory, drop_last=drop_last,
+            mix=mix, mix_alpha=mix_alpha,
         )
 

@@ -9,9 +9,10 @@ Splits: a stratified train/test split with ``test_size`` (default 0.25: 1347 tra
 different seeds are evaluated on the same test images; the validation split is then
 taken off the training part with ``seed`` like in every other datamodule.
 
-Augmentation: off by default (``augment=False``). With ``augment=True`` the training
-images are shifted by up to one pixel (``RandomCrop(8, padding=1)``, zero fill, which
-is the background value).
+Augmentation: off by default (``augment=False``). With ``augment=True`` (``"crops"``) the
+training images are shifted by up to one pixel (``RandomCrop(8, padding=1)``, zero fill,
+which is the background value); ``"flips"`` and ``"flips+crops"`` can be named too, and
+``mix`` gives CutMix / MixUp batches (``datamodules/augment.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from torch.utils.data import TensorDataset
 from torchvision import transforms
 
+from .augment import AugmentName, MixName, augment_transforms
 from .base import ImageClassificationDataModule, Transform
 
 __all__ = ["DigitsDataModule"]
@@ -39,7 +41,8 @@ class DigitsDataModule(ImageClassificationDataModule):
     Args:
         test_size: fraction of the 1797 images in the (stratified, fixed) test split,
             in ``(0, 1)``.
-        augment: random shift by up to one pixel of the training images (default off).
+        augment: ``True`` = ``"crops"``: random shift by up to one pixel of the training images
+            (default off); or ``"flips"`` / ``"flips+crops"`` / ``"none"``.
         data_dir, download: accepted for a uniform interface; unused (the data ships
             with scikit-learn).
         Others: see :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule`.
@@ -49,6 +52,8 @@ class DigitsDataModule(ImageClassificationDataModule):
     display_name = "scikit-learn digits"
     num_classes = 10
     input_shape = (1, 8, 8)
+    default_augment = "crops"
+    crop_padding = 1
     #: number of images in the data set.
     total_size = 1797
 
@@ -61,9 +66,11 @@ class DigitsDataModule(ImageClassificationDataModule):
         val_size: Union[int, float] = 0.1,
         seed: int = 0,
         download: bool = False,
-        augment: bool = False,
+        augment: Union[bool, AugmentName] = False,
         pin_memory: bool = False,
         drop_last: bool = False,
+        mix: MixName = "none",
+        mix_alpha: float = 1.0,
         test_size: float = 0.25,
     ) -> None:
         if isinstance(test_size, bool) or not isinstance(test_size, (float, int)) or not 0.0 < test_size < 1.0:
@@ -77,6 +84,7 @@ class DigitsDataModule(ImageClassificationDataModule):
             data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_workers=num_workers, val_size=val_size, seed=seed, download=download,
             augment=augment, pin_memory=pin_memory, drop_last=drop_last,
+            mix=mix, mix_alpha=mix_alpha,
         )
         self._splits: Optional[dict[str, TensorDataset]] = None
 
@@ -119,9 +127,8 @@ class DigitsDataModule(ImageClassificationDataModule):
         return self._splits["train" if train else "test"]
 
     def _build_train_transform(self) -> Optional[Transform]:
-        if not self.augment:
-            return None
-        return transforms.RandomCrop(8, padding=1, fill=0)
+        steps = augment_transforms(self.augmentation, 8, self.crop_padding)
+        return transforms.Compose(steps) if steps else None
 
     def _build_eval_transform(self) -> Optional[Transform]:
         return None

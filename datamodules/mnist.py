@@ -1,8 +1,10 @@
 """MNIST and Fashion-MNIST datamodules (torchvision's loaders, [0,1] tensors).
 
-Images are ``float32`` ``(1, 28, 28)`` in ``[0, 1]`` (``ToTensor``). There is no
-training augmentation for these data sets (``augment`` is accepted for a uniform
-interface and has no effect), as usual for MNIST-type adversarial training.
+Images are ``float32`` ``(1, 28, 28)`` in ``[0, 1]`` (``ToTensor``). By default there is no
+training augmentation for these data sets (``augment=True`` means ``"none"`` here), as usual
+for MNIST-type adversarial training; ``"flips"``, ``"crops"`` (zero padding 2) or
+``"flips+crops"`` can be asked for by name, and ``mix`` gives CutMix / MixUp batches
+(``datamodules/augment.py``).
 
 Data location: torchvision's layout. torchvision reads the four *uncompressed* idx files
 ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
@@ -34,6 +36,7 @@ from typing import ClassVar, Optional, Union
 from torchvision import transforms
 from torchvision.datasets import MNIST, FashionMNIST
 
+from .augment import AugmentName, MixName, augment_transforms
 from .base import ImageClassificationDataModule, Transform
 from .cleanup import remove_stale
 from .standins import read_standin_manifest
@@ -96,6 +99,7 @@ class _MNISTFamilyDataModule(ImageClassificationDataModule):
     num_classes = 10
     input_shape = (1, 28, 28)
     full_train_size = 60_000
+    crop_padding = 2
     _torchvision_class: ClassVar[type[MNIST]]
 
     def _init_local_source(self, local_source: Optional[str]) -> None:
@@ -175,7 +179,8 @@ class _MNISTFamilyDataModule(ImageClassificationDataModule):
         return self._torchvision_class(str(self.root), train=train, download=False)
 
     def _build_train_transform(self) -> Transform:
-        return transforms.ToTensor()
+        steps = augment_transforms(self.augmentation, 28, self.crop_padding)
+        return transforms.Compose([*steps, transforms.ToTensor()]) if steps else transforms.ToTensor()
 
     def _build_eval_transform(self) -> Transform:
         return transforms.ToTensor()
@@ -189,7 +194,7 @@ class MNISTDataModule(_MNISTFamilyDataModule):
             uncompressed) files, used to fill ``<data_dir>/MNIST/raw`` without a
             network; ``None`` (default) disables it.
         Others: see :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule`
-        (``augment`` has no effect: no augmentation for MNIST).
+        (``augment=True`` is ``"none"``: no augmentation for MNIST unless named).
     """
 
     name = "mnist"
@@ -205,15 +210,18 @@ class MNISTDataModule(_MNISTFamilyDataModule):
         val_size: Union[int, float] = 0.1,
         seed: int = 0,
         download: bool = False,
-        augment: bool = True,
+        augment: Union[bool, AugmentName] = True,
         pin_memory: bool = False,
         drop_last: bool = False,
+        mix: MixName = "none",
+        mix_alpha: float = 1.0,
         local_source: Optional[str] = None,
     ) -> None:
         super().__init__(
             data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_workers=num_workers, val_size=val_size, seed=seed, download=download,
             augment=augment, pin_memory=pin_memory, drop_last=drop_last,
+            mix=mix, mix_alpha=mix_alpha,
         )
         self._init_local_source(local_source)
 
@@ -227,7 +235,7 @@ class FashionMNISTDataModule(_MNISTFamilyDataModule):
             ``/usr/share/datasets/fashion-mnist``, where the Debian/Ubuntu package
             ``dataset-fashion-mnist`` installs them; ``None`` disables it.
         Others: see :class:`~lightning_adv.datamodules.base.ImageClassificationDataModule`
-        (``augment`` has no effect: no augmentation for Fashion-MNIST).
+        (``augment=True`` is ``"none"``: no augmentation for Fashion-MNIST unless named).
     """
 
     name = "fashion_mnist"
@@ -243,15 +251,18 @@ class FashionMNISTDataModule(_MNISTFamilyDataModule):
         val_size: Union[int, float] = 0.1,
         seed: int = 0,
         download: bool = False,
-        augment: bool = True,
+        augment: Union[bool, AugmentName] = True,
         pin_memory: bool = False,
         drop_last: bool = False,
+        mix: MixName = "none",
+        mix_alpha: float = 1.0,
         local_source: Optional[str] = FASHION_MNIST_DEBIAN_DIR,
     ) -> None:
         super().__init__(
             data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
             num_workers=num_workers, val_size=val_size, seed=seed, download=download,
             augment=augment, pin_memory=pin_memory, drop_last=drop_last,
+            mix=mix, mix_alpha=mix_alpha,
         )
         self._init_local_source(local_source)
 

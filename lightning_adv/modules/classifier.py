@@ -15,7 +15,13 @@ from ..models import create_model, load_model_weights
 from .optim import OptimConfig, build_optimizer, build_scheduler
 from .regularizers import Regularizer, coerce_regularizer
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "hard_labels"]
+
+
+def hard_labels(y: Tensor) -> Tensor:
+    """Class indices of ``y``: itself for integer labels, the argmax of soft labels ``(B, C)``
+    (CutMix / MixUp batches; the accuracy of a mixed batch is measured against its dominant class)."""
+    return y.argmax(dim=-1) if y.is_floating_point() and y.dim() == 2 else y
 
 
 class Classifier(pl.LightningModule):
@@ -137,6 +143,11 @@ class Classifier(pl.LightningModule):
         value, _norm = self.regularizer.add_gradient_([p for p in self.model.parameters() if p.requires_grad])
         self.log("train/regularizer", value, on_step=False, on_epoch=True)
 
+    def soft_label_refusal(self) -> Optional[str]:
+        """Why this module cannot train on soft labels (``data.mix``), or None when it can: the natural
+        cross-entropy takes class probabilities as they are."""
+        return None
+
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch
@@ -160,7 +171,7 @@ class Classifier(pl.LightningModule):
 
     def _log_clean_acc(self, logits: Tensor, y: Tensor) -> None:
         """Accumulate and log ``train/acc`` (epoch level) from logits on clean inputs."""
-        self.train_acc.update(logits.detach(), y)
+        self.train_acc.update(logits.detach(), hard_labels(y))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def _shared_eval_step(self, batch: Any, stage: str) -> Tensor:

@@ -60,6 +60,12 @@ class ObjectiveTraining(RobustTrainingMixin):
             self._init_free(objective.threat, objective.replays, objective.effective_step_size)
         objective.check_module(self)  # e.g. certified objectives: every layer has bounds, before training
 
+    def soft_label_refusal(self: Any) -> Optional[str]:
+        """None when the objective trains on soft labels (``Objective.soft_labels``), else why not."""
+        if getattr(self.objective, "soft_labels", False):
+            return None
+        return f"{type(self).__name__}'s objective {type(self.objective).__name__} needs hard labels"
+
     def training_step(self: Any, batch: Any, batch_idx: int) -> Optional[Tensor]:
         x, y = batch
         obj = self.objective

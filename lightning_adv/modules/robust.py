@@ -20,6 +20,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..attacks import ThreatModel, module_mode
+from .classifier import hard_labels
 from .free import AscentClosure, FreeReplay, LossClosure
 
 __all__ = ["RobustTrainingMixin", "check_free_args"]
@@ -57,7 +58,7 @@ class RobustTrainingMixin:
             self._log_clean_acc(self.model(x), y)
 
     def _log_adv_step(self: Any, loss: Tensor, logits_adv: Tensor, y: Tensor) -> None:
-        self.train_adv_acc.update(logits_adv.detach(), y)
+        self.train_adv_acc.update(logits_adv.detach(), hard_labels(y))
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
         self.log("train/adv_acc", self.train_adv_acc, on_step=False, on_epoch=True, prog_bar=True)
 

@@ -77,6 +77,12 @@ class PGDAT(PerturbationObjective):
                              "the clean prediction is TRADES' (lightning_adv.objectives.TRADES)")
         self.attack = attack
 
+    @property
+    def soft_labels(self) -> bool:  # type: ignore[override]
+        """Soft labels (CutMix/MixUp): the training CE and the attack's CE both take them as
+        class probabilities (Rebuffi et al. 2021); the margin loss needs class indices."""
+        return self.attack.loss == "ce"
+
     def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
         return self.attack(module.model, x, y)
 
@@ -97,8 +103,11 @@ class TRADES(PerturbationObjective):
     The attack maximises ``KL(p || f(x'))`` where ``p`` is the softmax of the clean logits
     computed *in the attack's mode* (the official code: both in eval mode, so the attack
     objective is 0 at ``x' = x``), starting from ``x + 0.001 N(0, 1)`` (``start_sigma``).
-    Default attack: the official one (eps 0.031, 10 steps of 0.007, eval mode).
+    Default attack: the official one (eps 0.031, 10 steps of 0.007, eval mode). Soft labels
+    (CutMix/MixUp) enter only the clean cross-entropy; the attack does not use labels.
     """
+
+    soft_labels = True
 
     def __init__(self, beta: float = 6.0,
                  attack: PGD = PGD(eps=0.031, steps=10, step_size=0.007, random_start=False, start_sigma=0.001,

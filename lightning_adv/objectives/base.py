@@ -87,6 +87,11 @@ class Objective:
     needs_teacher: bool = False
     #: runs the m-replay loop (manual optimisation) instead of :meth:`step`
     free: bool = False
+    #: trains on soft labels ``(B, C)`` (CutMix / MixUp batches, ``data.mix``); others are refused
+    soft_labels: bool = False
+    #: changes the weights inside a step and restores them after the optimiser step (AWP): a weight
+    #: average updated by a callback (``on_train_batch_end`` runs before the module's) would see them
+    perturbs_weights: bool = False
 
     def step(self, module: Any, *batch: Tensor) -> StepOutput:
         """The loss of one batch (``module.model`` is the trained network)."""
