@@ -60,31 +60,30 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     epochs, limit_train, limit_test = (4, 1.0, 2) if args.tiny else (10, 1.0, 1.0)
-    root = tempfile.mkdtemp(prefix="ard_digits_")
+    with tempfile.TemporaryDirectory(prefix="ard_digits_") as root:  # teacher weights, Trainer files
+        # 1. the teacher: PGD adversarial training (Madry et al.), PGD-5 in train mode as the authors' code
+        pl.seed_everything(0, verbose=False)
+        teacher = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM,
+                              objective=PGDAT(PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")))
+        trainer(epochs, limit_train, root).fit(teacher, DigitsDataModule(batch_size=64))
+        teacher_path = os.path.join(root, "teacher.pt")
+        torch.save(teacher.model.state_dict(), teacher_path)  # a raw state dict; a .ckpt of train.py works too
 
-    # 1. the teacher: PGD adversarial training (Madry et al.), PGD-5 in train mode as the authors' code
-    pl.seed_everything(0, verbose=False)
-    teacher = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM,
-                          objective=PGDAT(PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")))
-    trainer(epochs, limit_train, root).fit(teacher, DigitsDataModule(batch_size=64))
-    teacher_path = os.path.join(root, "teacher.pt")
-    torch.save(teacher.model.state_dict(), teacher_path)  # a raw state dict; a .ckpt of train.py works too
+        # 2. the ARD student: a narrower CNN, attacked during training, matching the teacher's soft labels
+        pl.seed_everything(0, verbose=False)
+        student = KnowledgeDistillation(
+            arch="small_cnn", arch_kwargs={"width": 8}, in_channels=1, optim=STUDENT_ADAM,
+            teacher_arch="small_cnn", teacher_checkpoint=teacher_path,  # loaded with weights_only=True, frozen
+            objective=ARD(temperature=4.0, alpha=1.0, attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")))
+        trainer(epochs, limit_train, root).fit(student, DigitsDataModule(batch_size=64))
 
-    # 2. the ARD student: a narrower CNN, attacked during training, matching the teacher's soft labels
-    pl.seed_everything(0, verbose=False)
-    student = KnowledgeDistillation(
-        arch="small_cnn", arch_kwargs={"width": 8}, in_channels=1, optim=STUDENT_ADAM,
-        teacher_arch="small_cnn", teacher_checkpoint=teacher_path,  # loaded with weights_only=True, frozen
-        objective=ARD(temperature=4.0, alpha=1.0, attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")))
-    trainer(epochs, limit_train, root).fit(student, DigitsDataModule(batch_size=64))
-
-    # 3. both through the evaluator
-    for name, module in (("teacher", teacher), ("ARD student", student)):
-        m = test_accuracy(module, limit_test, root)
-        print(f"{name:12s} test/acc {m['test/acc']:.3f}  test/robust_acc {m['test/robust_acc']:.3f}  "
-              f"(pgd20 {m['test/robust_acc/pgd20']:.3f}, fgsm {m['test/robust_acc/fgsm']:.3f})")
-        tag = "teacher" if name == "teacher" else "student"
-        print(f"RESULT {tag} clean_acc={m['test/acc']:.4f} robust_acc={m['test/robust_acc']:.4f}")
+        # 3. both through the evaluator
+        for name, module in (("teacher", teacher), ("ARD student", student)):
+            m = test_accuracy(module, limit_test, root)
+            print(f"{name:12s} test/acc {m['test/acc']:.3f}  test/robust_acc {m['test/robust_acc']:.3f}  "
+                  f"(pgd20 {m['test/robust_acc/pgd20']:.3f}, fgsm {m['test/robust_acc/fgsm']:.3f})")
+            tag = "teacher" if name == "teacher" else "student"
+            print(f"RESULT {tag} clean_acc={m['test/acc']:.4f} robust_acc={m['test/robust_acc']:.4f}")
 
 
 if __name__ == "__main__":

@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     steps, episodes = (25, 10) if args.tiny else (100, 40)
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="omniglot_minimal_")
     runs = ["aq"] + (["natural"] if args.compare_natural else [])
-    for name in runs:
-        r = meta_train_and_test(name, steps, episodes, data_dir)
-        print(f"RESULT {name} clean_acc={r['acc']['mean']:.4f} robust_acc={r['robust_acc']['mean']:.4f} "
-              f"ci95={r['robust_acc']['ci95']:.4f} episodes={r['acc']['episodes']}")
+    with tempfile.TemporaryDirectory(prefix="omniglot_minimal_") as tmp:
+        for name in runs:
+            r = meta_train_and_test(name, steps, episodes, args.data_dir or tmp)
+            print(f"RESULT {name} clean_acc={r['acc']['mean']:.4f} robust_acc={r['robust_acc']['mean']:.4f} "
+                  f"ci95={r['robust_acc']['ci95']:.4f} episodes={r['acc']['episodes']}")
 
 
 if __name__ == "__main__":
