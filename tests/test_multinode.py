@@ -115,3 +115,32 @@ def test_two_nodes_one_process_each_fit_then_test(tmp_path):
     assert t0["evaluated"] == t1["evaluated"] == N_TEST
     assert t0["metrics"]["test/robust_acc"] == t1["metrics"]["test/robust_acc"]
     assert 0.0 <= t0["metrics"]["test/robust_acc"] <= t0["metrics"]["test/acc"] <= 1.0
+
+
+def test_error_report_keys_on_the_global_rank_not_the_local_one(tmp_path, monkeypatch, capsys):
+    """On node 1 of a two-node run LOCAL_RANK is 0 but the global rank is 1: a rank that fails by itself
+    reports its own error, and only another rank's error file counts as a peer's."""
+    from lightning_adv.callbacks.resume import RankErrorReport, peer_error, this_rank
+    from lightning_adv.cli import cli_main
+
+    folder = tmp_path / ".rank_errors"
+    folder.mkdir()
+    monkeypatch.setattr(RankErrorReport, "current_dir", str(folder))
+    monkeypatch.setattr(RankErrorReport, "started", time.time())
+    monkeypatch.setattr(RankErrorReport, "global_rank", None)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "1")
+    (folder / "rank1.txt").write_text("error: rank 1: this process's own failure")
+    assert this_rank() == 1 and peer_error(this_rank(), 0) is None
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["fit", "--config", str(tmp_path / "missing.yaml")])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: --config") and "this rank" not in last, last
+    (folder / "rank0.txt").write_text("error: rank 0: a peer's failure")
+    assert peer_error(1, 0) == "error: rank 0: a peer's failure"
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("SLURM_PROCID", "3")  # srun's global rank
+    assert this_rank() == 3
+    monkeypatch.setattr(RankErrorReport, "global_rank", 5)  # a run set up: the trainer's rank wins
+    assert this_rank() == 5
