@@ -20,17 +20,18 @@ class NodeProbe(Callback):
     def __init__(self, out_dir: str) -> None:
         self.out_dir = out_dir
         self.train_seen = 0
-        self.fingerprints: list[str] = []
+        self.fingerprints: list[list[str]] = []  # per epoch
 
     def on_train_epoch_start(self, trainer, module):
         loader = trainer.train_dataloader
         sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
         self.sampler_type = type(sampler).__name__
         self.distributed = isinstance(sampler, DistributedSampler)
+        self.fingerprints.append([])
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.train_seen += int(batch[1].shape[0])
-        self.fingerprints += [fingerprint(x, y) for x, y in zip(batch[0], batch[1])]
+        self.fingerprints[-1] += [fingerprint(x, y) for x, y in zip(batch[0], batch[1])]
 
     def _write(self, trainer, stage: str) -> None:
         evaluator = next(cb for cb in trainer.callbacks if hasattr(cb, "reports"))

@@ -85,7 +85,7 @@ def test_two_nodes_one_process_each_fit_then_test(tmp_path):
               "--trainer.num_nodes", "2", "--trainer.devices", "1", "--trainer.strategy", "ddp",
               "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
               "--trainer.default_root_dir", str(tmp_path)]
-    runs = launch_two_nodes(["fit", *common, "--trainer.max_epochs", "1"], REPO)
+    runs = launch_two_nodes(["fit", *common, "--trainer.max_epochs", "2"], REPO)
     for node, (rc, out) in enumerate(runs):
         assert rc == 0, f"node {node}:\n{out[-5000:]}"
     r0, r1 = _records(tmp_path / "probe", "fit")
@@ -95,8 +95,11 @@ def test_two_nodes_one_process_each_fit_then_test(tmp_path):
     assert [(r["global_rank"], r["node_rank"], r["local_rank"]) for r in (r0, r1)] == [(0, 0, 0), (1, 1, 0)]
     # the distributed sampler split the training set: disjoint halves that together cover it
     assert r0["distributed_sampler"] and r1["distributed_sampler"], r0["sampler"]
-    assert r0["train_seen"] == r1["train_seen"] == N_TRAIN // 2 == len(r0["fingerprints"])
-    assert Counter(r0["fingerprints"]) + Counter(r1["fingerprints"]) == Counter(_train_fingerprints())
+    assert r0["train_seen"] == r1["train_seen"] == 2 * (N_TRAIN // 2)
+    everything = Counter(_train_fingerprints())
+    for epoch in range(2):  # in each epoch (the permutations stay in step across the nodes)
+        assert Counter(r0["fingerprints"][epoch]) + Counter(r1["fingerprints"][epoch]) == everything, epoch
+    assert r0["fingerprints"][0] != r0["fingerprints"][1]  # reshuffled
     # the evaluator's records were gathered over both ranks: the whole validation set, same numbers
     assert r0["evaluated"] == r1["evaluated"] == N_VAL
     assert r0["metrics"]["val/robust_acc"] == r1["metrics"]["val/robust_acc"]
@@ -104,7 +107,7 @@ def test_two_nodes_one_process_each_fit_then_test(tmp_path):
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert len(ckpts) == 2 and "last.ckpt" in ckpts and ckpts[0].startswith("best-"), ckpts
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == r0["global_step"] == 10  # ceil(606 / 64) steps per rank
+    assert ckpt["global_step"] == r0["global_step"] == 20  # ceil(606 / 64) steps per rank and epoch
     assert next(v for k, v in ckpt["callbacks"].items() if "ResumeState" in k)["world_size"] == 2
 
     # test on both nodes from that checkpoint: the robust accuracy covers the whole test set, not half
