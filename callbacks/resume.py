@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_adv.cli_errors import NonFiniteTrainingError
 
-__all__ = ["FiniteGuard", "RankErrorReport", "ResumeState", "apply_rng_state", "collect_rng_state", "peer_error"]
+__all__ = ["FiniteGuard", "RankErrorReport", "ResumeState", "apply_rng_state", "collect_rng_state", "peer_error", "this_rank"]
 
 
 def collect_rng_state() -> dict[str, torch.Tensor]:
@@ -74,7 +74,9 @@ class ResumeState(Callback):
         state = collect_rng_state()
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:  # every rank calls this while saving
-            state = {k: trainer.strategy.all_gather(v).cpu() for k, v in state.items() if k != "cuda"}
+            # on the strategy's device: NCCL gathers CUDA tensors only (gloo takes either)
+            device = trainer.strategy.root_device
+            state = {k: trainer.strategy.all_gather(v.to(device)).cpu() for k, v in state.items() if k != "cuda"}
         else:
             state = {k: v.unsqueeze(0) for k, v in state.items()}
         return {"rng": state, "world_size": int(next(iter(state.values())).shape[0])}
@@ -146,6 +148,8 @@ class RankErrorReport(Callback):
     #: the folder of the run in progress in this process (read by :func:`peer_error`)
     current_dir: Optional[str] = None
     started: float = 0.0
+    #: this process's global rank in that run (read by :func:`this_rank`)
+    global_rank: Optional[int] = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         import time
@@ -154,6 +158,7 @@ class RankErrorReport(Callback):
         if trainer.world_size > 1:
             RankErrorReport.current_dir = str(Path(trainer.default_root_dir) / ".rank_errors")
             RankErrorReport.started = time.time()
+            RankErrorReport.global_rank = int(trainer.global_rank)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         from pathlib import Path
@@ -168,6 +173,20 @@ class RankErrorReport(Callback):
         tmp = folder / f".rank{trainer.global_rank}.tmp"
         tmp.write_text(line.replace("error: ", f"error: rank {trainer.global_rank}: ", 1))
         tmp.replace(folder / f"rank{trainer.global_rank}.txt")
+
+
+def this_rank() -> int:
+    """This process's global rank: the trainer's once a run is set up, else the launcher's ``RANK``
+    (torchrun) or ``SLURM_PROCID`` (srun). Not ``LOCAL_RANK``: with several nodes every node has a local
+    rank 0, and the error files of :class:`RankErrorReport` are keyed by global rank."""
+    import os
+
+    if RankErrorReport.global_rank is not None:
+        return RankErrorReport.global_rank
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
 
 
 def peer_error(own_rank: int, wait_s: float = 10.0) -> Optional[str]:

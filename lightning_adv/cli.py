@@ -40,7 +40,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_adv.callbacks.checkpoint import RobustCheckpoint
-from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error
+from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error, this_rank
 
 from .cli_errors import ConfigError, one_line
 
@@ -264,7 +264,7 @@ def cli_main(args: Optional[list[str]] = None) -> None:
         main(args, parser_kwargs={"exit_on_error": False})
     except BaseException as err:  # noqa: BLE001
         line = one_line(err)
-        rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+        rank = this_rank()
         peer = None if isinstance(err, (KeyboardInterrupt, SystemExit)) else peer_error(rank, 0 if line else 10)
         if peer is not None:  # DDP: another rank failed first; this one saw its peer go
             if os.environ.get("LIGHTNING_ADV_DEBUG"):
