@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model, load_model_weights
-from .compute import ComputeConfig, batch_to_memory_format, strip_compile_prefix
+from .compute import ComputeConfig, strip_compile_prefix
 from .optim import OptimConfig, build_optimizer, build_scheduler
 from .regularizers import Regularizer, coerce_regularizer
 
@@ -129,10 +129,6 @@ class Classifier(pl.LightningModule):
                 f"model.in_channels={self.hparams.in_channels} but the data ({type(dm).__name__}) has "
                 f"{shape[0]}-channel images; set --model.in_channels {shape[0]}"
             )
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Images in the module's memory format (``compute.memory_format``), on the device."""
-        return batch_to_memory_format(batch, self.compute_cfg)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Accept weights saved from a ``torch.compile(model)`` wrapper (keys with ``_orig_mod.``)."""

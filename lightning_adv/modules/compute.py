@@ -4,8 +4,8 @@ Mixed precision is not here: it is the Trainer's (``--trainer.precision bf16-mix
 ``16-mixed``), and the attack engine is written to be correct under it
 (``docs/precision.md``). What a module decides itself:
 
-* ``memory_format: channels_last`` puts the convolution weights and every 4-D input batch in
-  NHWC order (faster convolutions on tensor-core GPUs); the numbers are those of the
+* ``memory_format: channels_last`` puts the convolution weights and every 4-D input of the
+  backbone (a forward pre-hook) in NHWC order (faster convolutions on tensor-core GPUs); the numbers are those of the
   default ``contiguous_format`` up to float rounding.
 * ``compile: true`` compiles the backbone's forward with ``nn.Module.compile`` (in place), so
   the state-dict keys stay those of the eager model: a checkpoint written with compile on
@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ComputeConfig", "MEMORY_FORMATS", "COMPILE_MODES", "strip_compile_prefix", "batch_to_memory_format"]
+__all__ = ["ComputeConfig", "MEMORY_FORMATS", "COMPILE_MODES", "strip_compile_prefix"]
 
 MEMORY_FORMATS = ("contiguous_format", "channels_last")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -121,26 +121,20 @@ class ComputeConfig:
     def apply(self, model: nn.Module) -> nn.Module:
         """Convert ``model`` in place (memory format, then compile); returns it."""
         if self.channels_last:
+            # every input the model sees (training batches, attack iterates, the evaluator's inputs) is
+            # converted by a forward hook: one place, and Lightning's batch-transfer hooks stay free
             model.to(memory_format=torch.channels_last)
+            model.register_forward_pre_hook(_inputs_channels_last)
         if self.compile:
             model.compile(mode=None if self.compile_mode == "default" else self.compile_mode,
                           backend=self.compile_backend)
         return model
 
 
-def batch_to_memory_format(batch: Any, cfg: ComputeConfig) -> Any:
-    """The batch with its 4-D floating-point tensors (the images) in channels_last, when asked for."""
-    if not cfg.channels_last:
-        return batch
-
-    def conv(t: Any) -> Any:
-        if isinstance(t, Tensor) and t.dim() == 4 and t.is_floating_point():
-            return t.contiguous(memory_format=torch.channels_last)
-        return t
-
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(conv(t) for t in batch)
-    return conv(batch)
+def _inputs_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: 4-D floating-point inputs (image batches) in channels_last."""
+    return tuple(a.contiguous(memory_format=torch.channels_last)
+                 if isinstance(a, Tensor) and a.dim() == 4 and a.is_floating_point() else a for a in args)
 
 
 def strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
