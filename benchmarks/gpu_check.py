@@ -120,8 +120,21 @@ def _agree(cfg: dict[str, Any], compute: ComputeConfig) -> float:
     return worst
 
 
+def _loud_recompile_limit() -> None:
+    """A compiled run that hits Dynamo's recompile limit falls back to eager silently: make it an error
+    (the row then FAILs instead of timing eager code), with room for the graphs of several module copies."""
+    import torch._dynamo.config as dyn
+
+    for name, value in (("recompile_limit", 64), ("cache_size_limit", 64), ("fail_on_recompile_limit_hit", True),
+                        ("fail_on_cache_limit_hit", True)):
+        if hasattr(dyn, name):
+            setattr(dyn, name, value)
+
+
 def option_row(cfg: dict[str, Any], extra: list[str], compute: ComputeConfig, store: dict[str, float],
                name: str) -> tuple[str, str, bool]:
+    if compute.compile:
+        _loud_recompile_limit()
     diff = _agree(cfg, compute)
     res = run_bench(cfg, ["--bf16"] + extra)["results"]["runs"]
     on, off = res["median_s"]["at_trainer"], store.get("at_bf16", float("nan"))
