@@ -20,7 +20,10 @@ Design points, each tested in ``tests/test_attacks.py``:
 * restarts keep, per example, a restart that fools the model if any does (the loss only
   breaks ties among restarts that all fool or all fail), and restart 0 draws its random
   start first, so with the same seed ``restarts=r`` never breaks fewer examples than
-  ``restarts=1``.
+  ``restarts=1``;
+* under autocast (``bf16-mixed``, ``16-mixed``) the forwards run in half precision, but the loss
+  is summed in fp32, the input gradient, step and projection are fp32 and ``x_adv`` stays fp32 in
+  [0, 1] (fp16: a scaled backward, an fp32 retry on overflow; ``docs/precision.md``).
 
 Differences from the thesis authors' code (see shared notes): the random start is clamped
 to [0, 1] before the first forward (theirs clamps only after the first step); the loss
