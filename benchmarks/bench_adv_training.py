@@ -87,6 +87,7 @@ from lightning_adv.attacks import PGD  # noqa: E402
 from lightning_adv.modules.adv_training import AdvTraining  # noqa: E402
 from lightning_adv.objectives import PGDAT  # noqa: E402
 from lightning_adv.modules.classifier import Classifier  # noqa: E402
+from lightning_adv.modules.compute import ComputeConfig  # noqa: E402
 from lightning_adv.modules.optim import OptimConfig  # noqa: E402
 
 GREY_ARCHS = ("small_cnn", "mlp")
@@ -121,7 +122,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--bf16", action="store_true",
                    help='bf16 autocast: Trainer precision="bf16-mixed", torch.autocast on the plain side')
-    p.add_argument("--channels-last", action="store_true", help="model and inputs in channels_last on both sides")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and inputs in channels_last on both sides (the module option compute.memory_format)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the backbone on both sides (the module option compute.compile)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend with --compile")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for both sides; default 1 on CPU (least noisy on a shared "
                         "machine), unchanged on CUDA")
@@ -204,8 +209,10 @@ def optim_cfg() -> OptimConfig:
 
 
 def make_module(args: argparse.Namespace, kind: str) -> pl.LightningModule:
+    compute = ComputeConfig(memory_format="channels_last" if args.channels_last else "contiguous_format",
+                            compile=args.compile, compile_backend=args.compile_backend)
     common = dict(arch=args.arch, num_classes=args.num_classes, in_channels=args.in_channels,
-                  arch_kwargs=args.arch_kwargs, optim=optim_cfg())
+                  arch_kwargs=args.arch_kwargs, optim=optim_cfg(), compute=compute)
     torch.manual_seed(args.seed)
     if kind == "at":
         attack = PGD(eps=args.eps, steps=args.pgd_steps, step_size=args.step_size, norm="linf",
@@ -214,8 +221,6 @@ def make_module(args: argparse.Namespace, kind: str) -> pl.LightningModule:
                                                  track_clean_acc=args.track_clean_acc, **common)
     else:
         module = Classifier(**common)
-    if args.channels_last:
-        module.model.to(memory_format=torch.channels_last)
     return module
 
 
@@ -485,7 +490,7 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"cudnn.benchmark {args.cudnn_benchmark if cuda else 'n/a'}\n"
           f"arch {args.arch} {args.in_channels}x{args.image_size}x{args.image_size}"
           f"{' ' + json.dumps(args.arch_kwargs) if args.arch_kwargs else ''}, batch {args.batch_size}, "
-          f"precision {prec}, channels_last {args.channels_last}\n"
+          f"precision {prec}, channels_last {args.channels_last}, compile {args.compile}\n"
           f"PGD-{K} Linf eps {args.eps * 255:g}/255 step {args.step_size * 255:g}/255 random start, "
           f"bn_mode train, track_clean_acc {args.track_clean_acc} (both sides)\n"
           f"{args.steps} timed + {args.warmup} warm-up steps per run, {args.repeats} repeats, mode {args.mode}",

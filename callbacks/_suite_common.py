@@ -37,6 +37,8 @@ __all__ = ["SuiteCallback", "gather_records", "episode_results", "Records"]
 Records = dict[str, Tensor]
 _LOADER_STRIDE = 1 << 40  # index offset between dataloaders (and, for fall-back positions, ranks)
 _QUERY_STRIDE = 10_000  # few-shot: example index = episode id * stride + query
+#: 'fp32': the suite turns autocast off (never overestimates through rounding); 'trainer': the Trainer's autocast
+ATTACK_PRECISIONS = ("fp32", "trainer")
 
 
 def gather_records(trainer: pl.Trainer, records: Records) -> Records:
@@ -85,8 +87,13 @@ class SuiteCallback(Callback):
     #: AttackSuiteEvaluation: takes the test attacks of the callbacks that hand theirs over
     takes_test_attacks: bool = False
 
-    def __init__(self, limit_batches: Optional[int] = None) -> None:
+    def __init__(self, limit_batches: Optional[int] = None, attack_precision: str = "fp32") -> None:
         super().__init__()
+        if attack_precision not in ATTACK_PRECISIONS:
+            raise ValueError(f"{type(self).__name__}.attack_precision={attack_precision!r} is not one of "
+                             f"{ATTACK_PRECISIONS} ('fp32': attacks with autocast off whatever the Trainer's precision, "
+                             f"the default; 'trainer': under the Trainer's autocast, docs/precision.md)")
+        self.attack_precision = attack_precision
         if limit_batches is not None and limit_batches < 1:
             raise ValueError(f"{type(self).__name__}.limit_batches must be >= 1 or null, got "
                              f"limit_batches={limit_batches}")
@@ -115,6 +122,8 @@ class SuiteCallback(Callback):
     # ------------------------------------------------------------ epoch start
     def _start(self, trainer: pl.Trainer, stage: str) -> None:
         self._suite = self._stage_suite(trainer, stage)
+        if self._suite is not None:
+            self._suite.precision = "autocast" if self.attack_precision == "trainer" else "fp32"
         self._parts, self._seen = {"": [], "advtuned": []}, {}
         self.reports.pop(stage, None)
         self.episode_results.pop(stage, None)
@@ -148,6 +157,15 @@ class SuiteCallback(Callback):
                dataloader_idx: int, stage: str) -> None:
         if self._suite is None or (self.limit_batches is not None and batch_idx >= self.limit_batches):
             return
+        if self.attack_precision == "trainer":  # Lightning runs callback hooks outside its autocast
+            with trainer.precision_plugin.forward_context():
+                self._attack_batch(trainer, pl_module, batch, batch_idx, dataloader_idx, stage)
+        else:
+            self._attack_batch(trainer, pl_module, batch, batch_idx, dataloader_idx, stage)
+
+    def _attack_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+                      dataloader_idx: int, stage: str) -> None:
+        assert self._suite is not None
         sink: Optional[dict[str, tuple[Tensor, Tensor]]] = (
             {} if batch_idx == 0 and dataloader_idx == 0 and self._wants_adversarials(stage) else None)
         if is_few_shot(pl_module):

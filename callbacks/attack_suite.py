@@ -62,6 +62,8 @@ class AttackSuiteEvaluation(SuiteCallback):
             ``trainer.default_root_dir``).
         filename: prefix of the files.
         limit_batches: attack only the first n test batches (None: all).
+        attack_precision: ``fp32`` (default: attacks with autocast off under any Trainer precision)
+            or ``trainer`` (under the Trainer's autocast; docs/precision.md).
         print_table: print the table on rank 0.
     """
 
@@ -77,8 +79,9 @@ class AttackSuiteEvaluation(SuiteCallback):
         filename: str = "attack_suite",
         limit_batches: Optional[int] = None,
         print_table: bool = True,
+        attack_precision: str = "fp32",
     ) -> None:
-        super().__init__(limit_batches=limit_batches)
+        super().__init__(limit_batches=limit_batches, attack_precision=attack_precision)
         if not filename or os.sep in filename:
             raise ValueError(f"AttackSuiteEvaluation.filename={filename!r} must be a plain file name prefix")
         self.suite = AttackSuite(attacks, cascade=cascade, sanity_checks=sanity_checks, tolerance=tolerance)

@@ -51,6 +51,8 @@ class PGDEvaluation(SuiteCallback):
             and ``fast_dev_run``: always).
         on_validation, on_test: which stages to evaluate.
         limit_batches: attack only the first n batches of each evaluation (None: all).
+        attack_precision: ``fp32`` (default: attacks with autocast off under any Trainer precision)
+            or ``trainer`` (under the Trainer's autocast; docs/precision.md).
         num_images: images in the TensorBoard grid (0 disables it).
         test_attacks: more attacks at test time only (few-shot table 5.11: PGD-20 with 20 restarts).
     """
@@ -66,8 +68,9 @@ class PGDEvaluation(SuiteCallback):
         limit_batches: Optional[int] = None,
         num_images: int = 8,
         test_attacks: Optional[list[PGD]] = None,
+        attack_precision: str = "fp32",
     ) -> None:
-        super().__init__(limit_batches=limit_batches)
+        super().__init__(limit_batches=limit_batches, attack_precision=attack_precision)
         attacks = _coerce_list(attacks if attacks is not None else default_eval_attacks(), "PGDEvaluation.attacks")
         if not attacks:
             raise ValueError("PGDEvaluation.attacks is empty; give at least one attack or drop the callback")

@@ -20,7 +20,10 @@ Design points, each tested in ``tests/test_attacks.py``:
 * restarts keep, per example, a restart that fools the model if any does (the loss only
   breaks ties among restarts that all fool or all fail), and restart 0 draws its random
   start first, so with the same seed ``restarts=r`` never breaks fewer examples than
-  ``restarts=1``.
+  ``restarts=1``;
+* under autocast (``bf16-mixed``, ``16-mixed``) the forwards run in half precision, but the loss
+  is summed in fp32, the input gradient, step and projection are fp32 and ``x_adv`` stays fp32 in
+  [0, 1] (fp16: a scaled backward, an fp32 retry on overflow; ``docs/precision.md``).
 
 Differences from the thesis authors' code (see shared notes): the random start is clamped
 to [0, 1] before the first forward (theirs clamps only after the first step); the loss
@@ -37,7 +40,7 @@ from torch import Tensor, nn
 from .losses import LossFn
 from .threat import ThreatModel, clamp_to_image, make_threat
 
-__all__ = ["pgd", "input_gradient", "success", "module_mode", "attack_grad_context", "BN_MODES"]
+__all__ = ["pgd", "input_gradient", "fp16_autocast", "FP16_GRAD_SCALE", "success", "module_mode", "attack_grad_context", "BN_MODES"]
 
 BN_MODES = ("train", "eval", "keep")
 
@@ -107,15 +110,45 @@ def input_gradient(model: Callable[[Tensor], Tensor], x_adv: Tensor, target: Any
 
     ``eot_samples > 1`` is Expectation over Transformation (Athalye et al. 2018): the gradient is
     averaged over that many forwards of a randomised model or input transform.
+
+    Under mixed precision (autocast) the forward runs in half precision, the loss is summed in
+    fp32 and the gradient arrives in ``x_adv``'s dtype (fp32). Under fp16 autocast the loss is
+    scaled by ``FP16_GRAD_SCALE`` (the gradient of a confidently classified example underflows
+    fp16 otherwise, which would stall the attack exactly where it has work to do) and, should a
+    gradient come out non-finite, it is recomputed with autocast off.
     """
     x_adv = x_adv.detach().requires_grad_(True)
     grad: Optional[Tensor] = None
     for _ in range(eot_samples):
-        obj, _ = _objective(model, x_adv, target, loss_fn, targeted, per_example=False)
-        (g,) = torch.autograd.grad(obj.sum(), x_adv)
+        g = _gradient_once(model, x_adv, target, loss_fn, targeted)
         grad = g if grad is None else grad + g
     assert grad is not None
     return grad / eot_samples if eot_samples > 1 else grad
+
+
+#: loss scale of an attack's backward under fp16 autocast (bf16 has fp32's range and needs none)
+FP16_GRAD_SCALE = 1024.0
+
+
+def fp16_autocast(device_type: str) -> bool:
+    """Whether fp16 autocast is on for ``device_type`` (``16-mixed``)."""
+    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
+
+
+def _gradient_once(model: Callable[[Tensor], Tensor], x_adv: Tensor, target: Any, loss_fn: LossFn,
+                   targeted: bool) -> Tensor:
+    device_type = x_adv.device.type
+    fp16 = fp16_autocast(device_type)
+    scale = FP16_GRAD_SCALE if fp16 else 1.0
+    obj, _ = _objective(model, x_adv, target, loss_fn, targeted, per_example=False)
+    (g,) = torch.autograd.grad(obj.float().sum() * scale, x_adv)
+    if fp16:
+        g = g / scale
+        if not bool(torch.isfinite(g).all()):  # an overflow in fp16: this gradient in fp32 instead
+            with torch.autocast(device_type, enabled=False):
+                obj, _ = _objective(model, x_adv, target, loss_fn, targeted, per_example=False)
+                (g,) = torch.autograd.grad(obj.float().sum(), x_adv)
+    return g.to(x_adv.dtype)
 
 
 def pgd(
@@ -185,7 +218,8 @@ def pgd(
                 delta = torch.zeros_like(x)
             for _ in range(steps if threat.eps > 0 else 0):
                 grad = input_gradient(model, x + delta, target, loss_fn, targeted, eot_samples)
-                delta = clamp_to_image(x, threat.project(threat.step(delta, grad, step_size)))
+                with torch.autocast(x.device.type, enabled=False):  # step and projection in x's dtype (fp32)
+                    delta = clamp_to_image(x, threat.project(threat.step(delta, grad, step_size)))
             x_adv = (x + delta).detach()
             if not need_final:
                 return x_adv

@@ -38,6 +38,7 @@ each task's query set through the learner adapted on the clean support set.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from typing import Any, Iterable, Optional, Protocol, runtime_checkable
@@ -83,6 +84,10 @@ def is_few_shot(module: Any) -> bool:
 
 
 # ------------------------------------------------------------------ suite
+#: where the suite runs: autocast off (fp32), or under the caller's autocast
+SUITE_PRECISIONS = ("fp32", "autocast")
+
+
 class AttackSuite:
     """Run attacks on batches and build the report.
 
@@ -100,10 +105,20 @@ class AttackSuite:
             on the whole batch, so each DDP rank runs the same number of attack forwards
             (SyncBatchNorm in train mode all-reduces on each forward); otherwise a batch
             without a clean-correct point skips the attack.
+        precision: ``fp32`` (default): clean forwards and attacks run with autocast off, even
+            when the caller is inside one (a half-precision forward can round small logit
+            differences and input gradients to zero, which masks gradients and overestimates
+            robustness); ``autocast``: under whatever autocast the caller has on (faster; check
+            it against ``fp32``, ``docs/precision.md``).
     """
 
     def __init__(self, attacks: list[Attack], cascade: bool = True, sanity_checks: bool = True,
-                 tolerance: float = 0.01, bn_mode: str = "eval", attack_misclassified: bool = False) -> None:
+                 tolerance: float = 0.01, bn_mode: str = "eval", attack_misclassified: bool = False,
+                 precision: str = "fp32") -> None:
+        if precision not in SUITE_PRECISIONS:
+            raise ValueError(f"AttackSuite.precision={precision!r} is not one of {SUITE_PRECISIONS} ('fp32': attacks "
+                             f"with autocast off, the default that never overestimates robustness through rounding)")
+        self.precision = precision
         attacks = list(attacks)
         if not attacks:
             raise ValueError("AttackSuite.attacks is empty; give at least one attack")
@@ -143,7 +158,9 @@ class AttackSuite:
         for each attack that ran (what an image grid shows; records stay small)."""
         if mode_module is None and isinstance(model, nn.Module):
             mode_module = model
-        with torch.inference_mode(False):  # under trainer.test's inference mode: normal tensors throughout
+        autocast = (contextlib.nullcontext() if self.precision == "autocast"
+                    else torch.autocast(x.device.type, enabled=False))
+        with torch.inference_mode(False), autocast:  # under trainer.test's inference mode: normal tensors throughout
             return self._run_batch(model, x, y, index, mode_module, adv_sink)
 
     def _run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor],

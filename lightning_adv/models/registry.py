@@ -151,8 +151,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 _CONTAINER_KEYS = ("state_dict", "net", "model")
 # Prefixes that wrappers put in front of a backbone's keys: a LightningModule holding the
-# net as ``self.model``, and (Distributed)DataParallel's ``module.``.
-_WRAPPER_PREFIXES = ("model.", "module.")
+# net as ``self.model``, (Distributed)DataParallel's ``module.`` and torch.compile's ``_orig_mod.``.
+_WRAPPER_PREFIXES = ("model.", "module.", "_orig_mod.")
 
 
 def _describe(model: nn.Module) -> str:
@@ -197,7 +197,8 @@ def _strip_wrapper_prefixes(
     """Remove wrapper prefixes the model's own keys do not have.
 
     With ``key_prefix`` only that prefix is selected and stripped. Otherwise, for each of
-    ``model.`` (Lightning) and ``module.`` (DataParallel), repeatedly: if the checkpoint has
+    ``model.`` (Lightning), ``module.`` (DataParallel) and ``_orig_mod.`` (a ``torch.compile``
+    wrapper), repeatedly: if the checkpoint has
     keys with the prefix and the model has none, keep only the prefixed keys, stripped
     (a Lightning checkpoint may also hold e.g. a teacher's ``teacher.*`` keys, which do
     not belong to this model).

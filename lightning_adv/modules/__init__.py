@@ -3,6 +3,7 @@ from .adv_training import AdvTraining
 from .adversarial_querying import AdversarialQuerying
 from .certified import CertifiedTraining
 from .classifier import Classifier
+from .compute import ComputeConfig
 from .distill import KL_REDUCTIONS, KnowledgeDistillation, distillation_kl
 from .free import FreeReplay
 from .objective_training import ObjectiveTraining
@@ -13,7 +14,7 @@ from .robust import RobustTrainingMixin
 from .teacher import load_teacher
 
 __all__ = [
-    "AdvTraining", "CertifiedTraining", "Classifier", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "AdversarialQuerying",
+    "AdvTraining", "CertifiedTraining", "Classifier", "ComputeConfig", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "AdversarialQuerying",
     "NormBias", "ObjectiveTraining", "Regularizer", "coerce_regularizer", "OptimConfig", "PricePrediction",
     "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
     "optimizers_and_schedule",

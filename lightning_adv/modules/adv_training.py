@@ -6,6 +6,7 @@ from typing import Any, Optional
 from ..objectives import PGDAT, Objective
 from .classifier import Classifier
 from .objective_training import ObjectiveTraining, coerce_objective
+from .compute import ComputeConfig
 from .optim import OptimConfig
 from .regularizers import Regularizer
 
@@ -41,9 +42,10 @@ class AdvTraining(ObjectiveTraining, Classifier):
         objective: Objective = PGDAT(),
         track_clean_acc: bool = True,
         regularizer: Optional[Regularizer] = None,
+        compute: ComputeConfig = ComputeConfig(),
     ) -> None:
         objective = coerce_objective(objective, "classifier", teacher=False, module="AdvTraining")
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                          arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights,
-                         regularizer=regularizer)
+                         regularizer=regularizer, compute=compute)
         self._init_objective(objective, track_clean_acc)

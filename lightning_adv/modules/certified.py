@@ -19,6 +19,7 @@ from ..attacks.threat import make_threat
 from ..certify import CERTIFY_METHODS, BoundNetwork, certified, margin_lower_bound
 from ..objectives import IBP, CertifiedObjective, Objective
 from .adv_training import AdvTraining
+from .compute import ComputeConfig
 from .optim import OptimConfig
 from .regularizers import Regularizer
 
@@ -54,6 +55,7 @@ class CertifiedTraining(AdvTraining):
         regularizer: Optional[Regularizer] = None,
         eval_eps: Optional[float] = None,
         eval_method: str = "ibp",
+        compute: ComputeConfig = ComputeConfig(),
     ) -> None:
         if eval_method not in CERTIFY_METHODS:
             raise ValueError(f"eval_method={eval_method!r} is not one of {CERTIFY_METHODS}")
@@ -66,7 +68,7 @@ class CertifiedTraining(AdvTraining):
         make_threat("linf", eval_eps)  # a finite radius in [0, 1], named in the error
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                          arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights, objective=objective,
-                         track_clean_acc=track_clean_acc, regularizer=regularizer)
+                         track_clean_acc=track_clean_acc, regularizer=regularizer, compute=compute)
         self.eval_eps, self.eval_method = float(eval_eps), eval_method
         self.net = BoundNetwork(self.model)  # unsupported layers fail here, before training
         self.val_certified = MeanMetric()

@@ -12,6 +12,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model, load_model_weights
+from .compute import ComputeConfig, strip_compile_prefix
 from .optim import OptimConfig, build_optimizer, build_scheduler
 from .regularizers import Regularizer, coerce_regularizer
 
@@ -49,6 +50,9 @@ class Classifier(pl.LightningModule):
         noise_sigma: train on ``x + N(0, noise_sigma^2)`` (pixel units, no clamping): the base
             classifier of randomized smoothing (Cohen et al. 2019, ``lightning_adv.certify``).
             Natural training only; 0 (default) is clean training.
+        compute: memory format (``channels_last``) and ``torch.compile`` of the backbone
+            (:class:`~lightning_adv.modules.compute.ComputeConfig`, ``docs/precision.md``);
+            mixed precision is the Trainer's ``precision``.
 
     Logged: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``,
     ``test/acc``, ``lr``, ``train/param_norm`` (per epoch); with a regulariser also
@@ -68,8 +72,11 @@ class Classifier(pl.LightningModule):
         regularizer: Optional[Regularizer] = None,
         train_temperature: float = 1.0,
         noise_sigma: float = 0.0,
+        compute: ComputeConfig = ComputeConfig(),
     ) -> None:
         super().__init__()
+        compute = ComputeConfig.coerce(compute)
+        self.compute_cfg = compute
         if not noise_sigma >= 0:
             raise ValueError(f"noise_sigma must be >= 0 (Gaussian noise std in [0, 1] pixel units), got {noise_sigma}")
         self.noise_sigma = float(noise_sigma)
@@ -82,8 +89,9 @@ class Classifier(pl.LightningModule):
         self.optim_cfg = optim
         self.regularizer = coerce_regularizer(regularizer)
         # hparams hold only primitives, so checkpoints load with weights_only=True
-        self.save_hyperparameters(ignore=["optim", "regularizer"])
+        self.save_hyperparameters(ignore=["optim", "regularizer", "compute"])
         self.hparams["optim"] = optim.to_dict()
+        self.hparams["compute"] = compute.to_dict()
         self.hparams["regularizer"] = self.regularizer.to_dict() if self.regularizer is not None else None
         # keep only what this class's constructor takes: LightningCLI re-parses a checkpoint's hparams
         # with the class (`train.py test --ckpt_path`), and a subclass without `regularizer` or
@@ -95,6 +103,8 @@ class Classifier(pl.LightningModule):
                                   **(arch_kwargs or {}))
         if init_weights:
             load_model_weights(self.model, init_weights)
+        compute.check_model(self.model, arch)
+        compute.apply(self.model)  # in place: state-dict keys stay the eager model's
         self.num_classes = num_classes
         # training metrics skip torchmetrics' argument checks (a device sync per update)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -106,7 +116,9 @@ class Classifier(pl.LightningModule):
         return self.model(x)
 
     def setup(self, stage: str) -> None:
-        """Check the model against the data before any training step runs."""
+        """Check the model against the data (and compile against the device) before any step runs."""
+        if self._trainer is not None:
+            self.compute_cfg.check_device(self.trainer.strategy.root_device.type)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
@@ -117,11 +129,18 @@ class Classifier(pl.LightningModule):
                 f"{dm_classes} classes; set --model.num_classes {dm_classes}"
             )
         shape = getattr(dm, "input_shape", None)
+        self.compute_cfg.check_input_shape(shape, type(dm).__name__)
         if shape is not None and shape[0] != self.hparams.in_channels:
             raise ValueError(
                 f"model.in_channels={self.hparams.in_channels} but the data ({type(dm).__name__}) has "
                 f"{shape[0]}-channel images; set --model.in_channels {shape[0]}"
             )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Accept weights saved from a ``torch.compile(model)`` wrapper (keys with ``_orig_mod.``)."""
+        if isinstance(checkpoint.get("state_dict"), dict):
+            strip_compile_prefix(checkpoint["state_dict"])
+        super().on_load_checkpoint(checkpoint)
 
     def on_train_epoch_start(self) -> None:
         """Log the learning rate once per epoch (a per-step log costs a host-device copy)."""

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..objectives import KD, KL_REDUCTIONS, Objective, distillation_kl
 from .classifier import Classifier
 from .objective_training import ObjectiveTraining, coerce_objective
+from .compute import ComputeConfig
 from .optim import OptimConfig
 from .teacher import check_teacher_args, freeze, load_teacher
 
@@ -69,11 +70,12 @@ class KnowledgeDistillation(ObjectiveTraining, Classifier):
         teacher_std: Optional[list[float]] = None,
         objective: Objective = KD(),
         track_clean_acc: bool = True,
+        compute: ComputeConfig = ComputeConfig(),
     ) -> None:
         objective = coerce_objective(objective, "classifier", teacher=True, module="KnowledgeDistillation")
         check_teacher_args(teacher_arch, teacher_arch_kwargs, teacher_mean, teacher_std)
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
-                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights)
+                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights, compute=compute)
         object.__setattr__(self, "_teacher", None)  # outside the module tree, see the module doc
         self._init_objective(objective, track_clean_acc)
 
