@@ -5,6 +5,7 @@ from .attack_suite import AttackSuiteEvaluation
 from .checkpoint import RobustCheckpoint
 from .effective_rank import EffectiveRank
 from .hessian import HessianEigenvalues
+from .hparams import HparamsMetrics
 from .local_minima import LocalMinimumInit
 from .ntk import NTKSnapshot, load_ntk_snapshots
 from .pgd_evaluation import PGDEvaluation, default_eval_attacks
@@ -14,7 +15,7 @@ from .robustness_report import RobustnessReport
 from .smoothing import SmoothingCertification
 
 __all__ = [
-    "AttackSuiteEvaluation", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
+    "AttackSuiteEvaluation", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "HparamsMetrics", "LocalMinimumInit", "NTKSnapshot",
     "PGDEvaluation", "RankErrorReport", "RankProjection", "ResumeState", "RobustCheckpoint", "RobustnessReport", "SmoothingCertification",
     "SuiteCallback", "default_eval_attacks", "gather_records", "load_ntk_snapshots",
 ]
