@@ -6,6 +6,7 @@ from .checkpoint import RobustCheckpoint
 from .effective_rank import EffectiveRank
 from .ema import EMA, WarmupEMA
 from .hessian import HessianEigenvalues
+from .hparams import HparamsMetrics
 from .local_minima import LocalMinimumInit
 from .ntk import NTKSnapshot, load_ntk_snapshots
 from .pgd_evaluation import PGDEvaluation, default_eval_attacks
@@ -15,7 +16,7 @@ from .robustness_report import RobustnessReport
 from .smoothing import SmoothingCertification
 
 __all__ = [
-    "AttackSuiteEvaluation", "EMA", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "LocalMinimumInit", "NTKSnapshot",
+    "AttackSuiteEvaluation", "EMA", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "HparamsMetrics", "LocalMinimumInit", "NTKSnapshot",
     "PGDEvaluation", "RankErrorReport", "RankProjection", "ResumeState", "RobustCheckpoint", "RobustnessReport", "SmoothingCertification",
     "SuiteCallback", "WarmupEMA", "default_eval_attacks", "gather_records", "load_ntk_snapshots",
 ]

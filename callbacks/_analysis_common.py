@@ -9,6 +9,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lightning_adv.logging_utils import log_figure as _log_figure
+from lightning_adv.logging_utils import run_dir
+
 __all__ = ["training_dataset", "fixed_sample", "log_scalars", "log_figure", "output_dir", "world"]
 
 
@@ -52,11 +55,10 @@ def world(trainer: "pl.Trainer") -> tuple[int, int]:
 
 
 def output_dir(trainer: "pl.Trainer", name: str, override: Optional[str]) -> Path:
-    """``override``, else ``<log_dir>/<name>`` (the TensorBoard run), else ``<default_root_dir>/<name>``."""
+    """``override``, else ``<run dir>/<name>`` (:func:`lightning_adv.logging_utils.run_dir`: the logger's run)."""
     if override:
         return Path(override)
-    base = trainer.log_dir if trainer.logger is not None and trainer.log_dir else trainer.default_root_dir
-    return Path(base) / name
+    return Path(run_dir(trainer)) / name
 
 
 def epoch_due(trainer: "pl.Trainer", every_n_epochs: int) -> bool:
@@ -75,15 +77,5 @@ def log_scalars(trainer: "pl.Trainer", metrics: dict[str, float], step: Optional
 
 
 def log_figure(trainer: "pl.Trainer", tag: str, figure: Any, step: Optional[int] = None) -> None:
-    """Log a matplotlib figure to the TensorBoard loggers (rank zero) and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        if trainer.global_rank == 0:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_figure(tag, figure, global_step=trainer.global_step if step is None else step)
-    finally:
-        plt.close(figure)
+    """Log a matplotlib figure to every logger (rank zero; TensorBoard, CSV, W&B, MLflow) and close it."""
+    _log_figure(trainer, tag, figure, step=trainer.global_step if step is None else step)

@@ -9,7 +9,7 @@ per-example records keyed by the example's index in the test set; at the end of 
 records of all DDP ranks are gathered and de-duplicated (see :mod:`lightning_adv.callbacks._suite_common`),
 so the report covers every test example exactly once. Rank 0 prints the table, writes
 ``attack_suite.json``, ``attack_suite.csv`` and ``attack_suite_examples.csv`` into
-``output_dir`` (default: the run's ``trainer.log_dir``) and adds the table to TensorBoard as
+``output_dir`` (default: the run's directory, ``logging_utils.run_dir``) and adds the table to every logger as
 text; every rank logs ``test/robust_acc/<attack>`` and the worst case ``test/robust_acc``.
 
 A :class:`~lightning_adv.callbacks.PGDEvaluation` of the same trainer hands its test attacks over (it does
@@ -27,10 +27,10 @@ import os
 from typing import Optional
 
 import lightning.pytorch as pl
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_adv.attacks import Attack, AttackSuite, SuiteReport
+from lightning_adv.logging_utils import log_text, run_dir
 
 from ._suite_common import Records, SuiteCallback, gather_records
 
@@ -58,8 +58,8 @@ class AttackSuiteEvaluation(SuiteCallback):
             runs every attack on every clean-correct point.
         sanity_checks: eps=0 and zero-gradient checks per batch, and the flags.
         tolerance: fraction above which a sanity check flags.
-        output_dir: where the JSON/CSV go (default ``trainer.log_dir``, else
-            ``trainer.default_root_dir``).
+        output_dir: where the JSON/CSV go (default: the run's directory,
+            :func:`lightning_adv.logging_utils.run_dir`).
         filename: prefix of the files.
         limit_batches: attack only the first n test batches (None: all).
         attack_precision: ``fp32`` (default: attacks with autocast off under any Trainer precision)
@@ -135,7 +135,7 @@ class AttackSuiteEvaluation(SuiteCallback):
         self.report = report
         pl_module.log("test/suite_n_flags", float(len(report.flags)))
         pl_module.log("test/suite_n_examples", float(report.n))
-        out_dir = self.output_dir or trainer.log_dir or trainer.default_root_dir
+        out_dir = self.output_dir or run_dir(trainer)
         self.paths = [os.path.join(out_dir, f"{self.filename}{ext}") for ext in (".json", ".csv", "_examples.csv")]
         if not trainer.is_global_zero:
             return
@@ -144,6 +144,4 @@ class AttackSuiteEvaluation(SuiteCallback):
         if self.print_table:
             print(table, flush=True)
         rank_zero_info(f"attack suite report written to {self.paths[0]}")
-        for lg in trainer.loggers:
-            if isinstance(lg, TensorBoardLogger):
-                lg.experiment.add_text("test/attack_suite", "```\n" + table + "\n```", global_step=trainer.global_step)
+        log_text(trainer, "test/attack_suite", "```\n" + table + "\n```", step=trainer.global_step)

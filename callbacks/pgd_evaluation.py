@@ -5,10 +5,10 @@ from typing import Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from lightning_adv.attacks import PGD, Attack, AttackSuite
+from lightning_adv.logging_utils import log_image
 
 from ._suite_common import SuiteCallback
 
@@ -41,7 +41,7 @@ class PGDEvaluation(SuiteCallback):
     are handed to it (they run in its suite and its worst case covers them) and this
     callback does not evaluate the test set itself: ``test/robust_acc`` is logged once.
 
-    A TensorBoard image grid shows, for ``num_images`` fixed validation images (the first
+    An image grid (``val/adversarial_examples``, to every logger: see :mod:`lightning_adv.logging_utils`) shows, for ``num_images`` fixed validation images (the first
     of the first batch), the clean image, the adversarial image of the first attack and
     the perturbation amplified to the full [0, 1] range.
 
@@ -53,7 +53,7 @@ class PGDEvaluation(SuiteCallback):
         limit_batches: attack only the first n batches of each evaluation (None: all).
         attack_precision: ``fp32`` (default: attacks with autocast off under any Trainer precision)
             or ``trainer`` (under the Trainer's autocast; docs/precision.md).
-        num_images: images in the TensorBoard grid (0 disables it).
+        num_images: images in the image grid (any logger) (0 disables it).
         test_attacks: more attacks at test time only (few-shot table 5.11: PGD-20 with 20 restarts).
     """
 
@@ -124,8 +124,7 @@ class PGDEvaluation(SuiteCallback):
     def _show_adversarials(self, trainer: pl.Trainer, x: Tensor, adv: dict[str, tuple[Tensor, Tensor]]) -> None:
         if not trainer.is_global_zero or self.attacks[0].label not in adv:
             return
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not loggers:
+        if not trainer.loggers:
             return
         from torchvision.utils import make_grid
 
@@ -136,5 +135,4 @@ class PGDEvaluation(SuiteCallback):
         scale = delta.flatten(1).abs().max(dim=1).values.clamp_min(1e-12).view(-1, *([1] * (delta.dim() - 1)))
         amplified = 0.5 + 0.5 * delta / scale
         grid = make_grid(torch.cat([clean, adv_x, amplified]), nrow=n, padding=1, pad_value=1.0)
-        for lg in loggers:
-            lg.experiment.add_image("val/adversarial_examples", grid, global_step=trainer.global_step)
+        log_image(trainer, "val/adversarial_examples", grid, step=trainer.global_step)

@@ -9,7 +9,7 @@ loader, DDP gathering and de-duplication as in :class:`AttackSuiteEvaluation`) r
 model's ``eps``, and, for each radius of ``eps_curve``, one more suite run of the curve's attack
 family (each attack on every clean-correct point, per-example worst case). At the end of the
 test epoch the records of all DDP ranks are gathered and de-duplicated by example index
-(``gather_records``); rank 0 writes into ``output_dir`` (default: the run's ``trainer.log_dir``):
+(``gather_records``); rank 0 writes into ``output_dir`` (default: the run's directory, ``logging_utils.run_dir``):
 
 * ``robustbench.json`` -- the RobustBench leaderboard fields plus an ``evaluation`` block (exact
   accuracies, threat model, n, settings, sanity flags, versions, checkpoint path and sha256,
@@ -17,7 +17,7 @@ test epoch the records of all DDP ranks are gathered and de-duplicated by exampl
 * ``robust_acc_vs_eps.{json,csv,png}`` -- the curve per attack, worst case, cumulative worst
   case, and the monotonicity flags (accuracy rising with eps: gradient masking sign).
 
-The figure goes to every logger whose ``experiment`` has ``add_figure`` (TensorBoard); every
+The figure goes to every logger (TensorBoard, CSV, W&B, MLflow: ``lightning_adv.logging_utils``); every
 logger gets the scalars ``test/robustbench/...`` and ``test/robust_acc_vs_eps/...``. Bad values
 (an empty, unsorted, negative or repeated eps list, an unknown attack name, an output directory
 that cannot be written) raise ``ValueError`` in the constructor or ``setup``, before any attack.
@@ -39,6 +39,8 @@ from lightning_adv.attacks import (AUTOATTACK_COMPONENTS, AttackSuite, AutoAttac
 from lightning_adv.attacks.robustness import (CURVE_ATTACKS, RobustnessCurve, check_eps_list, curve_attack_family,
                                               plot_curve, robustbench_entry, robustness_curve, sha256_file,
                                               write_curve)
+
+from lightning_adv.logging_utils import log_figure, run_dir
 
 from ._suite_common import SuiteCallback, gather_records
 
@@ -65,7 +67,7 @@ class RobustnessReport(SuiteCallback):
             reported as non-standard).
         seed: AutoAttack's seed.
         tolerance: accuracy difference above which a sanity check flags.
-        output_dir: where the files go (default ``trainer.log_dir``, else ``default_root_dir``).
+        output_dir: where the files go (default: the run's directory, ``logging_utils.run_dir``).
         limit_batches: attack only the first n test batches (None: all).
         model_name, link, authors, venue, additional_data, reported, footnote: RobustBench fields.
         dataset, architecture: RobustBench fields; default: from the datamodule's class and the
@@ -110,7 +112,7 @@ class RobustnessReport(SuiteCallback):
 
     # ------------------------------------------------------------ checks before any attack
     def _out_dir(self, trainer: pl.Trainer) -> str:
-        return self.output_dir or trainer.log_dir or trainer.default_root_dir
+        return self.output_dir or run_dir(trainer)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if is_few_shot(pl_module):
@@ -206,11 +208,7 @@ class RobustnessReport(SuiteCallback):
             self.paths = write_curve(self.curve, out)
             extra["robust_acc_vs_eps"] = os.path.basename(self.paths[0])
             extra["curve_flags"] = self.curve.flags
-            fig = plot_curve(self.curve)
-            for lg in trainer.loggers:
-                if hasattr(getattr(lg, "experiment", None), "add_figure"):
-                    lg.experiment.add_figure("test/robust_acc_vs_eps", fig, global_step=trainer.global_step,
-                                             close=False)
+            log_figure(trainer, "test/robust_acc_vs_eps", plot_curve(self.curve), step=trainer.global_step)
         self.entry = robustbench_entry(self.report, self.autoattack, dataset=dataset, architecture=arch,
                                        worst_case_at_eps=worst_at_eps, extra=extra, **self.meta)
         path = os.path.join(out, "robustbench.json")

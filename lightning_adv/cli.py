@@ -5,7 +5,11 @@ and the LightningDataModule (``data.class_path``); every constructor argument, e
 Trainer argument and the checkpoint callback (``checkpoint.*``) can be overridden on the
 command line. Defaults added here:
 
-* TensorBoard logger under ``runs/`` (``tensorboard --logdir runs``);
+* TensorBoard logger under ``runs/`` (``tensorboard --logdir runs``), without the ``hp_metric``
+  placeholder: :class:`lightning_adv.callbacks.HparamsMetrics` puts the clean and robust accuracy in
+  the hparams tab; images and figures go to any Lightning logger (docs/logging.md);
+* ``validate`` / ``test --ckpt_path <run>/checkpoints/X.ckpt`` log into ``<run>`` (no new version)
+  unless a logger or ``default_root_dir`` is given on the command line;
 * ``checkpoint``: :class:`lightning_adv.callbacks.RobustCheckpoint` keeping ``last.ckpt`` and the best
   checkpoint by ``val/robust_acc`` (set ``--checkpoint.monitor val/acc`` for natural runs);
 * ``trainer.inference_mode=false`` so ``test`` runs under ``no_grad`` (attacks re-enable
@@ -40,9 +44,11 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_adv.callbacks.checkpoint import RobustCheckpoint
+from lightning_adv.callbacks.hparams import HparamsMetrics
 from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error, this_rank
 
 from .cli_errors import ConfigError, one_line
+from .cli_logging import SaveConfigToRunDir, logger_follows_checkpoint, logger_follows_root, no_hp_metric
 
 __all__ = ["AdvLightningCLI", "main", "cli_main", "check_checkpoint", "TRAINER_DEFAULTS"]
 
@@ -52,7 +58,7 @@ LEGACY_CHECKED = ("AdvTraining", "KnowledgeDistillation", "ARD", "FastARD", "Adv
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "name": "default"},
+        "init_args": {"save_dir": "runs", "name": "default", "default_hp_metric": False},
     },
     "inference_mode": False,
     "default_root_dir": "runs",
@@ -107,14 +113,19 @@ class AdvLightningCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.config["subcommand"]] if self.config.get("subcommand") else self.config
-        _logger_follows_root(cfg.get("trainer"), self._given_args)
+        sub = self.config.get("subcommand")
+        cfg = self.config[sub] if sub else self.config
+        logger_follows_root(cfg.get("trainer"), self._given_args)
+        no_hp_metric(cfg.get("trainer"), self._given_args, _config_texts(self._given_args))
+        if sub and logger_follows_checkpoint(sub, cfg, self._given_args) is not None:
+            # the fit's config.yaml stays; this run's config goes next to it
+            self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config_{sub}.yaml"}
         _check_cross_config(cfg)
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         have = {type(c) for c in self.trainer.callbacks}
-        for cb in (ResumeState(), FiniteGuard(), RankErrorReport()):  # first: checkpoint callbacks must run after the guard
+        for cb in (ResumeState(), FiniteGuard(), RankErrorReport(), HparamsMetrics()):  # first: checkpoint callbacks must run after the guard
             if type(cb) not in have:
                 self.trainer.callbacks.insert(0, cb)
 
@@ -159,19 +170,11 @@ def check_checkpoint(path: str, class_path: Optional[str] = None) -> dict:
     return ckpt
 
 
-def _logger_follows_root(trainer: Any, given: list[str]) -> None:
-    """Point the logger's ``save_dir`` at ``trainer.default_root_dir`` when the user moved the root and
-    did not give a ``save_dir`` on the command line (the configs' ``save_dir: runs`` is the default)."""
-    if trainer is None or any("save_dir" in a for a in given):
-        return
-    root = trainer.get("default_root_dir")
-    if not root or str(root) == TRAINER_DEFAULTS["default_root_dir"]:
-        return
-    loggers = trainer.get("logger")
-    for lg in loggers if isinstance(loggers, list) else [loggers]:
-        init = getattr(lg, "init_args", None) if not isinstance(lg, dict) else lg.get("init_args")
-        if init is not None and init.get("save_dir") in (None, TRAINER_DEFAULTS["default_root_dir"]):
-            init["save_dir"] = str(root)
+def _config_texts(given: list[str]) -> list[str]:
+    """The text of every ``--config`` file given (for settings a config spells out)."""
+    paths = [v for f, v in zip(given, given[1:]) if f in ("--config", "-c")]
+    paths += [a.split("=", 1)[1] for a in given if a.startswith("--config=")]
+    return [Path(p).read_text() for p in paths if Path(p).is_file()]
 
 
 def _init(obj: Any) -> Any:
@@ -209,6 +212,7 @@ def main(args: Optional[list[str]] = None, run: bool = True,
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
+        save_config_callback=SaveConfigToRunDir,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

@@ -1,8 +1,8 @@
 """Figures 3.2 and 3.3: clean vs perturbed SWA, and unpropagated vs propagated perturbations.
 
 Every function returns a matplotlib Figure (Agg backend, no display needed); :func:`save_figure`
-writes it as PNG and/or hands it to any logger whose ``experiment`` has ``add_figure``
-(TensorBoard's SummaryWriter).
+writes it as PNG and/or hands it to any Lightning logger (``lightning_adv.logging_utils.log_figure``:
+TensorBoard, CSV, W&B, MLflow).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from ..logging_utils import log_figure  # noqa: E402
 from .book import BookSnippet, swa  # noqa: E402
 from .propagation import ASK, BID, propagate_delta, routing  # noqa: E402
 
@@ -65,11 +66,11 @@ def figure_perturbation(snippet: BookSnippet, delta: Tensor, index: int = 0, tit
 
 def save_figure(fig: Any, path: Optional[str] = None, logger: Any = None, tag: str = "orderbook",
                 step: int = 0) -> None:
-    """Write ``fig`` to ``path`` (PNG) and/or to ``logger.experiment.add_figure``; then close it."""
+    """Write ``fig`` to ``path`` (PNG) and/or to ``logger`` (a Lightning logger, a list of them or a Trainer:
+    :func:`lightning_adv.logging_utils.log_figure`); then close it."""
     if path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         fig.savefig(path, dpi=120)
-    exp = getattr(logger, "experiment", None)
-    if exp is not None and hasattr(exp, "add_figure"):
-        exp.add_figure(tag, fig, global_step=step, close=False)
+    if logger is not None:
+        log_figure(logger, tag, fig, step=step, close=False)
     plt.close(fig)
