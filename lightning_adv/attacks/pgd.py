@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .losses import LossFn
-from .threat import ThreatModel, clamp_to_image, make_threat
+from .threat import ThreatModel, clamp_to_image
 
 __all__ = ["pgd", "input_gradient", "fp16_autocast", "FP16_GRAD_SCALE", "success", "module_mode", "attack_grad_context", "BN_MODES"]
 
