@@ -22,7 +22,6 @@ see docs/config-composition.md. Comments inside a replaced block are dropped (pr
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -57,7 +56,7 @@ def _last_line(node: yaml.Node) -> int:
     return max((_last_line(c) for c in children), default=node.start_mark.line)
 
 
-def _value(text: str, node: yaml.Node) -> Any:
+def _value(node: yaml.Node) -> Any:
     return yaml.safe_load(yaml.serialize(node))
 
 
@@ -112,22 +111,22 @@ def share(text: str, config_dir: Path, blocks: dict[str, list[tuple[Path, Any]]]
     _, callbacks = _get(trainer, "callbacks")
     for item in callbacks.value if isinstance(callbacks, yaml.SequenceNode) else []:
         if not isinstance(item, yaml.ScalarNode):
-            hit = _match(blocks["callbacks"], _value(text, item))
+            hit = _match(blocks["callbacks"], _value(item))
             if hit:
                 ed.replace(None, item, _ref(config_dir, hit))
     _, model = _get(root, "model")
     k, optim = _get(_get(model, "init_args")[1], "optim")
     if optim is not None and not isinstance(optim, yaml.ScalarNode):
-        hit = _match(blocks["optim"], _value(text, optim))
+        hit = _match(blocks["optim"], _value(optim))
         if hit:
             ed.replace(k, optim, _ref(config_dir, hit))
     k, data = _get(root, "data")
     if data is not None and not isinstance(data, yaml.ScalarNode):
-        hit = _match(blocks["data"], _value(text, data))
+        hit = _match(blocks["data"], _value(data))
         if hit:
             ed.replace(k, data, _ref(config_dir, hit))
     k, logger = _get(trainer, "logger")
-    value = _value(text, logger) if logger is not None else None
+    value = _value(logger) if logger is not None else None
     if isinstance(value, dict) and value.get("class_path") == DEFAULT_LOGGER[0] \
             and set(value.get("init_args") or {}) == {"save_dir", "name"} and value["init_args"]["save_dir"] == DEFAULT_LOGGER[1]:
         ed.replace(k, logger, "{init_args: {name: %s}}" % value["init_args"]["name"])
