@@ -29,6 +29,27 @@ CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
                                           + LOB_PREFIXES + DEFDISTILL_PREFIXES + PURIFIER_PREFIXES
                                           + CERTIFIED_PREFIXES))
 
+
+
+def load_config(path: Path) -> dict:
+    """A config file as a dict with its shared blocks filled in, as the CLI reads them: a string value
+    naming an existing ``.yaml`` file (relative to the including file, e.g. ``_shared/optim/x.yaml``)
+    becomes that file's content (docs/config-composition.md). CLI defaults (the logger's class) are not added."""
+    import yaml
+
+    def fill(value, folder: Path):
+        if isinstance(value, str) and value.endswith(".yaml") and (folder / value).is_file():
+            return load_config(folder / value)
+        if isinstance(value, dict):
+            return {k: fill(v, folder) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v, folder) for v in value]
+        return value
+
+    path = Path(path)
+    return fill(yaml.safe_load(path.read_text()), path.resolve().parent)
+
+
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 # the tests read generated stand-in data sets on purpose (datamodules refuse them otherwise)
 os.environ["LIGHTNING_ADV_ALLOW_STANDIN"] = "1"

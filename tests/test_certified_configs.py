@@ -3,10 +3,9 @@ data for MNIST / Fashion-MNIST / CIFAR); the certified and smoothing add-ons run
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from lightning_adv.callbacks import AttackSuiteEvaluation, SmoothingCertification
-from conftest import CERTIFIED_PREFIXES, REPO
+from conftest import CERTIFIED_PREFIXES, REPO, load_config
 from lightning_adv.cli import main
 
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name.startswith(CERTIFIED_PREFIXES))
@@ -30,7 +29,7 @@ def test_certified_configs_exist():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_certified_config_runs_fast_dev_run(config, standin_root, tmp_path):
-    raw = yaml.safe_load(config.read_text())
+    raw = load_config(config)
     cli = main(["fit", "--config", str(config), "--trainer.fast_dev_run", "1", "--trainer.default_root_dir",
                 str(tmp_path), *COMMON, *_data_args(raw, standin_root)])
     assert cli.trainer.state.finished and cli.trainer.global_step >= 1
@@ -50,7 +49,7 @@ def test_certified_config_runs_fast_dev_run(config, standin_root, tmp_path):
                                               ("certified_crownibp_cifar10.yaml", "eval_certified_cifar10.yaml"),
                                               ("smoothing_digits.yaml", "eval_smoothing.yaml")])
 def test_certified_addons_under_test(train, addon, standin_root, tmp_path):
-    raw = yaml.safe_load((REPO / "configs" / train).read_text())
+    raw = load_config(REPO / "configs" / train)
     args = ["test", "--config", str(REPO / "configs" / train), "--config", str(REPO / "configs" / addon),
             "--trainer.limit_test_batches", "1", "--trainer.default_root_dir", str(tmp_path), *COMMON,
             *_data_args(raw, standin_root)]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import REPO, load_config
 from lightning_adv.cli import main
 from lightning_adv.models import create_model
 
@@ -69,7 +69,7 @@ def _shrink(cfg: dict) -> None:
 
 @pytest.mark.parametrize("config", CH6, ids=lambda p: p.stem)
 def test_ch6_config_runs_fast_dev_run(config, standin_root, tmp_path) -> None:
-    raw = yaml.safe_load(config.read_text())
+    raw = load_config(config)
     args_model = raw["model"]["init_args"]
     if args_model.get("init_weights"):  # fine-tuning: weights of the right architecture
         weights = tmp_path / "pretrained.pt"

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from conftest import CONFIGS
+from conftest import CONFIGS, load_config
 from lightning_adv.cli import main
 
 
@@ -18,7 +17,7 @@ def test_configs_exist_for_the_thesis_experiments():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_config_runs_fast_dev_run(config, standin_root, tmp_path):
-    raw = yaml.safe_load(config.read_text())
+    raw = load_config(config)
     args = ["fit", "--config", str(config), "--trainer.fast_dev_run", "1", "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
             "--trainer.enable_progress_bar", "false"]

@@ -17,11 +17,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from lightning_adv.callbacks import AttackSuiteEvaluation
-from conftest import REPO
+from conftest import REPO, load_config
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import (AttackSuite, CarliniWagnerL2, FGSMAttack, GradientMaskingWarning, PGDAttack,
                                    Square)
@@ -135,7 +134,7 @@ def _cli(*args: str, root: Path) -> list[str]:
 
 
 def test_configs_follow_papernots_recipe():
-    raw = {p.stem: yaml.safe_load(p.read_text()) for p in (TEACHER_DIGITS, STUDENT_DIGITS, TEACHER_MNIST,
+    raw = {p.stem: load_config(p) for p in (TEACHER_DIGITS, STUDENT_DIGITS, TEACHER_MNIST,
                                                             STUDENT_MNIST)}
     for data in ("digits", "mnist"):
         teacher = raw[f"defensive_distillation_teacher_{data}"]["model"]["init_args"]
@@ -152,7 +151,7 @@ def test_configs_follow_papernots_recipe():
     assert t_opt["optimizer"] == s_opt["optimizer"] == "sgd" and s_opt["weight_decay"] == 0.0
     assert math.isclose(s_opt["lr"], t_opt["lr"] / 100.0 ** 2)
     assert raw["defensive_distillation_teacher_mnist"]["trainer"]["max_epochs"] == 50
-    attacks = yaml.safe_load(EVAL.read_text())["trainer"]["callbacks"][0]["init_args"]
+    attacks = load_config(EVAL)["trainer"]["callbacks"][0]["init_args"]
     assert attacks["cascade"] is False
     kinds = [(a["class_path"].rsplit(".", 1)[1], a["init_args"].get("loss", "ce")) for a in attacks["attacks"]]
     assert kinds == [("FGSMAttack", "ce"), ("PGDAttack", "ce"), ("PGDAttack", "margin"), ("CarliniWagnerL2", "ce"),

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from conftest import REPO
+from conftest import REPO, load_config
 from lightning_adv.cli import main
 from lightning_adv.models import create_model
 
@@ -35,7 +34,7 @@ TABLES = {"4.1", "4.2", "4.3", "4.4", "4.5", "4.6", "4.7", "4.8", "4.9", "4.10",
 
 
 def _raw(config: Path) -> dict:
-    return yaml.safe_load(config.read_text())
+    return load_config(config)
 
 
 def _comment(config: Path) -> str:

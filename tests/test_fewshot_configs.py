@@ -12,9 +12,8 @@ import warnings
 
 import pytest
 import torch
-import yaml
 
-from conftest import REPO
+from conftest import REPO, load_config
 from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.cli import main
 
@@ -85,7 +84,7 @@ def _narrow(raw):
 
 @pytest.mark.parametrize("config", AQ_CONFIGS, ids=lambda p: p.stem)
 def test_aq_config_runs_fast_dev_run(config, aq_root, tmp_path):
-    raw = yaml.safe_load(config.read_text())
+    raw = load_config(config)
     torch.set_num_threads(1)
     cli = main(_args(config, raw, aq_root, tmp_path))
     trainer = cli.trainer

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
+from conftest import load_config
 from lightning_adv.attacks import PGD, kl_loss
 from lightning_adv.meta import MAML, batch_statistics
 from lightning_adv.modules import AdversarialQuerying, AdvTraining, OptimConfig
@@ -243,7 +243,7 @@ def test_maml_configs_use_the_authors_attack_settings():
     e8, e16 = 8 / 255, 16 / 255
     for name, eps, eval_step in [("aq_maml_omniglot_5shot", e16, 4 / 255), ("aq_maml_mini_5shot", e8, 2 / 255),
                                  ("aq_adml_maml_mini_5shot", e8, 2 / 255)]:
-        init = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())["model"]["init_args"]
+        init = load_config(REPO / "configs" / f"{name}.yaml")["model"]["init_args"]
         atk = init["objective"]["init_args"]["attack"]
         assert (atk["steps"], atk["random_start"]) == (1, True), name
         assert atk["eps"] == pytest.approx(eps) and atk["step_size"] == pytest.approx(eps), name
@@ -254,7 +254,7 @@ def test_maml_configs_use_the_authors_attack_settings():
 def test_lemma61_config_fits_the_linear_classifier_with_weight_decay():
     from lightning_adv.analysis.local_minima import fit_linear_classifier
 
-    raw = yaml.safe_load((REPO / "configs" / "ch6_localmin_mlp_cifar10_lemma61.yaml").read_text())
+    raw = load_config(REPO / "configs" / "ch6_localmin_mlp_cifar10_lemma61.yaml")
     init = [c for c in raw["trainer"]["callbacks"] if c["class_path"].endswith("LocalMinimumInit")][0]["init_args"]
     wd = init["linear_weight_decay"]
     assert wd > 0

@@ -402,7 +402,7 @@ def test_figures_go_to_png_and_to_a_logger(tmp_path):
 # ------------------------------------------------------------------ configs through train.py
 from pathlib import Path  # noqa: E402
 
-import yaml  # noqa: E402
+from conftest import load_config  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 TABLE_3_1 = sorted(CONFIG_DIR.glob("lob_[fgn]*_*.yaml"))
@@ -426,10 +426,10 @@ def _small_data(root) -> list[str]:
 
 
 def test_table_3_1_configs_cover_three_tickers_and_models():
-    got = {(p.stem.split("_")[1], yaml.safe_load(p.read_text())["model"]["init_args"]["arch"]) for p in TABLE_3_1}
+    got = {(p.stem.split("_")[1], load_config(p)["model"]["init_args"]["arch"]) for p in TABLE_3_1}
     assert got == {(t, m) for t in ("f", "ge", "nvda") for m in ("linear", "mlp", "lstm")}
     for p in TABLE_3_1:
-        raw = yaml.safe_load(p.read_text())
+        raw = load_config(p)
         assert raw["data"]["init_args"]["data_dir"].endswith(raw["data"]["init_args"]["ticker"])
         assert raw["model"]["init_args"]["steps"] == 6000 and raw["data"]["init_args"]["levels"] == 10
 
