@@ -83,7 +83,7 @@ install_learn2learn() {
       "numpy>=1.26.4" "scipy>=1.17.1" "tqdm>=4.70.1" "requests>=2.34.2" "qpth>=0.0.18"
   local tmp
   tmp=$(mktemp -d)
-  "$VPY" -m pip download -q --no-deps --no-binary :all: -d "$tmp" "learn2learn==$L2L_VERSION"
+  "$VPY" -m pip download -q --no-deps --no-build-isolation --no-binary learn2learn -d "$tmp" "learn2learn==$L2L_VERSION"
   tar -xzf "$tmp"/learn2learn-*.tar.gz -C "$tmp"
   local src="$tmp/learn2learn-$L2L_VERSION"
   rm -rf "$src/.eggs"
