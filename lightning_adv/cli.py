@@ -49,6 +49,8 @@ from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeS
 
 from .cli_errors import ConfigError, one_line
 from .cli_logging import SaveConfigToRunDir, logger_follows_checkpoint, logger_follows_root, no_hp_metric
+from .quiet import quiet_start
+from .shipped import resolve_config_args
 
 __all__ = ["AdvLightningCLI", "main", "cli_main", "check_checkpoint", "TRAINER_DEFAULTS"]
 
@@ -261,11 +263,18 @@ def _check_config_files(args: list[str]) -> None:
 
 
 def cli_main(args: Optional[list[str]] = None) -> None:
-    """``train.py``: :func:`main`, with every bad input reported as one line (exit status 2) and a
-    non-finite run as one line (exit status 1). ``LIGHTNING_ADV_DEBUG=1`` adds the traceback."""
+    """``train.py`` and the ``lightning-adv`` command: :func:`main`, with every bad input reported as one
+    line (exit status 2) and a non-finite run as one line (exit status 1); ``LIGHTNING_ADV_DEBUG=1``
+    adds the traceback. No advertisement or dependency deprecation notice before training
+    (:mod:`lightning_adv.quiet`); ``--config configs/X.yaml`` finds the shipped config from any
+    directory (:mod:`lightning_adv.shipped`)."""
     try:
-        _check_config_files(list(sys.argv[1:] if args is None else args))
-        main(args, parser_kwargs={"exit_on_error": False})
+        quiet_start()
+        argv = resolve_config_args(list(sys.argv[1:] if args is None else args))
+        _check_config_files(argv)
+        if args is None:  # the command line itself (LightningCLI warns when given both args and sys.argv)
+            sys.argv[1:] = argv
+        main(None if args is None else argv, parser_kwargs={"exit_on_error": False})
     except BaseException as err:  # noqa: BLE001
         line = one_line(err)
         rank = this_rank()
