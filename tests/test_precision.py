@@ -27,16 +27,11 @@ BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
 
 @pytest.fixture(scope="module")
-def digits_model():
+def digits_model(digits_split):
     """A small CNN trained (naturally, 12 epochs) on 1000 digits; the other 797 are the test set."""
-    from sklearn.datasets import load_digits
-
+    x_train, y_train, x_test, y_test = digits_split  # conftest: shuffled with seed 0
+    x, y = torch.cat([x_train, x_test]), torch.cat([y_train, y_test])
     torch.manual_seed(0)
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(y))
-    x, y = x[perm], y[perm]
     model = create_model("small_cnn", num_classes=10, in_channels=1, width=16)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     for _ in range(12):
