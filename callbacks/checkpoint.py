@@ -23,8 +23,19 @@ class RobustCheckpoint(ModelCheckpoint):
     metric was first logged (Lightning 2.6 defers such a save to the end of the next validation,
     so a run killed in its first epoch would have no checkpoint to resume from), and ``last.ckpt``
     holds the final state when training ends (with ``every_n_train_steps`` Lightning saves nothing
-    at the end of an epoch whose last step is not a multiple of n).
+    at the end of an epoch whose last step is not a multiple of n). A step save that falls on an
+    epoch's last batch is written at the end of that epoch instead, after its validation: resuming
+    from a checkpoint taken between the last batch and the validation skips the validation and
+    draws the next epoch's data order too early (tests/test_resume.py).
     """
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if getattr(self, "_deferred_step", None) == trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        self._deferred_step = None
+        super().on_train_epoch_end(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
@@ -34,6 +45,13 @@ class RobustCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         n = self._every_n_train_steps
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if n >= 1 and trainer.global_step % n == 0 and (
+                progress.is_last_batch or progress.current.ready >= trainer.num_training_batches):
+            # the epoch's last batch: a checkpoint here resumes without the epoch-end validation (Lightning
+            # 2.6 skips it) and with the next epoch's data order unknown; save after the validation instead
+            self._deferred_step = trainer.global_step
+            return
         if (n >= 1 and trainer.global_step % n == 0 and self.save_last and self.monitor is not None
                 and not self._should_skip_saving_checkpoint(trainer)):
             candidates = self._monitor_candidates(trainer)

@@ -90,13 +90,27 @@ class ResumeState(Callback):
             return  # saved with fewer ranks: this rank keeps its seeded state
         self._pending = {k: v[rank] for k, v in rng.items()}
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """At an epoch boundary, drop the training loader's position from the checkpoint.
+
+        A ``StatefulDataLoader`` restored at the end of its pass does not start a new epoch: it
+        serves nothing (a full epoch: the resumed run silently skipped an epoch) or the rest of the
+        old pass (``limit_train_batches``); torchdata issue #1437. Without the position the next
+        epoch starts a fresh pass, whose order the sampler derives from (seed, epoch)
+        (:class:`lightning_adv.datamodules.sampling.EpochShuffleSampler`, ``DistributedSampler``).
+        """
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch or progress.current.ready >= trainer.num_training_batches:
+            checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).pop("combined_loader", None)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer)
+
     def _apply(self, trainer: pl.Trainer) -> None:
         if self._pending is not None and not trainer.sanity_checking:
             apply_rng_state(self._pending)
             self._pending = None
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._apply(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._apply(trainer)

@@ -35,6 +35,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import AugmentName, MixCollate, MixName, check_mix, check_soft_labels, resolve_augment
+from .sampling import shuffle_kwargs
 
 __all__ = [
     "DataNotFoundError",
@@ -433,11 +434,12 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}.{split}_dataloader() needs setup('{stage}') to run first.")
         # training: torchdata's StatefulDataLoader, whose position (sampler state, batches served) Lightning
         # saves in every checkpoint, so a resumed run continues mid-epoch with the same batches
+        # and the shuffle is a function of (seed, epoch) (datamodules/sampling.py: exact resume at epoch ends)
         loader_cls = StatefulDataLoader if train else DataLoader
         return loader_cls(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            **(shuffle_kwargs(dataset, self) if train else {}),
             drop_last=self.drop_last if train else False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

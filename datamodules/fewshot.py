@@ -46,6 +46,7 @@ from lightning_adv.meta import EpisodeDataset
 from .base import DataNotFoundError, StandInDataWarning, check_standin_allowed
 from .cleanup import remove_stale
 from .safe_pickle import verify_data_pickle
+from .sampling import shuffle_kwargs
 from .standins import STANDIN_MARKER
 
 #: the repository root: relative class-folder paths that do not exist from the working directory are
@@ -624,8 +625,9 @@ class MetaTrainClassification(pl.LightningDataModule):
         self.val_dataset = _Relabel(eval_data, val_idx, label_of)
 
     def train_dataloader(self) -> DataLoader:
-        return StatefulDataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True,  # type: ignore[arg-type]
-                          num_workers=self.episodes.num_workers)
+        return StatefulDataLoader(self.train_dataset, batch_size=self.batch_size,  # type: ignore[arg-type]
+                                  **shuffle_kwargs(self.train_dataset, self),  # type: ignore[arg-type]
+                                  num_workers=self.episodes.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_dataset, batch_size=self.eval_batch_size,  # type: ignore[arg-type]

@@ -147,3 +147,45 @@ def test_kill_and_resume_is_bit_identical(name, tmp_path):
     rng = [v for k, v in ref["callbacks"].items() if k.startswith("ResumeState")]
     rng_got = [v for k, v in got["callbacks"].items() if k.startswith("ResumeState")]
     _equal(rng, rng_got, "rng")
+
+
+def _same_end(ref_ckpt: Path, got_ckpt: Path, steps: int) -> None:
+    ref = torch.load(ref_ckpt, map_location="cpu", weights_only=True)
+    got = torch.load(got_ckpt, map_location="cpu", weights_only=True)
+    assert ref["global_step"] == got["global_step"] == steps  # no epoch skipped, none repeated
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "epoch"):
+        _equal(ref[key], got[key], key)
+
+
+# (checkpoint.every_n_train_steps, trainer.limit_train_batches, kill step): the last checkpoint
+# before the kill is the one written at the end of epoch 0: after its validation (default
+# checkpointing), or a step save falling on the epoch's last batch (deferred past the validation)
+EPOCH_ENDS = [(None, 5, 5), (5, 5, 5), (19, None, 19)]
+
+
+@pytest.mark.parametrize("every,limit,step", EPOCH_ENDS, ids=["epoch-end", "step-on-last-batch", "full-epoch"])
+def test_kill_at_an_epoch_boundary_resumes_bit_identical(every, limit, step, tmp_path):
+    """A StatefulDataLoader restored at the end of its pass serves nothing (the resumed run skipped an
+    epoch) or the old pass again; the shuffle of datamodules/sampling.py and ResumeState fix that."""
+    torch.set_num_threads(1)
+    args = ["--config", QUICK, "--model.objective.init_args.attack.steps", "2", "--trainer.max_epochs", "2"]
+    args += [] if every is None else ["--checkpoint.every_n_train_steps", str(every)]
+    args += [] if limit is None else ["--trainer.limit_train_batches", str(limit)]
+    ref_root, run_root = tmp_path / "reference", tmp_path / "killed"
+    main(["fit", *args, *COMMON, "--trainer.default_root_dir", str(ref_root)])
+    last = _killed_run(args, run_root, step)
+    main(["fit", *args, *COMMON, "--trainer.default_root_dir", str(run_root), "--ckpt_path", str(last)])
+    _same_end(ref_root / "checkpoints" / "last.ckpt", last, 2 * step)
+
+
+def test_extending_a_finished_run_equals_the_longer_run(tmp_path):
+    """fit for 1 epoch, then `--ckpt_path last.ckpt --trainer.max_epochs 2` = fit for 2 epochs."""
+    torch.set_num_threads(1)
+    args = ["--config", QUICK, "--model.objective.init_args.attack.steps", "2", "--trainer.limit_train_batches", "5",
+            *COMMON]
+    main(["fit", *args, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "two")])
+    main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "one")])
+    last = tmp_path / "one" / "checkpoints" / "last.ckpt"
+    main(["fit", *args, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "one"),
+          "--ckpt_path", str(last)])
+    _same_end(tmp_path / "two" / "checkpoints" / "last.ckpt", last, 10)
