@@ -7,6 +7,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
+from .resume import at_epoch_end
+
 __all__ = ["RobustCheckpoint"]
 
 
@@ -45,9 +47,7 @@ class RobustCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         n = self._every_n_train_steps
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if n >= 1 and trainer.global_step % n == 0 and (
-                progress.is_last_batch or progress.current.ready >= trainer.num_training_batches):
+        if n >= 1 and trainer.global_step % n == 0 and at_epoch_end(trainer):
             # the epoch's last batch: a checkpoint here resumes without the epoch-end validation (Lightning
             # 2.6 skips it) and with the next epoch's data order unknown; save after the validation instead
             self._deferred_step = trainer.global_step

@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_adv.cli_errors import NonFiniteTrainingError
 
-__all__ = ["FiniteGuard", "RankErrorReport", "ResumeState", "apply_rng_state", "collect_rng_state", "peer_error", "this_rank"]
+__all__ = ["FiniteGuard", "RankErrorReport", "ResumeState", "apply_rng_state", "at_epoch_end", "collect_rng_state", "peer_error", "this_rank"]
 
 
 def collect_rng_state() -> dict[str, torch.Tensor]:
@@ -58,6 +58,12 @@ def apply_rng_state(state: dict[str, torch.Tensor]) -> None:
     random.setstate((py[0], tuple(py[1:]), gauss if flag else None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"].to(torch.uint8).cpu())
+
+
+def at_epoch_end(trainer: pl.Trainer) -> bool:
+    """This epoch's training pass is complete (its last batch ran; its validation may follow)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return progress.is_last_batch or progress.current.ready >= trainer.num_training_batches
 
 
 class ResumeState(Callback):
@@ -100,8 +106,7 @@ class ResumeState(Callback):
         epoch starts a fresh pass, whose order the sampler derives from (seed, epoch)
         (:class:`lightning_adv.datamodules.sampling.EpochShuffleSampler`, ``DistributedSampler``).
         """
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if progress.is_last_batch or progress.current.ready >= trainer.num_training_batches:
+        if at_epoch_end(trainer):
             checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).pop("combined_loader", None)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
