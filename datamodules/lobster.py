@@ -21,12 +21,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_adv.orderbook.book import BookSnippet, collate_snippets
-from lightning_adv.orderbook.lobster import LobsterDay, find_lobster_days, read_messages, read_orderbook
-from lightning_adv.orderbook.simulator import SimulatorConfig, write_simulated_days
-from lightning_adv.orderbook.snippets import (DayGrid, build_day_grid, gather_snippets, label_changes,
-                                              labels_from_changes, pooled_threshold)
+from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["LOBSTERDataModule", "SnippetDataset", "EpochKeySampler", "collate_labelled_snippets", "load_day"]
+from lightning_adv.orderbook.lobster import (LobsterDay, Messages, OrderBook, crossed_rows, find_lobster_days,
+                                             read_messages, read_orderbook)
+from lightning_adv.orderbook.simulator import SimulatorConfig, write_simulated_days
+from lightning_adv.orderbook.snippets import (DayGrid, build_day_grid, check_coverage, check_label_balance,
+                                              check_snippet_count, gather_snippets, label_changes, labels_from_changes,
+                                              pooled_threshold)
+
+__all__ = ["LOBSTERDataModule", "SnippetDataset", "EpochKeySampler", "collate_labelled_snippets", "read_day"]
 
 
 def collate_labelled_snippets(batch: Union[tuple[BookSnippet, torch.Tensor], list[tuple[BookSnippet, int]]]
@@ -97,8 +101,9 @@ class EpochKeySampler(Sampler[int]):
         return self.num_samples
 
 
-def load_day(day: LobsterDay, levels: int, start_ns: int, end_ns: int, grid_ns: int) -> DayGrid:
-    """Read one day's two files and sample it on the grid (row counts must match)."""
+def read_day(day: LobsterDay, levels: int, drop_crossed: bool = False) -> tuple[Messages, OrderBook]:
+    """Read one day's two files (row counts must match); crossed book rows (best bid >= best ask)
+    are counted in one warning line and, with ``drop_crossed``, dropped with their messages."""
     messages = read_messages(day.message_path)
     book = read_orderbook(day.orderbook_path, levels)
     if len(messages) != len(book):
@@ -106,7 +111,16 @@ def load_day(day: LobsterDay, levels: int, start_ns: int, end_ns: int, grid_ns: 
         raise ValueError(f"{day.message_path.name} has {len(messages)} rows but {day.orderbook_path.name} has "
                          f"{len(book)}: row k of the order book must be the state after message k "
                          f"(first unmatched line {min(len(messages), len(book)) + 1} of the longer file; {short} is short)")
-    return build_day_grid(day.date, messages, book, start_ns, end_ns, grid_ns)
+    crossed = crossed_rows(book)
+    if crossed.any():
+        n, first = int(crossed.sum()), int(np.flatnonzero(crossed)[0]) + 1
+        action = "dropped with their messages" if drop_crossed else "kept; pass drop_crossed=true to drop them"
+        rank_zero_warn(f"{day.orderbook_path}: {n} of {len(book)} rows are crossed (best bid >= best ask), first at "
+                       f"line {first}; {action}")
+        if drop_crossed:
+            keep = ~crossed
+            messages, book = messages[keep], book[keep]
+    return messages, book
 
 
 class LOBSTERDataModule(pl.LightningDataModule):
@@ -121,7 +135,16 @@ class LOBSTERDataModule(pl.LightningDataModule):
         window: (start, end) seconds after midnight sampled each day (first hour: 9:30-10:30).
         train_days, test_days: the first / last days (ints), or fractions of the days (floats).
         val_days: the last training days held out for validation (0: none).
+        time_split: ``(train, val, test)`` fractions of the window of the *one* day in ``data_dir``,
+            in time order (e.g. ``[0.7, 0.15, 0.15]``), instead of whole days: for a single sample day.
         flat_fraction: share of training positions in the flat class (thesis 1/3).
+        min_coverage: least share of a day's window its messages must span (else the grid repeats a
+            frozen book: a file cut short); 0 accepts any file.
+        label_tolerance: largest gap between a training class share and its target
+            ((1 - flat_fraction) / 2, flat_fraction, (1 - flat_fraction) / 2); 1 accepts any.
+        min_snippets: least number of disjoint snippet + horizon spans per day (or time segment).
+        drop_crossed: drop crossed book rows (best bid >= best ask) and their messages, as LOBFrame
+            does; they are counted in one warning line either way.
         batch_size, eval_batch_size: training / evaluation batch sizes.
         train_samples_per_epoch: random snippet draws per training epoch.
         val_samples, test_samples: sizes of the fixed seeded evaluation sets (thesis 10,000).
@@ -136,7 +159,10 @@ class LOBSTERDataModule(pl.LightningDataModule):
     def __init__(self, data_dir: str = "data/lobster", ticker: Optional[str] = None, levels: int = 10,
                  snippet_seconds: float = 60.0, horizon_seconds: float = 10.0, grid_seconds: float = 0.01,
                  window: tuple[float, float] = (34200.0, 37800.0), train_days: Union[int, float] = 16,
-                 test_days: Union[int, float] = 4, val_days: int = 1, flat_fraction: float = 1 / 3,
+                 test_days: Union[int, float] = 4, val_days: int = 1,
+                 time_split: Optional[tuple[float, float, float]] = None, flat_fraction: float = 1 / 3,
+                 min_coverage: float = 0.9, label_tolerance: float = 0.1, min_snippets: int = 10,
+                 drop_crossed: bool = False,
                  batch_size: int = 256, eval_batch_size: Optional[int] = None, train_samples_per_epoch: int = 25600,
                  val_samples: int = 2000, test_samples: int = 10000, seed: int = 0,
                  simulate: Optional[dict[str, Any]] = None, num_workers: int = 0) -> None:
@@ -149,6 +175,7 @@ class LOBSTERDataModule(pl.LightningDataModule):
         self.start_ns, self.end_ns = (int(round(w * 1e9)) for w in window)
         self._check_args(levels, snippet_seconds, horizon_seconds, grid_seconds, window, flat_fraction,
                          train_days, test_days, val_days, batch_size, train_samples_per_epoch, val_samples, test_samples)
+        self._check_checks(time_split, min_coverage, label_tolerance, min_snippets)
         self.simulator = SimulatorConfig.from_dict(simulate) if simulate is not None else None
         if self.simulator is not None and self.simulator.levels < levels:
             raise ValueError(f"levels={levels} but simulate.levels={self.simulator.levels}: simulate at least {levels} levels")
@@ -185,50 +212,96 @@ class LOBSTERDataModule(pl.LightningDataModule):
             if not isinstance(v, int) or v < 1:
                 fail(name, v, "expected an integer >= 1")
 
+    @staticmethod
+    def _check_checks(time_split: Optional[tuple], min_coverage: float, label_tolerance: float, min_snippets: int) -> None:
+        if time_split is not None and not (len(time_split) == 3 and all(v >= 0 for v in time_split)
+                                           and time_split[0] > 0 and time_split[2] > 0 and sum(time_split) <= 1 + 1e-9):
+            raise ValueError(f"time_split={time_split!r} is invalid: expected (train, val, test) fractions of the window "
+                             "with train > 0, test > 0, val >= 0 and a sum <= 1, e.g. [0.7, 0.15, 0.15]")
+        for name, v in (("min_coverage", min_coverage), ("label_tolerance", label_tolerance)):
+            if not 0 <= v <= 1:
+                raise ValueError(f"{name}={v!r} is invalid: expected a fraction in [0, 1]")
+        if not isinstance(min_snippets, int) or min_snippets < 1:
+            raise ValueError(f"min_snippets={min_snippets!r} is invalid: expected an integer >= 1")
+
     def prepare_data(self) -> None:
         """Write the simulated days when ``simulate`` is set (seeded; existing days are kept)."""
         if self.simulator is not None:
             write_simulated_days(self.data_dir, self.simulator)
 
-    def _split(self, n: int) -> tuple[int, int]:
+    def _split(self, found: list[LobsterDay]) -> tuple[int, int]:
+        n, hp = len(found), self.hparams
+        if n == 1:
+            raise ValueError(f"data_dir={str(self.data_dir)!r} holds one day ({found[0].message_path.name}) but train_days "
+                             f"and test_days need separate days; split it by time instead: time_split=[0.7, 0.15, 0.15]")
+
         def count(v: Union[int, float]) -> int:
             return v if isinstance(v, int) else max(1, int(math.floor(v * n)))
-        n_train, n_test = count(self.hparams.train_days), count(self.hparams.test_days)
+        n_train, n_test = count(hp.train_days), count(hp.test_days)
+        fits = n >= 2 + hp.val_days  # fractions can work: one test day, val_days + 1 training days
         if n_train + n_test > n:
-            raise ValueError(f"train_days={self.hparams.train_days} + test_days={self.hparams.test_days} needs "
-                             f"{n_train + n_test} days but {self.data_dir} has {n}; pass fractions, e.g. "
-                             "train_days=0.8, test_days=0.2")
-        if self.hparams.val_days >= n_train:
-            raise ValueError(f"val_days={self.hparams.val_days} leaves no training day of the {n_train}; "
-                             f"pass val_days=0 or use more training days")
+            fix = ("pass fractions, e.g. train_days=0.8, test_days=0.2" if fits else
+                   f"pass val_days=0, train_days=1, test_days=1, or keep one day and pass time_split=[0.7, 0.15, 0.15]")
+            raise ValueError(f"train_days={hp.train_days} + test_days={hp.test_days} needs {n_train + n_test} days but "
+                             f"{self.data_dir} has {n}; {fix}")
+        if hp.val_days >= n_train:
+            raise ValueError(f"val_days={hp.val_days} leaves no training day of the {n_train}; pass val_days=0, use "
+                             "more training days, or split one day by time with time_split=[0.7, 0.15, 0.15]")
         return n_train, n_test
 
-    def _load_days(self, days: list[LobsterDay]) -> list[DayGrid]:
-        grids = []
-        for day in days:
-            if day.levels < self.levels:
-                raise ValueError(f"levels={self.levels} but {day.orderbook_path.name} has {day.levels} levels; "
-                                 f"pass levels <= {day.levels}")
-            if self.start_ns < day.start_ms * 1_000_000 or self.end_ns > day.end_ms * 1_000_000:
-                raise ValueError(f"window={tuple(self.hparams.window)} s is outside {day.message_path.name}'s "
-                                 f"window ({day.start_ms / 1000}, {day.end_ms / 1000}) s; pass a window inside it")
-            grids.append(load_day(day, self.levels, self.start_ns, self.end_ns, self.grid_ns))
-        return grids
+    def _grid(self, day: LobsterDay, label: str, messages: Messages, book: OrderBook, start_ns: int, end_ns: int) -> DayGrid:
+        grid = build_day_grid(label, messages, book, start_ns, end_ns, self.grid_ns)
+        check_snippet_count(day.message_path.name, grid, self.steps, self.horizon, self.hparams.min_snippets)
+        return grid
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        """Read the days, sample them on the grid, choose the thresholds on the training days."""
-        if self.train_dataset is not None:
-            return
-        found = find_lobster_days(self.data_dir, self.ticker)
-        n_train, n_test = self._split(len(found))
+    def _read(self, day: LobsterDay) -> tuple[Messages, OrderBook]:
+        if day.levels < self.levels:
+            raise ValueError(f"levels={self.levels} but {day.orderbook_path.name} has {day.levels} levels; "
+                             f"pass levels <= {day.levels}")
+        if self.start_ns < day.start_ms * 1_000_000 or self.end_ns > day.end_ms * 1_000_000:
+            raise ValueError(f"window={tuple(self.hparams.window)} s is outside {day.message_path.name}'s "
+                             f"window ({day.start_ms / 1000}, {day.end_ms / 1000}) s; pass a window inside it")
+        messages, book = read_day(day, self.levels, self.hparams.drop_crossed)
+        check_coverage(day.message_path.name, messages.time_ns, self.start_ns, self.end_ns, self.grid_ns,
+                       self.hparams.min_coverage)
+        return messages, book
+
+    def _by_days(self, found: list[LobsterDay]) -> dict[str, list[DayGrid]]:
+        n_train, n_test = self._split(found)
         n_fit = n_train - self.hparams.val_days
         parts = {"train": found[:n_fit], "val": found[n_fit:n_train], "test": found[len(found) - n_test:]}
         self.days = {k: [d.date for d in v] for k, v in parts.items()}
-        grids = {k: self._load_days(v) for k, v in parts.items() if v}
-        theta, counts = pooled_threshold(grids["train"], self.steps, self.horizon, self.hparams.flat_fraction)
+        return {k: [self._grid(d, d.date, *self._read(d), self.start_ns, self.end_ns) for d in v]
+                for k, v in parts.items() if v}
+
+    def _by_time(self, found: list[LobsterDay]) -> dict[str, list[DayGrid]]:
+        if len(found) != 1:
+            raise ValueError(f"time_split={list(self.hparams.time_split)} splits one day but {self.data_dir} holds "
+                             f"{len(found)}; pass time_split=null and train_days/test_days, or keep one day")
+        day, steps = found[0], (self.end_ns - self.start_ns) // self.grid_ns
+        messages, book = self._read(day)
+        bounds = self.start_ns + self.grid_ns * np.rint(steps * np.cumsum([0, *self.hparams.time_split])).astype(np.int64)
+        grids, self.days = {}, {}
+        for k, (name, lo, hi) in enumerate(zip(("train", "val", "test"), bounds[:-1].tolist(), bounds[1:].tolist())):
+            if hi > lo:
+                label = f"{day.date} [{lo / 1e9:g}, {hi / 1e9:g}) s"
+                grids[name], self.days[name] = [self._grid(day, label, messages, book, lo, hi)], [label]
+        return grids
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Read the days, check them, sample them on the grid, choose the thresholds on the training days."""
+        if self.train_dataset is not None:
+            return
+        found = find_lobster_days(self.data_dir, self.ticker)
+        grids = self._by_time(found) if self.hparams.time_split is not None else self._by_days(found)
+        hp = self.hparams
+        theta, counts = pooled_threshold(grids["train"], self.steps, self.horizon, hp.flat_fraction)
+        names = [d.message_path.name for d in found if d.date in {g.date.split()[0] for g in grids["train"]}]
+        where = ", ".join(names) if len(names) <= 2 else f"the {len(names)} training days in {self.data_dir}"
+        check_label_balance(where, counts, theta, hp.flat_fraction, hp.label_tolerance)
         self.thresholds = (-theta, theta)
         self.class_counts = {"train": counts.tolist()}
-        hp, args = self.hparams, (self.steps, self.horizon, self.levels, theta)
+        args = (self.steps, self.horizon, self.levels, theta)
         self.train_dataset = SnippetDataset(grids["train"], *args, hp.train_samples_per_epoch, hp.seed, 0, fixed=False)
         for split, n, offset in (("val", hp.val_samples, 1), ("test", hp.test_samples, 2)):
             if split in grids:

@@ -8,7 +8,8 @@ import torch
 from lightning_adv.datamodules.lobster import EpochKeySampler, LOBSTERDataModule
 from lightning_adv.orderbook import book as book_mod
 from lightning_adv.orderbook.lobster import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, Messages, OrderBook, find_lobster_days,
-                                             read_messages, read_orderbook, replay, write_messages, write_orderbook)
+                                             read_messages, read_orderbook, write_messages, write_orderbook)
+from lightning_adv.orderbook.replay import replay
 from lightning_adv.orderbook.simulator import SimulatorConfig, simulate_day, write_simulated_days
 from lightning_adv.orderbook.snippets import (build_day_grid, grid_rows, label_changes, labels_from_changes,
                                               snippet_at, symmetric_threshold)
@@ -62,11 +63,13 @@ def test_replay_of_hand_written_sample_matches_known_book_states(tmp_path):
     assert book.levels == 2 and len(book) == len(msgs) == 12
     assert msgs.time_ns[-1] == 34205_123456789 and msgs.time_ns[2] == msgs.time_ns[3] == 34200_500000000
     assert msgs.type.tolist() == [1, 1, 1, 1, 2, 1, 4, 5, 7, 7, 3, 1]
-    assert _same_book(replay(msgs, 2), book)
-    assert _same_book(replay(msgs, 1), read_orderbook(o_path, levels=1))
+    for levels in (2, 1):
+        report = replay(msgs, read_orderbook(o_path, levels=levels))
+        assert (report.rows, report.equal, report.contradictions) == (12, 12, 0)
     # an incomplete history (the first submission missing) is reported, not silently replayed
-    with pytest.raises(ValueError, match="message 4 .*partial cancellation"):
-        replay(msgs[1:], 2)
+    report = replay(msgs[1:], book[1:])  # counted once: the replay resynchronises to the file's row
+    assert (report.equal, report.contradictions) == (10, 1)
+    assert report.examples == ["line 1: bid side differs from the replay where both are known after submission"]
 
 
 def test_writer_reader_round_trip_keeps_empty_levels_and_halts(tmp_path):
@@ -93,7 +96,8 @@ def test_simulator_writes_lobster_files_whose_replay_equals_the_orderbook_file(t
         assert msgs.time_ns[0] >= 34_200 * 10**9 and msgs.time_ns[-1] < 34_260 * 10**9
         assert (book.ask_price[:, 0] > book.bid_price[:, 0]).all()  # never crossed
         assert np.all(book.ask_price % 100 == np.where(book.ask_size > 0, 0, EMPTY_ASK_PRICE % 100))  # $0.01 tick
-        assert _same_book(replay(msgs, 5), book)
+        report = replay(msgs, book)
+        assert report.equal == report.rows == len(book) and report.consistent
     stamp = days[0].message_path.stat().st_mtime_ns
     write_simulated_days(tmp_path, cfg)  # idempotent: existing days are kept
     assert days[0].message_path.stat().st_mtime_ns == stamp

@@ -22,11 +22,13 @@ __all__ = ["BookSnippet", "collate_snippets", "swa",
 
 # --- lob-data exports (lobster, simulator, snippets) go below this line ---
 from .lobster import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, PRICE_SCALE, LobsterDay, Messages, OrderBook,  # noqa: E402
-                      find_lobster_days, read_messages, read_orderbook, replay, write_messages, write_orderbook)
+                      crossed_rows, find_lobster_days, read_messages, read_orderbook, write_messages, write_orderbook)
+from .replay import ReplayReport, replay  # noqa: E402
 from .simulator import SimulatorConfig, simulate_day, write_simulated_days  # noqa: E402
 from .snippets import DayGrid, build_day_grid, snippet_at, symmetric_threshold  # noqa: E402
 
 __all__ += ["EMPTY_ASK_PRICE", "EMPTY_BID_PRICE", "PRICE_SCALE", "LobsterDay", "Messages", "OrderBook",
-            "find_lobster_days", "read_messages", "read_orderbook", "replay", "write_messages", "write_orderbook",
+            "crossed_rows", "find_lobster_days", "read_messages", "read_orderbook", "ReplayReport", "replay",
+            "write_messages", "write_orderbook",
             "SimulatorConfig", "simulate_day", "write_simulated_days", "DayGrid", "build_day_grid", "snippet_at",
             "symmetric_threshold"]

@@ -31,7 +31,7 @@ import numpy as np
 __all__ = [
     "EMPTY_ASK_PRICE", "EMPTY_BID_PRICE", "PRICE_SCALE", "MESSAGE_TYPES", "LobsterDay", "Messages",
     "OrderBook", "find_lobster_days", "lobster_file_name", "read_messages", "read_orderbook",
-    "write_messages", "write_orderbook", "replay", "PriceLevels", "book_from_rows",
+    "write_messages", "write_orderbook", "crossed_rows", "PriceLevels", "book_from_rows",
 ]
 
 PRICE_SCALE = 10_000  # LOBSTER price = dollars x 10000
@@ -40,6 +40,7 @@ EMPTY_BID_PRICE = -9_999_999_999
 MESSAGE_TYPES = {1: "submission", 2: "partial cancellation", 3: "deletion", 4: "visible execution",
                  5: "hidden execution", 6: "cross trade", 7: "trading halt"}
 _MESSAGE_COLUMNS = "time, type, order id, size, price, direction"
+_MPID = re.compile(r"^[A-Za-z0-9]*$")
 _NAME = re.compile(r"^(?P<ticker>.+)_(?P<date>\d{4}-\d{2}-\d{2})_(?P<start>\d+)_(?P<end>\d+)_"
                    r"(?P<kind>message|orderbook)_(?P<levels>\d+)\.csv$")
 PathLike = Union[str, os.PathLike]
@@ -72,7 +73,7 @@ class Messages:
     def __len__(self) -> int:
         return int(self.time_ns.shape[0])
 
-    def __getitem__(self, index: slice) -> "Messages":
+    def __getitem__(self, index: Union[slice, np.ndarray]) -> "Messages":
         return Messages(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
@@ -143,13 +144,17 @@ def _diagnose(path: Path, columns: Optional[int], what: str) -> str:
         for lineno, row in enumerate(csv.reader(f), start=1):
             n = columns if columns is not None else (len(row) if len(row) % 4 == 0 and row else -1)
             if len(row) != n:
+                hint = "; the file uses ';' as separator, LOBSTER writes ','" if ";" in ",".join(row) else ""
                 return f"{path}, line {lineno}: expected {columns or 'a multiple of 4'} comma-separated " \
-                       f"values ({what}), got {len(row)}: {','.join(row)[:80]!r}"
-            for value in row:
+                       f"values ({what}), got {len(row)}: {','.join(row)[:80]!r}{hint}"
+            for value in row[:6] if columns == 7 else row:
                 try:
                     float(value)
                 except ValueError:
                     return f"{path}, line {lineno}: expected numbers ({what}), got {value!r}"
+            if columns == 7 and not _MPID.match(row[6]):
+                return f"{path}, line {lineno}: expected an MPID (letters and digits, or null) in the extra 7th " \
+                       f"column, got {row[6]!r}"
             columns = n
     return f"{path}: could not be parsed as {what}"
 
@@ -161,6 +166,11 @@ def _load(path: PathLike, columns: Optional[int], what: str, dtype: type) -> np.
     if path.stat().st_size == 0:
         raise ValueError(f"{path}, line 1: the file is empty; expected rows of {what}")
     try:
+        if columns == 7:  # a message file with a trailing MPID column: parse as text, check it, drop it
+            text = np.loadtxt(path, delimiter=",", dtype=str, ndmin=2, comments=None)
+            if text.shape[1] != 7 or not all(_MPID.match(v) for v in np.unique(text[:, 6]).tolist()):
+                raise ValueError
+            return text[:, :6].astype(dtype)
         data = np.loadtxt(path, delimiter=",", dtype=dtype, ndmin=2)
     except ValueError:
         raise ValueError(_diagnose(path, columns, what)) from None
@@ -169,44 +179,87 @@ def _load(path: PathLike, columns: Optional[int], what: str, dtype: type) -> np.
     return data
 
 
-def _check(path: PathLike, bad: np.ndarray, what: str) -> None:
+def _check(path: PathLike, bad: np.ndarray, what: str, values: Optional[np.ndarray] = None) -> None:
+    """Raise naming the first bad line (and its value) of ``bad`` (one flag per row)."""
     if bad.any():
-        line = int(np.flatnonzero(bad)[0]) + 1
-        raise ValueError(f"{path}, line {line}: {what}")
+        line = int(np.flatnonzero(bad)[0])
+        got = f", got {values[line].tolist()}" if values is not None else ""
+        raise ValueError(f"{path}, line {line + 1}: {what}{got}")
+
+
+def _message_columns(path: PathLike) -> int:
+    """6, or 7 when the file carries LOBSTER's optional trailing MPID column (first line decides)."""
+    with open(path) as f:
+        first = f.readline()
+    return 7 if first.count(",") == 6 else 6
 
 
 def read_messages(path: PathLike) -> Messages:
-    """Read a LOBSTER message file; times become int64 nanoseconds (exact for 9 decimals)."""
-    data = _load(path, 6, _MESSAGE_COLUMNS, np.float64)
+    """Read a LOBSTER message file; times become int64 nanoseconds (exact for 9 decimals).
+
+    Checked with file and line: integers in columns 2-6, types 1..7, directions -1/+1, sizes and
+    prices > 0 (a trading halt, type 7, has size 0 and price -1 / 0 / 1 as LOBSTER defines), time
+    never going backwards. A 7th column (the MPID attribution some exports carry: letters and
+    digits or ``null``) is accepted and dropped; any other column count is an error.
+    """
+    data = _load(path, _message_columns(path), _MESSAGE_COLUMNS, np.float64)
     ints = data[:, 1:]
-    _check(path, ints != np.round(ints), "expected integers in columns 2-6 (type, order id, size, price, direction)")
+    _check(path, (ints != np.round(ints)).any(1), "expected integers in columns 2-6 (type, order id, size, price, "
+           "direction)", data[:, 1:])
     msg = Messages(np.rint(data[:, 0] * 1e9).astype(np.int64), data[:, 1].astype(np.int8),
                    data[:, 2].astype(np.int64), data[:, 3].astype(np.int64), data[:, 4].astype(np.int64),
                    data[:, 5].astype(np.int8))
-    _check(path, (msg.type < 1) | (msg.type > 7), "expected message type 1..7 (column 2)")
-    _check(path, (msg.direction != 1) & (msg.direction != -1), "expected direction -1 or 1 (column 6)")
-    _check(path, msg.size < 0, "expected a size >= 0 (column 4)")
-    _check(path, np.diff(msg.time_ns, prepend=msg.time_ns[0]) < 0, "time goes backwards (column 1)")
+    _check(path, (msg.type < 1) | (msg.type > 7), "expected message type 1..7 (column 2)", msg.type)
+    _check(path, (msg.direction != 1) & (msg.direction != -1), "expected direction -1 or 1 (column 6)", msg.direction)
+    halt = msg.type == 7
+    _check(path, ~halt & (msg.size <= 0), "expected a size > 0 (column 4)", msg.size)
+    _check(path, ~halt & (msg.price <= 0), "expected a price > 0 (column 5, dollars x 10000); only a trading "
+           "halt (type 7) carries -1 / 0 / 1", msg.price)
+    _check(path, halt & ((msg.size != 0) | (np.abs(msg.price) > 1)), "a trading halt (type 7) must have size 0 and "
+           "price -1 (halt), 0 (quoting) or 1 (resume), as LOBSTER writes it", data[:, 3:5].astype(np.int64))
+    _check(path, np.diff(msg.time_ns, prepend=msg.time_ns[0]) < 0, "time goes backwards (column 1)", data[:, 0])
     return msg
 
 
 def read_orderbook(path: PathLike, levels: Optional[int] = None) -> OrderBook:
-    """Read a LOBSTER order-book file (its L best levels; ``levels`` keeps only the first ones)."""
-    data = _load(path, None, "ask price, ask size, bid price, bid size per level", np.int64)
+    """Read a LOBSTER order-book file (its L best levels; ``levels`` keeps only the first ones).
+
+    Checked with file and line: a level is either a price > 0 with a size > 0 or LOBSTER's
+    empty-level marker (9999999999 ask / -9999999999 bid, size 0); occupied levels come first and
+    are strictly ordered away from the best price. Crossed rows (best bid >= best ask) are
+    legal here: :func:`crossed_rows` counts them.
+    """
+    what = "ask price, ask size, bid price, bid size per level"
+    data = _load(path, None, what, np.int64)
     if data.shape[1] % 4:
-        raise ValueError(_diagnose(Path(path), None, "ask price, ask size, bid price, bid size per level"))
+        raise ValueError(_diagnose(Path(path), None, what))
     file_levels = data.shape[1] // 4
     if levels is not None and levels > file_levels:
         raise ValueError(f"levels={levels} but {path} has only {file_levels} levels per side; "
                          f"pass levels <= {file_levels}")
+    cube = data.reshape(len(data), file_levels, 4)
+    for side, col, empty in (("ask", 0, EMPTY_ASK_PRICE), ("bid", 2, EMPTY_BID_PRICE)):
+        price, size = cube[:, :, col], cube[:, :, col + 1]
+        marker = price == empty
+        for lvl in range(file_levels):
+            _check(path, marker[:, lvl] & (size[:, lvl] != 0), f"the empty-level marker {empty} at {side} level "
+                   f"{lvl + 1} must have size 0", size[:, lvl])
+            _check(path, ~marker[:, lvl] & (price[:, lvl] <= 0), f"expected {side} price {lvl + 1} > 0 (dollars x "
+                   f"10000) or the empty-level marker {empty}", price[:, lvl])
+            _check(path, ~marker[:, lvl] & (size[:, lvl] <= 0), f"expected {side} size {lvl + 1} > 0 at a price, or "
+                   f"the marker {empty} with size 0 for an empty level", size[:, lvl])
+        sign = 1 if side == "ask" else -1
+        _check(path, (marker[:, :-1] & ~marker[:, 1:]).any(1) | ((sign * np.diff(price, axis=1) <= 0)
+               & ~marker[:, 1:]).any(1), f"expected {side} prices strictly {'rising' if sign > 0 else 'falling'} "
+               "from level 1, empty levels last", price)
     keep = file_levels if levels is None else levels
-    cube = data.reshape(len(data), file_levels, 4)[:, :keep]
-    book = OrderBook(*(np.ascontiguousarray(cube[:, :, i]) for i in range(4)))
-    _check(path, ((book.ask_size < 0) | (book.bid_size < 0)).any(1), "expected sizes >= 0")
-    _check(path, ((book.ask_price == EMPTY_ASK_PRICE) != (book.ask_size == 0)).any(1)
-           | ((book.bid_price == EMPTY_BID_PRICE) != (book.bid_size == 0)).any(1),
-           "expected an empty level to be ask price 9999999999 / bid price -9999999999 with size 0")
-    return book
+    return OrderBook(*(np.ascontiguousarray(cube[:, :keep, i]) for i in range(4)))
+
+
+def crossed_rows(book: OrderBook) -> np.ndarray:
+    """Rows whose best bid >= best ask (both sides occupied): real files carry a few."""
+    both = (book.ask_size[:, 0] > 0) & (book.bid_size[:, 0] > 0)
+    return both & (book.bid_price[:, 0] >= book.ask_price[:, 0])
 
 
 def _format_times(time_ns: np.ndarray) -> list[str]:
@@ -273,33 +326,6 @@ class PriceLevels:
             pad = self.levels - len(keys)
             self._top = ([self.sign * k for k in keys] + [self.empty] * pad, [self.size[k] for k in keys] + [0] * pad)
         return self._top
-
-
-def replay(messages: Messages, levels: int, initial: Optional[OrderBook] = None) -> OrderBook:
-    """Rebuild the order-book file from a message file: row k = the L best levels after message k.
-
-    Submissions (1) add size at the price on the side of ``direction`` (+1 bid, -1 ask);
-    cancellations (2), deletions (3) and visible executions (4) remove it; hidden executions (5),
-    cross trades (6) and halts (7) leave the visible book unchanged. ``initial`` (one book row)
-    is the state before the first message; real LOBSTER windows start on a non-empty book, and
-    levels beyond the file's L are then unknown, so an exact replay needs a complete message
-    history (as the simulator writes). A size that would go negative raises ``ValueError``.
-    """
-    sides = {-1: PriceLevels(+1, levels), 1: PriceLevels(-1, levels)}  # direction -1 = sell order = ask side
-    if initial is not None:
-        for d, pr, sz in ((-1, initial.ask_price[0], initial.ask_size[0]), (1, initial.bid_price[0], initial.bid_size[0])):
-            for p, s in zip(pr.tolist(), sz.tolist()):
-                if s > 0:
-                    sides[d].add(p, s)
-    rows = []
-    msgs = zip(messages.type.tolist(), messages.size.tolist(), messages.price.tolist(), messages.direction.tolist())
-    for k, (typ, size, price, direction) in enumerate(msgs):
-        if typ in (1, 2, 3, 4):
-            if sides[direction].add(price, size if typ == 1 else -size) < 0:
-                raise ValueError(f"message {k + 1} ({MESSAGE_TYPES[typ]}) removes {size} shares at price {price} "
-                                 f"but the book holds fewer there; the message history is incomplete")
-        rows.append(sides[-1].top() + sides[1].top())
-    return book_from_rows(rows, levels)
 
 
 def book_from_rows(rows: list[tuple], levels: int) -> OrderBook:

@@ -20,7 +20,8 @@ import torch
 from .book import BookSnippet
 from .lobster import PRICE_SCALE, Messages, OrderBook
 
-__all__ = ["DayGrid", "build_day_grid", "gather_snippets", "grid_rows", "label_changes", "labels_from_changes",
+__all__ = ["DayGrid", "build_day_grid", "check_coverage", "check_label_balance", "check_snippet_count", "gather_snippets",
+           "grid_rows", "label_changes", "labels_from_changes",
            "pooled_threshold", "symmetric_threshold", "snippet_at", "swa_numpy"]
 
 
@@ -158,3 +159,50 @@ def pooled_threshold(days: Sequence[DayGrid], steps: int, horizon: int, flat_fra
     changes = np.concatenate([label_changes(d, steps, horizon)[1] for d in days])
     theta = symmetric_threshold(changes, flat_fraction)
     return theta, np.bincount(labels_from_changes(changes[np.isfinite(changes)], theta), minlength=3)
+
+
+# --- checks before training (one line each: the file, the value, the fix) ---
+
+def check_coverage(name: str, time_ns: np.ndarray, start_ns: int, end_ns: int, grid_ns: int,
+                   min_coverage: float) -> None:
+    """The messages must span at least ``min_coverage`` of the window's grid steps: outside
+    [first message, last message] the grid repeats one frozen book (a file cut short, a quiet
+    ticker, a window beyond the data)."""
+    steps = (end_ns - start_ns) // grid_ns
+    inside = time_ns[(time_ns >= start_ns) & (time_ns < end_ns)]
+    first, last = (int(inside[0]), int(inside[-1])) if inside.size else (end_ns, end_ns)
+    live = (last - first) // grid_ns + 1 if inside.size else 0
+    if live >= min_coverage * steps:
+        return
+    frozen = steps - live
+    span = f"{first / 1e9:.3f}-{last / 1e9:.3f} s ({(last - first) / 1e9:.1f} s)" if inside.size else "nothing"
+    fit = f"window=[{first // 10**9}, {-(-last // 10**9)}]" if inside.size else "a window inside the file's messages"
+    raise ValueError(f"{name}: its messages cover {span} of window=[{start_ns / 1e9:g}, {end_ns / 1e9:g}] "
+                     f"({(end_ns - start_ns) / 1e9:g} s): {frozen} of {steps} grid steps ({frozen / steps:.1%}) "
+                     f"would repeat a frozen book; pass {fit} or min_coverage below {live / steps:.3f} to accept it")
+
+
+def check_snippet_count(name: str, day: DayGrid, steps: int, horizon: int, min_snippets: int) -> None:
+    """A day (or time segment) must hold ``min_snippets`` disjoint snippet + horizon spans."""
+    count = max(0, day.steps - day.first_step) // (steps + horizon)
+    if count < min_snippets:
+        raise ValueError(f"{name} ({day.date}): only {count} disjoint snippets of snippet_seconds + horizon_seconds "
+                         f"fit its {day.steps - day.first_step} grid steps with a book (min_snippets={min_snippets}); "
+                         "widen the window, shorten snippet_seconds or horizon_seconds, or lower min_snippets")
+
+
+def check_label_balance(where: str, counts: np.ndarray, theta: float, flat_fraction: float, tolerance: float) -> None:
+    """Class shares on the training positions must lie within ``tolerance`` of the targets
+    (down, flat, up) = ((1 - f) / 2, f, (1 - f) / 2) with f = ``flat_fraction`` (thesis: thirds)."""
+    shares = counts / counts.sum()
+    target = np.array([(1 - flat_fraction) / 2, flat_fraction, (1 - flat_fraction) / 2])
+    if np.abs(shares - target).max() <= tolerance:
+        return
+    if shares[1] - target[1] > tolerance:
+        cause = "the SWA often does not move over the horizon (a frozen or quiet book); use a longer horizon_seconds"
+    else:
+        cause = "the days trend one way; use more training days"
+    fmt = "/".join(f"{s:.1%}" for s in shares)
+    raise ValueError(f"{where}: class shares down/flat/up {fmt} with threshold +-{theta:.6g} $ are more than "
+                     f"label_tolerance={tolerance} from {'/'.join(f'{t:.1%}' for t in target)}: {cause}, "
+                     "or raise label_tolerance to accept them")
