@@ -141,27 +141,28 @@ SAMPLE = ["34200.1,1,1,100,100000,1", "34200.2,1,2,50,100150,-1", "34200.3,1,3,3
 BOOK = ["9999999999,0,100000,100", "100150,50,100000,100", "100150,50,100000,100", "100150,50,100000,100"]
 
 
+BAD_MESSAGES = [(1, "34200.1,1,1,100,-100000,1", r"m.csv, line 1: expected a price > 0 .* got -100000"),
+                (3, "34200.3,1,3,0,99925,1", r"line 3: expected a size > 0 \(column 4\), got 0"),
+                (2, "34200.2,1,2,50,100150,0", r"line 2: expected direction -1 or 1 .* got 0"),
+                (4, "34200.4,7,0,0,-5,-1", r"line 4: a trading halt \(type 7\) must have size 0 and price")]
+BAD_BOOK = [(2, "-100150,50,100000,100", r"o.csv, line 2: expected ask price 1 > 0 .* got -100150"),
+            (3, "100150,50,-100000,100", r"line 3: expected bid price 1 > 0 .* got -100000"),
+            (2, "100150,-50,100000,100", r"line 2: expected ask size 1 > 0 .* got -50"),
+            (1, "9999999999,5,100000,100", r"line 1: the empty-level marker 9999999999 .* size 0")]
+
+
 def test_prices_sizes_directions_types_are_checked_with_file_and_line(tmp_path):
     m, o = tmp_path / "m.csv", tmp_path / "o.csv"
     m.write_text("\n".join(SAMPLE) + "\n")
     o.write_text("\n".join(BOOK) + "\n")
     msgs = read_messages(m)  # sub-penny prices (100150, 99925) and a halt's -1 are fine
     assert msgs.price.tolist() == [100000, 100150, 99925, -1]
-    for line, bad, match in ((1, "34200.1,1,1,100,-100000,1", r"m.csv, line 1: expected a price > 0 .* got -100000"),
-                             (3, "34200.3,1,3,0,99925,1", r"line 3: expected a size > 0 \(column 4\), got 0"),
-                             (2, "34200.2,1,2,50,100150,0", r"line 2: expected direction -1 or 1 .* got 0"),
-                             (4, "34200.4,7,0,0,-5,-1", r"line 4: a trading halt \(type 7\) must have size 0 and price")):
-        m.write_text("\n".join(SAMPLE[:line - 1] + [bad] + SAMPLE[line:]) + "\n")
-        with pytest.raises(ValueError, match=match):
-            read_messages(m)
     assert read_orderbook(o).ask_price[:, 0].tolist() == [EMPTY_ASK_PRICE, 100150, 100150, 100150]
-    for line, bad, match in ((2, "-100150,50,100000,100", r"o.csv, line 2: expected ask price 1 > 0 .* got -100150"),
-                             (3, "100150,50,-100000,100", r"line 3: expected bid price 1 > 0 .* got -100000"),
-                             (2, "100150,-50,100000,100", r"line 2: expected ask size 1 > 0 .* got -50"),
-                             (1, "9999999999,5,100000,100", r"line 1: the empty-level marker 9999999999 .* size 0")):
-        o.write_text("\n".join(BOOK[:line - 1] + [bad] + BOOK[line:]) + "\n")
-        with pytest.raises(ValueError, match=match):
-            read_orderbook(o)
+    for path, good, reader, cases in ((m, SAMPLE, read_messages, BAD_MESSAGES), (o, BOOK, read_orderbook, BAD_BOOK)):
+        for line, bad, match in cases:
+            path.write_text("\n".join(good[:line - 1] + [bad] + good[line:]) + "\n")
+            with pytest.raises(ValueError, match=match):
+                reader(path)
     o.write_text("100150,50,100000,100,100100,5,99000,5\n")
     with pytest.raises(ValueError, match=r"line 1: expected ask prices strictly rising from level 1"):
         read_orderbook(o)
