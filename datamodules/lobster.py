@@ -8,6 +8,9 @@ selection on test days would leak), the last ``test_days`` test. Training draws 
 (the thesis resamples every SGD step): an epoch is ``train_samples_per_epoch`` draws, and draw
 ``i`` of epoch ``e`` is a function of ``(seed, e, i)`` only, so DDP ranks and resumed runs see the
 same snippets. Validation and test use fixed seeded sets (thesis: 10,000 test snippets).
+A single day is split by time instead (``time_split``). ``setup`` checks every file before training
+(values, crossed rows, coverage of the window, snippets per day, class shares) with one line each:
+docs/orderbook-data.md lists them.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Read, write and replay LOBSTER limit order book files (the data of thesis chapter 3).
+"""Read and write LOBSTER limit order book files (the data of thesis chapter 3; replay: ``replay.py``).
 
 LOBSTER (https://lobsterdata.com) delivers one trading day of one ticker as two CSV files
 without header, named ``TICKER_DATE_START_END_{message|orderbook}_LEVEL.csv`` (START/END in
@@ -14,7 +14,9 @@ milliseconds after midnight, e.g. ``AAPL_2012-06-21_34200000_57600000_message_10
 
 Parsing uses ``np.loadtxt`` (numpy >= 1.23 has a C parser: ~20 million fields/s here, see
 ``benchmarks/bench_orderbook_data.py``); when it fails, a line-by-line scan finds the first bad
-line, so the error names the file, the line and what was expected. No pickle anywhere.
+line, so the error names the file, the line and what was expected; the values are then checked
+(prices, sizes, directions, types, level order: see :func:`read_messages`, :func:`read_orderbook`).
+No pickle anywhere.
 """
 from __future__ import annotations
 
@@ -189,6 +191,8 @@ def _check(path: PathLike, bad: np.ndarray, what: str, values: Optional[np.ndarr
 
 def _message_columns(path: PathLike) -> int:
     """6, or 7 when the file carries LOBSTER's optional trailing MPID column (first line decides)."""
+    if not Path(path).is_file():
+        return 6  # _load says that the file is missing
     with open(path) as f:
         first = f.readline()
     return 7 if first.count(",") == 6 else 6
