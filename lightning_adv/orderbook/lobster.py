@@ -242,22 +242,28 @@ def read_orderbook(path: PathLike, levels: Optional[int] = None) -> OrderBook:
         raise ValueError(f"levels={levels} but {path} has only {file_levels} levels per side; "
                          f"pass levels <= {file_levels}")
     cube = data.reshape(len(data), file_levels, 4)
+    arrays = [np.ascontiguousarray(cube[:, :, i]) for i in range(4)]  # ask price, ask size, bid price, bid size
     for side, col, empty in (("ask", 0, EMPTY_ASK_PRICE), ("bid", 2, EMPTY_BID_PRICE)):
-        price, size = cube[:, :, col], cube[:, :, col + 1]
+        price, size = arrays[col], arrays[col + 1]
         marker = price == empty
-        for lvl in range(file_levels):
-            _check(path, marker[:, lvl] & (size[:, lvl] != 0), f"the empty-level marker {empty} at {side} level "
-                   f"{lvl + 1} must have size 0", size[:, lvl])
-            _check(path, ~marker[:, lvl] & (price[:, lvl] <= 0), f"expected {side} price {lvl + 1} > 0 (dollars x "
-                   f"10000) or the empty-level marker {empty}", price[:, lvl])
-            _check(path, ~marker[:, lvl] & (size[:, lvl] <= 0), f"expected {side} size {lvl + 1} > 0 at a price, or "
-                   f"the marker {empty} with size 0 for an empty level", size[:, lvl])
+        checks = ((marker & (size != 0), size, f"the empty-level marker {empty} at {side} level {{}} must have size 0"),
+                  (~marker & (price <= 0), price, f"expected {side} price {{}} > 0 (dollars x 10000) or the empty-level "
+                                                  f"marker {empty}"),
+                  (~marker & (size <= 0), size, f"expected {side} size {{}} > 0 at a price, or the marker {empty} with "
+                                                "size 0 for an empty level"))
+        bad = np.logical_or.reduce([c[0] for c in checks]).any(1)
+        if bad.any():  # the first bad line, its first failing check and level
+            row = int(np.flatnonzero(bad)[0])
+            mask, values, what = next(c for c in checks if c[0][row].any())
+            lvl = int(np.flatnonzero(mask[row])[0])
+            raise ValueError(f"{path}, line {row + 1}: {what.format(lvl + 1)}, got {values[row, lvl]}")
         sign = 1 if side == "ask" else -1
         _check(path, (marker[:, :-1] & ~marker[:, 1:]).any(1) | ((sign * np.diff(price, axis=1) <= 0)
                & ~marker[:, 1:]).any(1), f"expected {side} prices strictly {'rising' if sign > 0 else 'falling'} "
                "from level 1, empty levels last", price)
-    keep = file_levels if levels is None else levels
-    return OrderBook(*(np.ascontiguousarray(cube[:, :keep, i]) for i in range(4)))
+    if levels is None or levels == file_levels:
+        return OrderBook(*arrays)
+    return OrderBook(*(np.ascontiguousarray(a[:, :levels]) for a in arrays))
 
 
 def crossed_rows(book: OrderBook) -> np.ndarray:
