@@ -1,6 +1,8 @@
 """calibrate(): the simulator's parameters recovered from simulated days, statistics of calibrated days, presets."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lightning_adv.orderbook.calibrate import PRESETS, calibrate, day_statistics, lobster_view, preset
@@ -68,3 +70,20 @@ def test_presets_have_their_kind_of_book():
         calibrate([])
     with pytest.raises(ValueError, match="simulate.anchor"):
         SimulatorConfig(anchor="ask")
+
+
+def test_refine_recovers_what_a_level_1_file_hides():
+    # a wide-spread day seen as a level-1 file: the moments see only submissions near the top of the book,
+    # so alone they give too dense a book; refine matches the level-1 view's spread, rate and executions
+    window = dict(end_ms=34_200_000 + 1_800_000)
+    days = [lobster_view(*simulate_day(preset("amzn_2012", **window), 0), 1)]
+    target, base = day_statistics(*days[0]), SimulatorConfig(**window)
+
+    def level_1_view(fit):
+        return day_statistics(*lobster_view(*simulate_day(replace(fit, levels=10, seed=50), 0), 1))
+    moments, refined = (level_1_view(calibrate(days, base=base, refine=r, refine_seconds=900)) for r in (0, 4))
+    assert moments.spread_ticks_mean < 0.6 * target.spread_ticks_mean
+    assert refined.spread_ticks_mean == pytest.approx(target.spread_ticks_mean, rel=0.25)
+    assert refined.messages_per_second == pytest.approx(target.messages_per_second, rel=0.1)
+    execs = [s.type_shares[4] + s.type_shares[5] for s in (refined, target)]
+    assert execs[0] == pytest.approx(execs[1], abs=0.03)

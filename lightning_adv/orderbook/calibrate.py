@@ -10,7 +10,8 @@ attack order could rest, or inside the spread).
 moment of the simulator's own rule that produces it (exact on a simulated day up to sampling
 noise): ``limit_rate`` = submissions per second; market orders = runs of visible executions
 with one time stamp and side, plus hidden executions (``market_rate``, ``hidden_exec_prob``);
-``cancel_rate`` = cancellations per second per live order (orders followed through their ids);
+``cancel_rate`` = cancellations per second per live order (orders followed through their ids in a
+complete history, else the visible book's shares over the mean order size);
 ``partial_cancel_prob`` = type 2 / (type 2 + type 3); ``depth_decay`` = 1 / (1 + mean ticks behind
 the own best quote) of submissions; ``improve_prob`` / ``improve_max_ticks`` = how often and how far
 submissions go inside a spread wider than a tick (the largest step seen: the maximum-likelihood
@@ -29,7 +30,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .lobster import LobsterDay, Messages, OrderBook, read_messages, read_orderbook
-from .simulator import TICK, SimulatorConfig
+from .simulator import TICK, SimulatorConfig, simulate_day
 
 __all__ = ["DayStatistics", "day_statistics", "calibrate", "lobster_view", "PRESETS", "preset"]
 
@@ -134,11 +135,12 @@ def day_statistics(messages: Messages, book: OrderBook) -> DayStatistics:
         mid_price=float((mid * ww).sum()))
 
 
-def _live_order_seconds(messages: Messages) -> tuple[float, int]:
-    """(integral of the number of live known orders over time in seconds, cancellations of known orders):
-    orders are known from their submission (type 1) and leave on deletion or full execution."""
+def _live_order_seconds(messages: Messages) -> tuple[float, int, float]:
+    """(integral of the number of live known orders over time in seconds, cancellations of known orders,
+    share of removals (2, 3, 4) of known orders): orders are known from their submission (type 1) and
+    leave on deletion or full execution."""
     live: dict[int, int] = {}
-    area, cancels, last = 0.0, 0, int(messages.time_ns[0])
+    area, cancels, known, last = 0.0, 0, 0, int(messages.time_ns[0])
     for tm, typ, oid, size in zip(messages.time_ns.tolist(), messages.type.tolist(), messages.order_id.tolist(),
                                   messages.size.tolist()):
         area += len(live) * (tm - last) / 1e9
@@ -147,10 +149,12 @@ def _live_order_seconds(messages: Messages) -> tuple[float, int]:
             live[oid] = size
         elif typ in (2, 3, 4) and oid in live:
             cancels += typ in (2, 3)
+            known += 1
             live[oid] -= size
             if typ == 3 or live[oid] <= 0:
                 del live[oid]
-    return area, cancels
+    removals = int(np.isin(messages.type, (2, 3, 4)).sum())
+    return area, cancels, known / removals if removals else 1.0
 
 
 def _fit_one(messages: Messages, book: OrderBook) -> dict[str, float]:
@@ -176,12 +180,12 @@ def _fit_one(messages: Messages, book: OrderBook) -> dict[str, float]:
     inside = h_wide & (messages.price > bid_p) & (messages.price < ask_p)
     sizes = messages.size[sub]
     rl = sizes[(sizes % 100 == 0) & (sizes > 0)]
-    area, cancels = _live_order_seconds(messages)
+    area, cancels, known = _live_order_seconds(messages)
     return dict(seconds=(t[-1] - t[0]) / 1e9, n_sub=float(sub.sum()), n_market=float(((typ == 4) & run_start).sum()),
                 n_hidden=float(hidden.sum()), n2=float((typ == 2).sum()), n3=float((typ == 3).sum()),
                 **_geometric_counts("best", behind[queued]),
                 **_geometric_counts("mid", from_mid[placed]),
-                complete=float(opening.any()), depth_orders=_visible_orders(book, sizes),
+                complete=float(known > 0.99), depth_orders=_visible_orders(book, sizes),
                 n_wide=float(wide.sum()), n_improving=float(improving.sum()),
                 inside_max=float((-behind[improving]).max()) if improving.any() else 1.0,
                 n_sizes=float(sizes.size), n_round=float(rl.size), round_lots_extra=float((rl // 100 - 1).sum()),
@@ -211,22 +215,31 @@ def _first_mid(book: OrderBook) -> float:
 
 
 def calibrate(days: Sequence[Day], base: Optional[SimulatorConfig] = None, anchor: Optional[str] = None,
-              wide_spread_ticks: float = 2.0) -> SimulatorConfig:
+              wide_spread_ticks: float = 2.0, refine: int = 0, refine_seconds: float = 1800.0) -> SimulatorConfig:
     """A :class:`SimulatorConfig` fitted to ``days`` (LobsterDay or (messages, book) pairs; counts pooled
     over days). Parameters the days cannot inform keep ``base``'s values (default: ``SimulatorConfig()``).
     ``anchor`` ("best" / "mid", see the simulator) defaults to "mid" where the mean spread exceeds
-    ``wide_spread_ticks``."""
+    ``wide_spread_ticks``.
+
+    ``refine`` > 0 adds that many rounds of simulation (``refine_seconds`` each, seeded) that correct
+    what an L-level file hides: ``depth_decay`` (mid anchor; ``cancel_rate`` for the best anchor) is
+    scaled until the simulated L-level view (:func:`lobster_view`) has the days' mean spread, then the rates (limit, market, cancel) are scaled
+    by one common factor (a change of time scale, which leaves the book's shape alone) to the days'
+    message rate, and ``market_rate`` alone to the days' share of executions (types 4 and 5). Without it, the fit is the moments alone (exact for complete simulated histories)."""
     if not days:
         raise ValueError("calibrate needs at least one day: pass LobsterDay objects (find_lobster_days) or "
                          "(messages, book) pairs")
-    fits = [_fit_one(*_load(day)) for day in days]
+    loaded = [_load(day) for day in days]
+    fits = [_fit_one(*day) for day in loaded]
     c = {k: float(np.nansum([f[k] for f in fits])) for k in fits[0]}
     base = base or SimulatorConfig()
-    spread = float(np.mean([day_statistics(*_load(day)).spread_ticks_mean for day in days])) if anchor is None else 0.0
+    stats = [day_statistics(*day) for day in loaded]
+    spread = float(np.mean([st.spread_ticks_mean for st in stats]))
     anchor = anchor or ("mid" if spread > wide_spread_ticks else "best")
     complete = all(f["complete"] for f in fits)
     # cancellations per live order: followed through order ids in a complete history (a simulated day, whose
-    # file opens with the resting book); else over the orders of the visible book (an L-level file hides the rest)
+    # file opens with the resting book: > 99% of removals are of orders it submitted); else over the orders of
+    # the visible book (an L-level file hides the rest)
     live_seconds = c["area"] if complete else sum(f["depth_orders"] * f["seconds"] for f in fits)
     cancels = c["cancels"] if complete else c["n2"] + c["n3"]
     if c["seconds"] <= 0 or c["n_sub"] == 0:
@@ -237,7 +250,7 @@ def calibrate(days: Sequence[Day], base: Optional[SimulatorConfig] = None, ancho
     lot_scale = -1.0 / np.log(q) if q > 0 else 1e-3
     opened, summed = c[f"{anchor}_open"], c[f"{anchor}_sum"]
     deepest = max(f[f"{anchor}_max"] for f in fits)
-    return replace(
+    fit = replace(
         base, levels=int(min(f["levels"] for f in fits)), initial_price=round(float(np.nanmean([f["mid"] for f in fits])), 2),
         limit_rate=c["n_sub"] / c["seconds"], market_rate=market / c["seconds"],
         hidden_exec_prob=c["n_hidden"] / market if market else 0.0,
@@ -249,18 +262,40 @@ def calibrate(days: Sequence[Day], base: Optional[SimulatorConfig] = None, ancho
         round_lot_prob=c["n_round"] / c["n_sizes"] if c["n_sizes"] else base.round_lot_prob,
         lot_scale=float(lot_scale),
         hidden_inside_prob=c["n_hidden_inside"] / c["n_hidden_wide"] if c["n_hidden_wide"] else base.hidden_inside_prob)
+    n_msgs = sum(len(m) for m, _ in loaded)
+    execs = sum(int(np.isin(m.type, (4, 5)).sum()) for m, _ in loaded) / n_msgs
+    return _refine(fit, spread, n_msgs / c["seconds"], execs, refine, refine_seconds) if refine > 0 else fit
+
+
+def _refine(fit: SimulatorConfig, spread: float, rate: float, execs: float, rounds: int,
+            seconds: float) -> SimulatorConfig:
+    """Match the simulated L-level view's mean spread (via ``depth_decay``), share of executions (via
+    ``market_rate``) and message rate (a common time scale of the rates) to the days' (see :func:`calibrate`)."""
+    levels = fit.levels
+    sim = replace(fit, days=1, end_ms=fit.start_ms + int(seconds * 1000), levels=max(levels, 10))
+    for r in range(rounds):
+        st = day_statistics(*lobster_view(*simulate_day(replace(sim, seed=sim.seed + r), 0), levels))
+        wider = (st.spread_ticks_mean / spread) ** 0.8  # > 1: the simulated spread is too wide
+        # the spread's knob: how far from the mid orders go (mid anchor), else how many orders rest (best)
+        decay = float(np.clip(sim.depth_decay * wider, 1e-3, 1.0)) if sim.anchor == "mid" else sim.depth_decay
+        cancel = sim.cancel_rate if sim.anchor == "mid" else sim.cancel_rate / wider
+        k = rate / st.messages_per_second
+        e = (execs / max(st.type_shares[4] + st.type_shares[5], 1e-6)) ** 0.8
+        sim = replace(sim, depth_decay=decay, max_depth=max(sim.max_depth, int(np.ceil(5 / decay))),
+                      limit_rate=sim.limit_rate * k, market_rate=sim.market_rate * k * e, cancel_rate=cancel * k)
+    return replace(sim, days=fit.days, end_ms=fit.end_ms, levels=fit.levels, seed=fit.seed)
 
 
 #: Presets for the thesis' kinds of stock (``preset(name)``; docs/orderbook.md has their sources):
 #: ``ford_like``: a ~$9 stock quoted one tick wide (the simulator's dense book) with hidden executions at
 #: ~6% of the messages (no Ford file is at hand: set by hand, not fitted);
-#: ``amzn_2012``: fitted by :func:`calibrate` to LOBSTER's public AMZN 2012-06-21 level-1 sample
-#: (a $223 stock, mean spread ~13 ticks, hidden executions inside the spread).
+#: ``amzn_2012``: ``calibrate(refine=6)`` on LOBSTER's public AMZN 2012-06-21 level-1 sample (a $223 stock,
+#: mean spread ~13 ticks, hidden executions inside the spread; rounded).
 PRESETS: dict[str, dict] = {
     "ford_like": dict(ticker="FSIM", initial_price=9.0, market_rate=3.0, hidden_exec_prob=0.7),
-    "amzn_2012": dict(ticker="AMZNSIM", initial_price=223.56, limit_rate=1.19, market_rate=0.386, cancel_rate=0.19,
-                      partial_cancel_prob=0.001, hidden_exec_prob=0.27, depth_decay=0.14, anchor="mid",
-                      improve_prob=0.49, improve_max_ticks=66, round_lot_prob=0.61, lot_scale=0.76,
+    "amzn_2012": dict(ticker="AMZNSIM", initial_price=223.56, limit_rate=2.95, market_rate=0.458, cancel_rate=0.469,
+                      partial_cancel_prob=0.001, hidden_exec_prob=0.27, depth_decay=0.0766, max_depth=66,
+                      anchor="mid", improve_prob=0.49, improve_max_ticks=66, round_lot_prob=0.61, lot_scale=0.76,
                       hidden_inside_prob=1.0),
 }
 
