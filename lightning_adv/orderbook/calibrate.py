@@ -72,8 +72,8 @@ def _load(day: Day) -> tuple[Messages, OrderBook]:
 def lobster_view(messages: Messages, book: OrderBook, levels: int) -> tuple[Messages, OrderBook]:
     """The messages an ``levels``-level LOBSTER file would hold (those that change the first ``levels``
     levels, hidden executions and halts) with their rows, to compare a simulated day with a real file."""
-    b = book[np.arange(len(book))]
-    cut = OrderBook(b.ask_price[:, :levels], b.ask_size[:, :levels], b.bid_price[:, :levels], b.bid_size[:, :levels])
+    cut = OrderBook(book.ask_price[:, :levels], book.ask_size[:, :levels], book.bid_price[:, :levels],
+                    book.bid_size[:, :levels])
     rows = np.concatenate([cut.ask_price, cut.ask_size, cut.bid_price, cut.bid_size], axis=1)
     changed = np.ones(len(rows), bool)
     changed[1:] = (rows[1:] != rows[:-1]).any(1)
@@ -81,11 +81,14 @@ def lobster_view(messages: Messages, book: OrderBook, levels: int) -> tuple[Mess
     return messages[keep], cut[keep]
 
 
+def _prior(a: np.ndarray) -> np.ndarray:
+    """Row k - 1 of an (N, L) book array for each message k (zeros, an empty book, before the first)."""
+    return np.concatenate([np.zeros_like(a[:1]), a[:-1]])
+
+
 def _before(book: OrderBook) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Best ask/bid price and size before each message (row k - 1; an empty book before the first)."""
-    def shift(a: np.ndarray, empty: int) -> np.ndarray:
-        return np.concatenate([[empty], a[:-1, 0]])
-    return shift(book.ask_price, 0), shift(book.ask_size, 0), shift(book.bid_price, 0), shift(book.bid_size, 0)
+    """Best ask/bid price and size before each message."""
+    return tuple(_prior(a)[:, 0] for a in (book.ask_price, book.ask_size, book.bid_price, book.bid_size))
 
 
 def day_statistics(messages: Messages, book: OrderBook) -> DayStatistics:
@@ -104,9 +107,8 @@ def day_statistics(messages: Messages, book: OrderBook) -> DayStatistics:
     ask_p, _, bid_p, _ = _before(book)
     h = messages.type == 5
     at_visible = np.zeros(len(messages), bool)
-    prev = lambda a: np.concatenate([a[:1] * 0, a[:-1]])  # noqa: E731 - row k - 1 of an (N, L) array
     for side_price, side_size, direction in ((book.ask_price, book.ask_size, -1), (book.bid_price, book.bid_size, 1)):
-        vis = (prev(side_price) == messages.price[:, None]) & (prev(side_size) > 0)
+        vis = (_prior(side_price) == messages.price[:, None]) & (_prior(side_size) > 0)
         at_visible |= (messages.direction == direction) & vis.any(1)
     inside = (messages.price > bid_p) & (messages.price < ask_p) & (bid_p > 0)
     sub = messages.size[messages.type == 1]
