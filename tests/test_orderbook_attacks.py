@@ -243,7 +243,8 @@ def test_suite_reports_order_book_attacks_per_example(trained):
     report, rec = suite.evaluate(model, x, y, batch_size=64)
     assert report.n == 200 and {r.name for r in report.rows} == {"grad", "rand"}
     row = report.rows[0]
-    assert set(row.extras) == {"capital", "cost", "relative_size", "shares"} and row.extras["capital"] <= 2_000.0
+    assert set(row.extras) == set(row.extras_all) == {"capital", "cost", "relative_size", "shares"}
+    assert row.extras_all["capital"] <= 2_000.0  # extras: over the successful attacks only (NaN: none)
     ran = rec["grad/ran"]
     assert torch.isfinite(rec["grad/extra/capital"][ran]).all() and torch.isnan(rec["grad/extra/capital"][~ran]).all()
     fooled = rec["grad/fooled"]

@@ -119,12 +119,13 @@ def test_grid_sampling_uses_the_last_message_at_or_before_each_grid_time(tmp_pat
         prices = np.where(book.bid_size[row] > 0, book.bid_price[row] / 10000, np.nan)
         np.testing.assert_array_equal(day.bid_price[day.index[step]], prices)
     assert day.swa[1] == pytest.approx((10.00 * 120 + 9.99 * 30 + 10.01 * 50) / 200)
-    # the visible execution at 34202.0 falls in (g3, g4]: step 4, ask side; the hidden one is not listed
-    assert day.exec_step.tolist() == [4] and day.exec_side.tolist() == [1] and day.exec_price.tolist() == [10.01]
+    # the visible (10.01) and the hidden execution (10.015) at 34202.0 fall in (g3, g4]: step 4, ask side
+    assert day.exec_step.tolist() == [4, 4] and day.exec_side.tolist() == [1, 1]
+    assert day.exec_price.tolist() == [10.01, 10.015]
     snip = snippet_at(day, 1, 5, 2)
     assert snip.shape == (1, 5, 2) and snip.ask_price.dtype == torch.float64 and snip.ask_size.dtype == torch.float32
     assert torch.isnan(snip.ask_price[0, 0, 1]) and snip.ask_size[0, 0, 1] == 0  # empty level: NaN, 0
-    assert snip.exec_step.tolist() == [[3]] and snip.exec_side.dtype == torch.int8
+    assert snip.exec_step.tolist() == [[3, 3]] and snip.exec_side.dtype == torch.int8
     assert torch.allclose(book_mod.swa(snip)[0], torch.from_numpy(day.swa[1:6]))  # numpy SWA == contract SWA
     with pytest.raises(IndexError):
         snippet_at(day, 0, 5, 2)

@@ -19,7 +19,7 @@ from torch import Tensor
 from .base import Attack
 
 __all__ = ["AttackRow", "SanityFlag", "SuiteReport", "Records", "threat_key", "concat_records", "dedup_records",
-           "worst_case"]
+           "extra_means", "worst_case"]
 
 Records = dict[str, Tensor]
 
@@ -38,8 +38,12 @@ class AttackRow:
     mean_queries: Optional[float]
     max_queries: Optional[int]
     time_s: float
-    #: means over the attacked examples of the attack's own per-example measures (``AttackOutput.extras``)
+    #: means over the **successful** attacks (the ``n_fooled`` examples) of the attack's own per-example
+    #: measures (``AttackOutput.extras``), as the thesis' table 3.2 averages capital and relative size;
+    #: NaN when no attack succeeded
     extras: dict[str, float] = field(default_factory=dict)
+    #: the same measures averaged over every attacked example (``n_attacked``), failed attacks included
+    extras_all: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,12 +93,26 @@ class SuiteReport:
         out = [f"Attack suite ({self.mode}), {self.n} examples", render(head),
                "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
         out += [render(row) for row in lines]
+        out += self._extras_table()
         for f in self.flags:
             out.append(f"WARNING [{f.check}] {f.message}")
         if not self.flags:
             out.append("sanity checks: no sign of gradient masking")
         out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)
+
+    def _extras_table(self) -> list[str]:
+        """The attacks' own measures (order books: table 3.2's capital and relative size), each as the mean
+        over the successful attacks and, a second column, over all attacked examples."""
+        rows = [r for r in self.rows if r.extras_all]
+        if not rows:
+            return []
+        keys = list(dict.fromkeys(k for r in rows for k in r.extras_all))
+        head = ["attack", "successes", *[f"{k} (successes)" for k in keys], *[f"{k} (all attempts)" for k in keys]]
+        body = [[r.name, f"{r.n_fooled}/{r.n_attacked}", *[f"{r.extras.get(k, float('nan')):.4g}" for k in keys],
+                 *[f"{r.extras_all.get(k, float('nan')):.4g}" for k in keys]] for r in rows]
+        widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
+        return ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in [head, *body]]
 
     def write(self, directory: str, prefix: str = "attack_suite", records: Optional[Records] = None) -> list[str]:
         """Write ``<prefix>.json``, ``<prefix>.csv`` (one row per attack) and, with
@@ -128,6 +146,15 @@ class SuiteReport:
 def threat_key(attack: Attack) -> Optional[str]:
     """'linf_eps0.15' for a bounded attack, None for an unbounded one."""
     return None if attack.eps is None else f"{attack.norm}_eps{attack.eps:.6g}"
+
+
+def extra_means(records: Records, label: str, mask: Tensor) -> dict[str, float]:
+    """Means of attack ``label``'s own per-example measures over the examples in ``mask`` (NaN: none);
+    empty when the attack ran on no example."""
+    if not bool(records[f"{label}/ran"].any()):
+        return {}
+    prefix = f"{label}/extra/"
+    return {key[len(prefix):]: float(v[mask].nanmean()) for key, v in records.items() if key.startswith(prefix)}
 
 
 def worst_case(records: Records, names: list[str]) -> Tensor:

@@ -50,8 +50,8 @@ from .base import Attack, Model
 from .certified import certified_but_broken, is_certifier
 from .losses import cross_entropy_loss, margin_loss
 from .pgd import _as_normal, attack_grad_context, module_mode
-from .report import (AttackRow, Records, SanityFlag, SuiteReport, concat_records, dedup_records, threat_key,
-                     worst_case)
+from .report import (AttackRow, Records, SanityFlag, SuiteReport, concat_records, dedup_records, extra_means,
+                     threat_key, worst_case)
 from .whitebox import PGDAttack
 
 __all__ = [
@@ -269,8 +269,7 @@ class AttackSuite:
                 mean_queries=float(q.float().mean()) if has_q else None,
                 max_queries=int(q.max()) if has_q else None,
                 time_s=float(records[f"{k}/time"].sum()),
-                extras={key.split("/extra/", 1)[1]: float(v[ran].nanmean()) for key, v in records.items()
-                        if key.startswith(f"{k}/extra/") and ran.any()},
+                extras=extra_means(records, k, fooled), extras_all=extra_means(records, k, ran),
             ))
         worst = worst_case(records, self.attack_labels)
         report = SuiteReport(n=n, clean_acc=float(clean.float().mean()), worst_case_acc=float(worst.float().mean()),

@@ -4,12 +4,18 @@ LOBSTER data cannot be downloaded freely, so tests, benchmarks and the example c
 days generated here. The market is a price-time-priority limit order book with a $0.01 tick:
 
 * limit orders arrive at ``limit_rate`` per second, at a geometric number of ticks behind the
-  best quote of their side (or one tick inside a wide spread), in round or odd lots;
+  best quote of their side (success probability ``depth_decay``), or, with probability
+  ``improve_prob`` when the spread is wider than a tick, 1 to ``improve_max_ticks`` ticks inside it;
+  in round lots (probability ``round_lot_prob``; 100 x (1 + floor(lot_scale x Exp(1))) shares) or
+  odd lots (1-99 shares, uniform). With ``anchor="mid"`` the geometric number of ticks is counted
+  from the middle of the spread instead (sparse books with wide spreads, as for high-priced stocks);
 * each resting order is cancelled at ``cancel_rate`` per second (partially with probability
   ``partial_cancel_prob``: type 2, else deleted: type 3);
 * market orders arrive at ``market_rate`` per second and walk the book in price-time priority,
   one visible-execution message (type 4) per limit order they hit; a fraction
-  ``hidden_exec_prob`` executes against hidden liquidity instead (type 5, book unchanged);
+  ``hidden_exec_prob`` executes against hidden liquidity instead (type 5, book unchanged), at the
+  best quote or, with probability ``hidden_inside_prob`` when the spread is wider than a tick, at a
+  uniformly drawn price strictly inside the spread (as real hidden executions mostly are);
 * a latent drift ``mu`` (an Ornstein-Uhlenbeck process, unit variance, time scale
   ``signal_timescale`` seconds) tilts both the side of market orders and the side of new limit
   orders by ``sigmoid(signal_strength * mu)``: buying pressure piles up bid queues *and* lifts
@@ -19,6 +25,8 @@ days generated here. The market is a price-time-priority limit order book with a
 Before each day's window opens the market runs ``warmup_seconds`` unrecorded; its resting
 orders are then written as submissions at the opening time, so the message file is a complete
 history and replaying it reproduces the order-book file row for row.
+
+:mod:`.calibrate` fits these parameters to LOBSTER days and holds presets for kinds of stock.
 """
 from __future__ import annotations
 
@@ -58,6 +66,11 @@ class SimulatorConfig:
     depth_decay: float = 0.25
     max_depth: int = 25
     improve_prob: float = 0.3
+    improve_max_ticks: int = 1
+    round_lot_prob: float = 0.7
+    lot_scale: float = 1.0
+    hidden_inside_prob: float = 0.0
+    anchor: str = "best"
     signal_timescale: float = 20.0
     signal_strength: float = 1.0
     warmup_seconds: float = 120.0
@@ -69,7 +82,11 @@ class SimulatorConfig:
                   "market_rate": self.market_rate >= 0, "cancel_rate": self.cancel_rate > 0,
                   "depth_decay": 0 < self.depth_decay <= 1, "signal_timescale": self.signal_timescale > 0,
                   "partial_cancel_prob": 0 <= self.partial_cancel_prob <= 1,
-                  "hidden_exec_prob": 0 <= self.hidden_exec_prob <= 1, "warmup_seconds": self.warmup_seconds >= 0}
+                  "hidden_exec_prob": 0 <= self.hidden_exec_prob <= 1, "warmup_seconds": self.warmup_seconds >= 0,
+                  "improve_prob": 0 <= self.improve_prob <= 1, "round_lot_prob": 0 <= self.round_lot_prob <= 1,
+                  "improve_max_ticks": int(self.improve_max_ticks) == self.improve_max_ticks >= 1,
+                  "lot_scale": self.lot_scale > 0, "hidden_inside_prob": 0 <= self.hidden_inside_prob <= 1,
+                  "max_depth": self.max_depth >= 0, "anchor": self.anchor in ("best", "mid")}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"simulate.{name}={getattr(self, name)!r} is out of range; see SimulatorConfig")
@@ -154,9 +171,9 @@ class _Market:
             size -= fill
 
 
-def _lot(rnd: random.Random) -> int:
-    if rnd.random() < 0.7:
-        return 100 * (1 + int(-math.log(1.0 - rnd.random())))
+def _lot(rnd: random.Random, cfg: SimulatorConfig) -> int:
+    if rnd.random() < cfg.round_lot_prob:
+        return 100 * (1 + int(-math.log(1.0 - rnd.random()) * cfg.lot_scale))
     return 1 + int(rnd.random() * 99)
 
 
@@ -186,11 +203,19 @@ def _run(m: _Market, cfg: SimulatorConfig, t0: int, t1: int, mu: float, ref: int
                 continue
             if rnd.random() < cfg.hidden_exec_prob:
                 oid, m.next_id = m.next_id, m.next_id + 1
-                m.emit(t, 5, oid, _lot(rnd), best, resting)
+                m.emit(t, 5, oid, _lot(rnd, cfg), _hidden_price(rnd, cfg, best, ask, bid), resting)
             else:
-                m.market(t, resting, _lot(rnd))
+                m.market(t, resting, _lot(rnd, cfg))
         elif m.live:
             m.cancel(t, cfg.partial_cancel_prob)
+
+
+def _hidden_price(rnd: random.Random, cfg: SimulatorConfig, best: int, ask: Optional[int], bid: Optional[int]) -> int:
+    """The best quote, or (``hidden_inside_prob``) a price strictly inside a spread wider than a tick."""
+    if cfg.hidden_inside_prob > 0 and ask is not None and bid is not None and ask - bid > TICK \
+            and rnd.random() < cfg.hidden_inside_prob:
+        return bid + TICK * (1 + int(rnd.random() * ((ask - bid) // TICK - 1)))
+    return best
 
 
 def _limit(m: _Market, cfg: SimulatorConfig, t: int, direction: int, ask: Optional[int], bid: Optional[int],
@@ -200,14 +225,22 @@ def _limit(m: _Market, cfg: SimulatorConfig, t: int, direction: int, ask: Option
     depth = min(cfg.max_depth, int(math.log(1.0 - rnd.random()) / math.log(1.0 - cfg.depth_decay))
                 if cfg.depth_decay < 1 else 0)
     own, other = (bid, ask) if direction == 1 else (ask, bid)
+    if cfg.anchor == "mid" and ask is not None and bid is not None:
+        half = (ask - bid) // (2 * TICK) * TICK  # the mid rounded away from the own side's best: never crosses
+        price = (bid + half - depth * TICK) if direction == 1 else (ask - half + depth * TICK)
+        if price > 0:
+            m.add(t, direction, price, _lot(rnd, cfg))
+        return
     if own is None:
         own = (other - direction * TICK) if other is not None else ref - direction * TICK
     if other is not None and abs(other - own) > TICK and rnd.random() < cfg.improve_prob:
-        price = own + direction * TICK  # inside the spread, never crossing it
+        inside = 1 if cfg.improve_max_ticks == 1 else \
+            1 + int(rnd.random() * min(cfg.improve_max_ticks, abs(other - own) // TICK - 1))
+        price = own + direction * inside * TICK  # inside the spread, never crossing it
     else:
         price = own - direction * depth * TICK
     if price > 0:
-        m.add(t, direction, price, _lot(rnd))
+        m.add(t, direction, price, _lot(rnd, cfg))
 
 
 def _to_arrays(m: _Market, levels: int) -> tuple[Messages, OrderBook]:

@@ -28,7 +28,7 @@ __all__ = ["DayGrid", "build_day_grid", "check_coverage", "check_label_balance",
 @dataclass
 class DayGrid:
     """One day sampled on the grid (see the module doc). Steps before the first message have
-    ``index`` -1 and SWA NaN; executions are the visible ones (type 4) with their grid step."""
+    ``index`` -1 and SWA NaN; executions are the visible and hidden ones (types 4 and 5) with their grid step."""
 
     date: str
     index: np.ndarray       # (G,) int32 row of each grid step in the arrays below, -1 = no book yet
@@ -77,7 +77,8 @@ def build_day_grid(date: str, messages: Messages, book: OrderBook, start_ns: int
     sub = book[used]
     row_swa = swa_numpy(sub.ask_price, sub.ask_size, sub.bid_price, sub.bid_size)
     swa = np.where(full >= 0, row_swa[np.maximum(full, 0)] if len(used) else np.nan, np.nan)
-    execs = (messages.type == 4) & (messages.time_ns > start_ns - grid_ns)
+    # executions at a price (thesis 3.4.2): visible (4) and hidden (5) ones both execute resting attack orders
+    execs = np.isin(messages.type, (4, 5)) & (messages.time_ns > start_ns - grid_ns)
     steps = np.searchsorted(grid, messages.time_ns[execs], side="left")
     keep = steps < len(grid)
 
