@@ -37,7 +37,7 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -90,6 +90,7 @@ class AdvLightningCLI(LightningCLI):
     _given_args: list[str] = []
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        _integers_stay_integers(parser)
         parser.add_lightning_class_args(RobustCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -144,6 +145,20 @@ class AdvLightningCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._weights_only()
+
+
+#: Trainer arguments where an int counts batches and a float is a fraction of the split
+BATCH_COUNTS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                "overfit_batches")
+
+
+def _integers_stay_integers(parser: Any) -> None:
+    """``--trainer.limit_val_batches 1`` (or ``1`` in a YAML config) is one batch: Lightning types these
+    arguments ``Union[float, int]``, so jsonargparse made ``1`` the float ``1.0``, which Lightning reads
+    as 100% of the split. Trying ``int`` first keeps ``1`` an int and ``1.0`` / ``0.5`` floats."""
+    for action in parser._actions:
+        if getattr(action, "dest", "").split(".")[-1] in BATCH_COUNTS and hasattr(action, "_typehint"):
+            action._typehint = Optional[Union[int, float]]
 
 
 def check_checkpoint(path: str, class_path: Optional[str] = None) -> dict:
