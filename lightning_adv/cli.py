@@ -215,8 +215,34 @@ def _check_cross_config(cfg: Any) -> None:
                           f"sized for the data's tasks; set both to the same value")
 
 
+_OPTIM_NULL = re.compile(r"^--model\.(?:init_args\.)?optim\.(\w+)$")
+
+
+def _optim_nulls(args: list[str]) -> list[str]:
+    """``--model.optim.milestones null`` as ``--model.optim '{milestones: null}'``: jsonargparse 4.53 refuses a
+    ``null`` for a field of a dataclass nested in a subclass-mode model (it validates the string), while the
+    mapping form sets the optional field to None and keeps the other fields."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        flag, value = (args[i].split("=", 1) + [None])[:2] if args[i].startswith("--") and "=" in args[i] \
+            else (args[i], args[i + 1] if i + 1 < len(args) else None)
+        found = _OPTIM_NULL.match(flag)
+        if found and value is not None and value.strip().lower() in ("null", "none", "~"):
+            out += [flag.rsplit(".", 1)[0], f"{{{found.group(1)}: null}}"]
+            i += 1 if "=" in args[i] else 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(args: Optional[list[str]] = None, run: bool = True,
          parser_kwargs: Optional[dict[str, Any]] = None) -> AdvLightningCLI:
+    if args is None:
+        sys.argv[1:] = _optim_nulls(sys.argv[1:])
+    else:
+        args = _optim_nulls(list(args))
     given = list(sys.argv[1:] if args is None else args)
 
     class _CLI(AdvLightningCLI):

@@ -28,3 +28,11 @@ def test_limit_batches_1_in_a_yaml_config_means_one_batch(tmp_path):
     cli = main(["--config", QUICK, "--config", str(cfg), "--trainer.logger", "false"], run=False)
     assert cli.trainer.limit_val_batches == 1 and isinstance(cli.trainer.limit_val_batches, int)
     assert cli.trainer.limit_train_batches == 0.5
+
+
+@pytest.mark.parametrize("flag", ["--model.optim.milestones", "--model.init_args.optim.milestones"])
+def test_optional_optim_field_takes_null(flag):
+    cli = main(["--config", QUICK, "--trainer.logger", "false", "--model.optim.milestones", "[3]", "--model.optim.lr",
+                "0.01", flag, "null"], run=False)
+    optim = cli.model.hparams.optim
+    assert optim["milestones"] is None and optim["lr"] == 0.01
