@@ -47,7 +47,7 @@ from lightning_adv.callbacks.checkpoint import RobustCheckpoint
 from lightning_adv.callbacks.hparams import HparamsMetrics
 from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error, this_rank
 
-from .cli_errors import ConfigError, one_line
+from .cli_errors import ConfigError, check_class_path, one_line
 from .cli_logging import SaveConfigToRunDir, logger_follows_checkpoint, logger_follows_root, no_hp_metric
 from .quiet import quiet_start
 from .shipped import resolve_config_args
@@ -286,8 +286,10 @@ def _check_config_files(args: list[str]) -> None:
     for flag, value in zip([""] + args, args):
         if value.startswith("--") and "=" in value:
             _check_old_class_path(*value.split("=", 1))
+            _check_class_paths(*value.split("=", 1))
         elif flag.startswith("--") and "=" not in flag and flag != "--config":
             _check_old_class_path(flag, value)
+            _check_class_paths(flag, value)
         if flag not in ("--config", "-c"):
             continue
         path = Path(value)
@@ -301,6 +303,35 @@ def _check_config_files(args: list[str]) -> None:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--config {value}: YAML syntax error{where}: {problem}; fix the file") from None
         _check_old_class_path(f"--config {value}", path.read_text())
+        for key, class_path in _class_path_values(yaml.safe_load(path.read_text())):
+            check_class_path(f"--config {value}: {key}", class_path)
+
+
+def _class_path_values(tree: Any, key: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) of every ``class_path`` in a loaded YAML tree."""
+    if isinstance(tree, dict):
+        found = [(f"{key}.class_path".lstrip("."), tree["class_path"])] if isinstance(tree.get("class_path"), str) else []
+        return found + [kv for k, v in tree.items() for kv in _class_path_values(v, f"{key}.{k}".lstrip("."))]
+    if isinstance(tree, list):
+        return [kv for i, v in enumerate(tree) for kv in _class_path_values(v, f"{key}[{i}]")]
+    return []
+
+
+def _check_class_paths(flag: str, value: str) -> None:
+    """A class path given on the command line (``--model.objective X``, ``--trainer.logger X``, ``--x.class_path
+    X`` or a ``{class_path: X}`` mapping) imports, else one line with the names that exist."""
+    import yaml
+
+    where = flag.lstrip("-").removesuffix("+").removesuffix(".class_path")
+    if value.lstrip().startswith("{"):
+        try:
+            tree = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return
+        for key, class_path in _class_path_values(tree):
+            check_class_path(f"{where}.{key}", class_path)
+    else:
+        check_class_path(where, value)
 
 
 def cli_main(args: Optional[list[str]] = None) -> None:
