@@ -37,6 +37,7 @@ _BOILERPLATE = (
 )
 _KEY = re.compile(r'Parser key "([^"]+)"')
 _EXPECTED = re.compile(r"Expected a <class '([\w.]+)'>\. Got value: (.*)$")
+_EXPECTED_BARE = re.compile(r"Expected a <class '([\w.]+)'>$")
 _NONFINITE = {"nan", "inf", "-inf", "+inf", "infinity", "-infinity", ".nan", ".inf", "-.inf"}
 
 
@@ -69,6 +70,9 @@ def _phrase(path: str, line: str) -> str:
         if kind in ("float", "int") and value.strip().lower() in _NONFINITE:
             return f"{name}={value.strip()} is not a finite number; give a finite {kind}"
         return f"{name}={value.strip()!r} is not a valid {kind}; give a {kind}"
+    bare = _EXPECTED_BARE.match(line)
+    if bare and bare.group(1) in ("float", "int"):  # jsonargparse names no value (an Optional number given nan)
+        return f"{path or 'a value'} is not a valid {bare.group(1)}: give a finite number (nan and inf are not allowed)"
     if any(t in line.lower() for t in ("is not accepted", "is not expected", "unrecognized arguments")):
         line += " (a misspelt or unknown parameter; `python train.py fit --model.help <class_path>` lists them)"
     return f"{path}: {line}" if path and not line.startswith(path.split(".")[-1]) else line
