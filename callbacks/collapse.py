@@ -82,7 +82,7 @@ class CollapseWarning(Callback):
 
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
-        ok = (dataloader_idx == 0 and isinstance(batch, (list, tuple)) and len(batch) == 2
+        ok = (dataloader_idx == 0 and self._hook is not None and isinstance(batch, (list, tuple)) and len(batch) == 2
               and all(isinstance(t, Tensor) for t in batch) and batch[0].dim() >= 2)
         self._x, self._pred = (batch[0] if ok else None), None
 
@@ -97,10 +97,14 @@ class CollapseWarning(Callback):
         if labels.dim() != 1 or labels.is_floating_point():
             return
         if pred is None:  # the module made no clean forward of the batch's inputs: one here
-            model = getattr(pl_module, "model", pl_module)
-            with torch.no_grad():
-                out = model(x)
+            try:
+                with torch.no_grad():
+                    out = pl_module.model(x)
+            except Exception:  # noqa: BLE001 - the model does not take the batch's inputs as they are: skip
+                out = None
             if not isinstance(out, Tensor) or out.dim() != 2:
+                self._hook.remove()  # not a classifier of these inputs: nothing to count this validation
+                self._hook = None
                 return
             pred, self._classes = out.argmax(1), int(out.shape[1])
         classes = self._classes
