@@ -3,6 +3,7 @@ and the chapter-6 analysis callbacks."""
 from ._suite_common import SuiteCallback, gather_records
 from .attack_suite import AttackSuiteEvaluation
 from .checkpoint import RobustCheckpoint
+from .collapse import CollapseWarning
 from .effective_rank import EffectiveRank
 from .ema import EMA, WarmupEMA
 from .hessian import HessianEigenvalues
@@ -16,7 +17,7 @@ from .robustness_report import RobustnessReport
 from .smoothing import SmoothingCertification
 
 __all__ = [
-    "AttackSuiteEvaluation", "EMA", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "HparamsMetrics", "LocalMinimumInit", "NTKSnapshot",
+    "AttackSuiteEvaluation", "CollapseWarning", "EMA", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "HparamsMetrics", "LocalMinimumInit", "NTKSnapshot",
     "PGDEvaluation", "RankErrorReport", "RankProjection", "ResumeState", "RobustCheckpoint", "RobustnessReport", "SmoothingCertification",
     "SuiteCallback", "WarmupEMA", "default_eval_attacks", "gather_records", "load_ntk_snapshots",
 ]

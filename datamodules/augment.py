@@ -109,7 +109,8 @@ def check_soft_labels(trainer: Optional[Any], mix: str) -> None:
         return
     refusal = getattr(module, "soft_label_refusal", None)
     reason: Union[str, None] = (refusal() if callable(refusal)
-                                else f"{type(module).__name__} does not train on soft labels")
-    if reason is not None:
-        raise ValueError(f"data.mix={mix!r} gives soft labels but {reason}; use --data.mix none, or natural "
-                         f"training (Classifier) / AdvTraining with PGDAT or TRADES (docs/training-options.md)")
+                                else f"{type(module).__name__} does not train on soft labels; use --data.mix none, or "
+                                     f"natural training (Classifier) / AdvTraining with PGDAT or TRADES "
+                                     f"(docs/training-options.md)")
+    if reason is not None:  # the reason names the fix (the objective's or the module's)
+        raise ValueError(f"data.mix={mix!r} gives soft labels but {reason}")

@@ -22,9 +22,14 @@ command line. Defaults added here:
 * :class:`lightning_adv.callbacks.ResumeState` (RNG states of every rank in each checkpoint: exact resume)
   and :class:`lightning_adv.callbacks.FiniteGuard` (stop, naming the step, when the loss or a weight
   becomes NaN/inf) on every run;
+* :class:`lightning_adv.callbacks.CollapseWarning` (one line when the validation predictions collapse
+  onto one class) on every run; ``--trainer.callbacks+=lightning_adv.callbacks.CollapseWarning
+  --trainer.callbacks.stop true`` stops such a run;
 * ``seed_everything: 0``.
 
-Resume a stopped or killed run with ``--ckpt_path <run>/checkpoints/last.ckpt``.
+Resume a stopped or killed run with ``--ckpt_path <run>/checkpoints/last.ckpt``: it continues in the same
+TensorBoard version folder (unless the command line gives a logger), with the checkpoint callback's best
+score and best path restored.
 
 :func:`cli_main` (``train.py``) turns every bad input into one line at the end of the output
 (``error: <parameter>=<value> ...; <fix>``) and exit status 2; ``LIGHTNING_ADV_DEBUG=1``
@@ -37,18 +42,19 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_adv.callbacks.checkpoint import RobustCheckpoint
+from lightning_adv.callbacks.collapse import CollapseWarning
 from lightning_adv.callbacks.hparams import HparamsMetrics
 from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error, this_rank
 
-from .cli_errors import ConfigError, one_line
-from .cli_logging import SaveConfigToRunDir, logger_follows_checkpoint, logger_follows_root, no_hp_metric
+from .cli_errors import ConfigError, check_class_path, one_line
+from .cli_logging import SaveConfigToRunDir, logger_follows_checkpoint, logger_follows_root, logger_resumes_run, no_hp_metric
 from .quiet import quiet_start
 from .shipped import resolve_config_args
 
@@ -90,6 +96,7 @@ class AdvLightningCLI(LightningCLI):
     _given_args: list[str] = []
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        _integers_stay_integers(parser)
         parser.add_lightning_class_args(RobustCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -119,6 +126,8 @@ class AdvLightningCLI(LightningCLI):
         cfg = self.config[sub] if sub else self.config
         logger_follows_root(cfg.get("trainer"), self._given_args)
         no_hp_metric(cfg.get("trainer"), self._given_args, _config_texts(self._given_args))
+        if sub:
+            logger_resumes_run(sub, cfg, self._given_args)
         if sub and logger_follows_checkpoint(sub, cfg, self._given_args) is not None:
             # the fit's config.yaml stays; this run's config goes next to it
             self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config_{sub}.yaml"}
@@ -127,7 +136,7 @@ class AdvLightningCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
         have = {type(c) for c in self.trainer.callbacks}
-        for cb in (ResumeState(), FiniteGuard(), RankErrorReport(), HparamsMetrics()):  # first: checkpoint callbacks must run after the guard
+        for cb in (ResumeState(), FiniteGuard(), RankErrorReport(), HparamsMetrics(), CollapseWarning()):  # first: checkpoint callbacks must run after the guard
             if type(cb) not in have:
                 self.trainer.callbacks.insert(0, cb)
 
@@ -144,6 +153,20 @@ class AdvLightningCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._weights_only()
+
+
+#: Trainer arguments where an int counts batches and a float is a fraction of the split
+BATCH_COUNTS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                "overfit_batches")
+
+
+def _integers_stay_integers(parser: Any) -> None:
+    """``--trainer.limit_val_batches 1`` (or ``1`` in a YAML config) is one batch: Lightning types these
+    arguments ``Union[float, int]``, so jsonargparse made ``1`` the float ``1.0``, which Lightning reads
+    as 100% of the split. Trying ``int`` first keeps ``1`` an int and ``1.0`` / ``0.5`` floats."""
+    for action in parser._actions:
+        if getattr(action, "dest", "").split(".")[-1] in BATCH_COUNTS and hasattr(action, "_typehint"):
+            action._typehint = Optional[Union[int, float]]
 
 
 def check_checkpoint(path: str, class_path: Optional[str] = None) -> dict:
@@ -200,8 +223,34 @@ def _check_cross_config(cfg: Any) -> None:
                           f"sized for the data's tasks; set both to the same value")
 
 
+_OPTIM_NULL = re.compile(r"^--model\.(?:init_args\.)?optim\.(\w+)$")
+
+
+def _optim_nulls(args: list[str]) -> list[str]:
+    """``--model.optim.milestones null`` as ``--model.optim '{milestones: null}'``: jsonargparse 4.53 refuses a
+    ``null`` for a field of a dataclass nested in a subclass-mode model (it validates the string), while the
+    mapping form sets the optional field to None and keeps the other fields."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        flag, value = (args[i].split("=", 1) + [None])[:2] if args[i].startswith("--") and "=" in args[i] \
+            else (args[i], args[i + 1] if i + 1 < len(args) else None)
+        found = _OPTIM_NULL.match(flag)
+        if found and value is not None and value.strip().lower() in ("null", "none", "~"):
+            out += [flag.rsplit(".", 1)[0], f"{{{found.group(1)}: null}}"]
+            i += 1 if "=" in args[i] else 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(args: Optional[list[str]] = None, run: bool = True,
          parser_kwargs: Optional[dict[str, Any]] = None) -> AdvLightningCLI:
+    if args is None:
+        sys.argv[1:] = _optim_nulls(sys.argv[1:])
+    else:
+        args = _optim_nulls(list(args))
     given = list(sys.argv[1:] if args is None else args)
 
     class _CLI(AdvLightningCLI):
@@ -245,8 +294,10 @@ def _check_config_files(args: list[str]) -> None:
     for flag, value in zip([""] + args, args):
         if value.startswith("--") and "=" in value:
             _check_old_class_path(*value.split("=", 1))
+            _check_class_paths(*value.split("=", 1))
         elif flag.startswith("--") and "=" not in flag and flag != "--config":
             _check_old_class_path(flag, value)
+            _check_class_paths(flag, value)
         if flag not in ("--config", "-c"):
             continue
         path = Path(value)
@@ -260,6 +311,35 @@ def _check_config_files(args: list[str]) -> None:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--config {value}: YAML syntax error{where}: {problem}; fix the file") from None
         _check_old_class_path(f"--config {value}", path.read_text())
+        for key, class_path in _class_path_values(yaml.safe_load(path.read_text())):
+            check_class_path(f"--config {value}: {key}", class_path)
+
+
+def _class_path_values(tree: Any, key: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) of every ``class_path`` in a loaded YAML tree."""
+    if isinstance(tree, dict):
+        found = [(f"{key}.class_path".lstrip("."), tree["class_path"])] if isinstance(tree.get("class_path"), str) else []
+        return found + [kv for k, v in tree.items() for kv in _class_path_values(v, f"{key}.{k}".lstrip("."))]
+    if isinstance(tree, list):
+        return [kv for i, v in enumerate(tree) for kv in _class_path_values(v, f"{key}[{i}]")]
+    return []
+
+
+def _check_class_paths(flag: str, value: str) -> None:
+    """A class path given on the command line (``--model.objective X``, ``--trainer.logger X``, ``--x.class_path
+    X`` or a ``{class_path: X}`` mapping) imports, else one line with the names that exist."""
+    import yaml
+
+    where = flag.lstrip("-").removesuffix("+").removesuffix(".class_path")
+    if value.lstrip().startswith("{"):
+        try:
+            tree = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return
+        for key, class_path in _class_path_values(tree):
+            check_class_path(f"{where}.{key}", class_path)
+    else:
+        check_class_path(where, value)
 
 
 def cli_main(args: Optional[list[str]] = None) -> None:

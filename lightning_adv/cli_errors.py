@@ -12,10 +12,14 @@ the full traceback before it.
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
+import importlib.util
+import pkgutil
 import re
-from typing import Optional
+from typing import Any, Optional
 
-__all__ = ["ConfigError", "NonFiniteTrainingError", "is_user_error", "one_line"]
+__all__ = ["ConfigError", "NonFiniteTrainingError", "check_class_path", "is_user_error", "nearest", "one_line"]
 
 
 class ConfigError(ValueError):
@@ -33,6 +37,7 @@ _BOILERPLATE = (
 )
 _KEY = re.compile(r'Parser key "([^"]+)"')
 _EXPECTED = re.compile(r"Expected a <class '([\w.]+)'>\. Got value: (.*)$")
+_EXPECTED_BARE = re.compile(r"Expected a <class '([\w.]+)'>$")
 _NONFINITE = {"nan", "inf", "-inf", "+inf", "infinity", "-infinity", ".nan", ".inf", "-.inf"}
 
 
@@ -65,6 +70,9 @@ def _phrase(path: str, line: str) -> str:
         if kind in ("float", "int") and value.strip().lower() in _NONFINITE:
             return f"{name}={value.strip()} is not a finite number; give a finite {kind}"
         return f"{name}={value.strip()!r} is not a valid {kind}; give a {kind}"
+    bare = _EXPECTED_BARE.match(line)
+    if bare and bare.group(1) in ("float", "int"):  # jsonargparse names no value (an Optional number given nan)
+        return f"{path or 'a value'} is not a valid {bare.group(1)}: give a finite number (nan and inf are not allowed)"
     if any(t in line.lower() for t in ("is not accepted", "is not expected", "unrecognized arguments")):
         line += " (a misspelt or unknown parameter; `python train.py fit --model.help <class_path>` lists them)"
     return f"{path}: {line}" if path and not line.startswith(path.split(".")[-1]) else line
@@ -99,3 +107,52 @@ def one_line(exc: BaseException) -> Optional[str]:
             text = _from_argparse(text)
     text = " ".join(part.strip() for part in text.splitlines() if part.strip())
     return f"error: {text}"
+
+
+def nearest(name: str, names: list[str], shown: int = 8) -> str:
+    """``names`` ordered by similarity to ``name`` (difflib's ratio, nearest first), the first ``shown``."""
+    key = name.lower()
+    ranked = sorted(set(names), key=lambda n: (-difflib.SequenceMatcher(None, key, n.lower()).ratio(), n))
+    more = f", ... ({len(ranked)} in all)" if len(ranked) > shown else ""
+    return ", ".join(ranked[:shown]) + more
+
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
+
+
+def check_class_path(where: str, path: Any) -> None:
+    """A dotted class path that does not import is one line naming ``where``, the path and the names that
+    exist there, nearest first (jsonargparse says "Expected a path but ... not accessible or invalid" and
+    lists nothing). Values that are not dotted paths of an importable top-level package are left to
+    jsonargparse (short class names, file paths)."""
+    if not isinstance(path, str) or not _DOTTED.match(path):
+        return
+    parts = path.split(".")
+    try:
+        if importlib.util.find_spec(parts[0]) is None:
+            return
+    except (ImportError, ValueError):
+        return
+    module = None
+    depth = len(parts) - 1
+    while depth >= 1:  # the longest importable module prefix
+        try:
+            module = importlib.import_module(".".join(parts[:depth]))
+            break
+        except ModuleNotFoundError:
+            depth -= 1
+        except Exception:  # noqa: BLE001 - a module that fails for another reason: jsonargparse reports it
+            return
+    if module is None:
+        return
+    obj: Any = module
+    for i in range(depth, len(parts)):
+        if not hasattr(obj, parts[i]):
+            names = [n for n, v in vars(obj).items() if not n.startswith("_") and
+                     (isinstance(v, type) or type(v).__name__ == "module")]
+            if hasattr(obj, "__path__"):  # a package: its submodules too
+                names += [m.name for m in pkgutil.iter_modules(obj.__path__) if not m.name.startswith("_")]
+            where_ = ".".join(parts[:i])
+            raise ConfigError(f"{where}: class path {path!r} does not exist ({where_} has no {parts[i]!r}); "
+                              f"names in {where_}, nearest first: {nearest(parts[i], names)}")
+        obj = getattr(obj, parts[i])

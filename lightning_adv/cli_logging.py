@@ -5,6 +5,8 @@
   logs into ``<run>`` (TensorBoard: the same ``save_dir/name/version``, appending to its event
   files; CSV: ``<run>/<subcommand>/metrics.csv``, as a CSV logger would delete the run's own
   ``metrics.csv``), unless the command line gives a logger or a ``default_root_dir``;
+* :func:`logger_resumes_run`: ``fit --ckpt_path <run>/checkpoints/last.ckpt`` continues ``<run>``'s
+  TensorBoard version (and with it the checkpoint callback's best score and path);
 * :func:`no_hp_metric`: TensorBoard loggers without the ``hp_metric = -1`` placeholder (the
   :class:`lightning_adv.callbacks.HparamsMetrics` callback logs the real metrics);
 * :class:`SaveConfigToRunDir`: the config is saved into :func:`lightning_adv.logging_utils.run_dir`,
@@ -21,7 +23,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 
 from lightning_adv.logging_utils import run_dir
 
-__all__ = ["logger_follows_root", "logger_follows_checkpoint", "no_hp_metric", "SaveConfigToRunDir", "DEFAULT_ROOT"]
+__all__ = ["logger_follows_root", "logger_follows_checkpoint", "logger_resumes_run", "no_hp_metric", "SaveConfigToRunDir", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = "runs"
 _TB = "TensorBoardLogger"
@@ -106,6 +108,32 @@ def logger_follows_checkpoint(sub: str, cfg: Any, given: list[str]) -> Optional[
         init["save_dir"], init["name"] = str(run.parent.parent), run.parent.name
         init["version"] = run.name if _class(lg) == _TB else os.path.join(run.name, sub)
     return run
+
+
+def logger_resumes_run(sub: str, cfg: Any, given: list[str]) -> Optional[Path]:
+    """``fit --ckpt_path <save_dir>/<name>/<version>/checkpoints/X.ckpt``: a TensorBoard logger writing into
+    ``<save_dir>/<name>`` continues ``<version>`` (appending to its event files) instead of opening a new
+    one, so the run's checkpoints stay in one folder and the checkpoint callback's best score and best
+    path come back with its state (Lightning restores them only for the same ``dirpath``). Nothing
+    changes when the command line gives a logger or a version, or for other loggers. Returns the run."""
+    trainer = cfg.get("trainer")
+    path = cfg.get("ckpt_path")
+    if sub != "fit" or trainer is None or not path or not Path(str(path)).is_file() or _given(given, "trainer.logger"):
+        return None
+    run = _run_of(str(path))
+    if run is None:
+        return None
+    found = None
+    for lg in _loggers(trainer):
+        init = _init(lg)
+        if _class(lg) != _TB or init.get("version") is not None:
+            continue
+        name = init.get("name")
+        base = Path(str(init.get("save_dir") or ".")) / (str(name) if name else "")
+        if base.resolve() == run.parent.resolve():
+            init["version"] = run.name
+            found = run
+    return found
 
 
 class SaveConfigToRunDir(SaveConfigCallback):

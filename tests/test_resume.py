@@ -82,11 +82,12 @@ def _case(name: str, tmp: Path) -> tuple[list[str], int]:
             "--model.eval_attack.steps", "1", "--checkpoint.every_n_train_steps", "3"], 3
 
 
-def _killed_run(args: list[str], root: Path, step: int) -> Path:
-    """Run train.py fit in a subprocess, SIGKILL it once step ``step``'s checkpoint is on disk."""
+def _killed_run(args: list[str], root: Path, step: int, common: list[str] = COMMON,
+                last: Path = Path("checkpoints") / "last.ckpt") -> Path:
+    """Run train.py fit in a subprocess, SIGKILL it once step ``step``'s checkpoint (``root / last``) is on disk."""
     flag = root / "paused"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(REPO / "train.py"), "fit", *args, *COMMON, "--trainer.default_root_dir", str(root),
+    cmd = [sys.executable, str(REPO / "train.py"), "fit", *args, *common, "--trainer.default_root_dir", str(root),
            "--trainer.callbacks+=resume_probe.PauseAt", "--trainer.callbacks.step", str(step),
            "--trainer.callbacks.flag", str(flag)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -99,7 +100,7 @@ def _killed_run(args: list[str], root: Path, step: int) -> Path:
     proc.wait(30)
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    last = root / "checkpoints" / "last.ckpt"
+    last = root / last
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert saved["global_step"] == step  # the kill came after this mid-epoch checkpoint, before the next one
     return last
@@ -189,3 +190,30 @@ def test_extending_a_finished_run_equals_the_longer_run(tmp_path):
     main(["fit", *args, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "one"),
           "--ckpt_path", str(last)])
     _same_end(tmp_path / "two" / "checkpoints" / "last.ckpt", last, 10)
+
+
+def test_resume_continues_the_run_and_its_best_checkpoint(tmp_path):
+    """Killed mid-run after a best checkpoint exists, resumed: the same TensorBoard version folder, and the
+    checkpoint callback's best score and best file are those of the uninterrupted run (before issue 24 the
+    resumed run opened version_1 and chose its best among post-resume epochs only)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    torch.set_num_threads(1)
+    common = COMMON[2:]  # COMMON without "--trainer.logger false": the default TensorBoard logger
+    args = ["--config", QUICK, "--model.objective.init_args.attack.steps", "1", "--trainer.max_epochs", "3",
+            "--trainer.limit_train_batches", "4", "--checkpoint.every_n_train_steps", "2"]
+    version = Path("quickstart") / "version_0"  # the config's logger name
+    ref = main(["fit", *args, *common, "--trainer.default_root_dir", str(tmp_path / "reference")])
+    last = _killed_run(args, tmp_path / "killed", 6, common, version / "checkpoints" / "last.ckpt")
+    assert any(p.name.startswith("best") for p in last.parent.iterdir())  # epoch 0's best exists at the kill
+    got = main(["fit", *args, *common, "--trainer.default_root_dir", str(tmp_path / "killed"), "--ckpt_path", str(last)])
+    assert sorted(p.name for p in (tmp_path / "killed" / "quickstart").iterdir()) == ["version_0"]
+    assert got.trainer.log_dir == str(tmp_path / "killed" / version)
+    cb_ref, cb_got = (next(c for c in cli.trainer.callbacks if isinstance(c, ModelCheckpoint)) for cli in (ref, got))
+    assert Path(cb_got.best_model_path).relative_to(tmp_path / "killed") == \
+        Path(cb_ref.best_model_path).relative_to(tmp_path / "reference")
+    assert float(cb_got.best_model_score) == float(cb_ref.best_model_score)
+    best_ref = torch.load(cb_ref.best_model_path, map_location="cpu", weights_only=True)
+    best_got = torch.load(cb_got.best_model_path, map_location="cpu", weights_only=True)
+    assert best_got["global_step"] == best_ref["global_step"]
+    _equal(best_ref["state_dict"], best_got["state_dict"], "best.state_dict")

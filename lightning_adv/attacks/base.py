@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
+from ..models._checks import check_labels, check_radius_for_input
 from .losses import LossFn
 from .pgd import BN_MODES, _as_normal, attack_grad_context, module_mode
 from .threat import make_threat
@@ -137,6 +138,16 @@ class Attack(ABC):
                 f"{self.label}: inputs must be images in [0, 1] (pixel space), got values in [{lo:.4g}, {hi:.4g}]; "
                 "divide by 255 or move mean/std normalisation into the model (model.mean / model.std)")
 
+    def check_batch(self, model: Any, x: Tensor, y: Any) -> None:
+        """Once the input size is known (the first batch): an L2/L1 radius within the image box's diameter for
+        that size, and integer labels within the model's ``num_classes`` (when it has one)."""
+        if getattr(self, "_batch_checked", False):
+            return
+        if self.domain == "image" and x.dim() > 1:
+            check_radius_for_input(self.norm, self.eps, x[0].numel())
+        check_labels(y, getattr(model, "num_classes", None), f"{self.label} (y)")
+        self._batch_checked = True
+
     def finalize(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """The returned adversarial input: images are clamped to [0, 1]; other domains override this to
         enforce (or check) their own constraints."""
@@ -179,8 +190,16 @@ class Attack(ABC):
             x = _as_normal(x)
             y = _as_normal(y)
             self.check_inputs(x)
+            self.check_batch(model if mode_module is None else mode_module, x, y)
             extra = {"loss_fn": loss_fn} if loss_fn is not None else {}
-            out = self._perturb(model, x, y, _as_normal(targets), **extra)
+            try:
+                out = self._perturb(model, x, y, _as_normal(targets), **extra)
+            except IndexError as err:  # a label outside the logits (cross-entropy's "Target 15 is out of bounds")
+                if isinstance(y, Tensor) and not y.is_floating_point() and "out of bounds" in str(err):
+                    raise ValueError(f"{self.label}: labels must be class indices of the model's outputs; got labels "
+                                     f"in [{int(y.min())}, {int(y.max())}] ({err}); fix the data's labels or the "
+                                     f"model's num_classes") from None
+                raise
         x_adv = out.x_adv.detach().to(x.dtype)
         if x_adv.shape != x.shape:
             raise RuntimeError(f"{self.label} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from .base import Attack, AttackOutput, Model
+from ..models._checks import check_int, check_real, check_step_size
 from .losses import margin_loss
 from .threat import clamp_to_image, make_threat
-from .whitebox import _check_int, _check_pos
 
 __all__ = ["zo_gradient", "ZerothOrder", "Square"]
 
@@ -84,11 +84,11 @@ class ZerothOrder(Attack):
                  mu: float = 0.005, step_size: Optional[float] = None, two_point: bool = True, seed: int = 0,
                  name: Optional[str] = None, bn_mode: str = "eval") -> None:
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
-        self.max_queries = _check_int("max_queries", max_queries, 1)
-        self.samples = _check_int("samples", samples, 1)
-        self.mu = _check_pos("mu", mu)
+        self.max_queries = check_int("max_queries", max_queries, 1, whole_floats=True)
+        self.samples = check_int("samples", samples, 1, whole_floats=True)
+        self.mu = check_real("mu", mu, positive=True)
         if step_size is not None:
-            _check_pos("step_size", step_size)
+            check_step_size(step_size, self.eps)
         self.step_size = step_size
         self.two_point = two_point
         self.seed = int(seed)
@@ -153,7 +153,7 @@ class Square(Attack):
     def __init__(self, eps: float = 8 / 255, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
                  seed: int = 0, name: Optional[str] = None, bn_mode: str = "eval") -> None:
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
-        self.n_queries = _check_int("n_queries", n_queries, 1)
+        self.n_queries = check_int("n_queries", n_queries, 1, whole_floats=True)
         if not 0 < p_init <= 1:
             raise ValueError(f"p_init must be in (0, 1], got p_init={p_init}")
         self.p_init = float(p_init)

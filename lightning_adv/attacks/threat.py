@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from ..models._checks import check_radius
+
 __all__ = ["ThreatModel", "LinfThreat", "L2Threat", "make_threat", "clamp_to_image", "THREAT_MODELS"]
 
 
@@ -38,10 +40,11 @@ class ThreatModel(ABC):
     p: float = math.inf
 
     def __init__(self, eps: float) -> None:
-        eps = float(eps)
-        if not math.isfinite(eps) or eps < 0:
-            raise ValueError(f"eps must be a finite number >= 0 (pixel units in [0, 1]), got eps={eps}")
-        self.eps = eps
+        self.eps = check_radius(self.name, eps)
+
+    def check_input_size(self, numel: int) -> None:
+        """The radius fits the image box of inputs of ``numel`` values (L2: ``sqrt(numel)``)."""
+        check_radius(self.name, self.eps, numel)
 
     @abstractmethod
     def random_init(self, x: Tensor) -> Tensor:
@@ -68,14 +71,6 @@ class LinfThreat(ThreatModel):
 
     name = "linf"
     p = math.inf
-
-    def __init__(self, eps: float) -> None:
-        super().__init__(eps)
-        if self.eps > 1:
-            raise ValueError(
-                f"eps={self.eps} exceeds 1 for an Linf threat model in [0, 1] pixel space: "
-                f"every image would be reachable. Give eps in pixel units, e.g. 8/255 = {8 / 255:.4f}"
-            )
 
     def random_init(self, x: Tensor) -> Tensor:
         return torch.empty_like(x).uniform_(-self.eps, self.eps)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .base import Attack, AttackOutput, Model
+from ..models._checks import check_int, check_real, check_step_size
 from .losses import LossFn, get_attack_loss
 from .pgd import input_gradient, pgd
 from .threat import ThreatModel, clamp_to_image, make_threat
@@ -34,17 +35,6 @@ from .threat import ThreatModel, clamp_to_image, make_threat
 __all__ = ["PGD", "FGSM", "PGDAttack", "FGSMAttack", "MIFGSM", "DeepFool", "CarliniWagnerL2", "choose_targets", "TARGET_MODES"]
 
 
-def _check_int(name: str, value: int, low: int) -> int:
-    if int(value) != value or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {name}={value}")
-    return int(value)
-
-
-def _check_pos(name: str, value: float, allow_zero: bool = False) -> float:
-    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {name}={value}")
-    return float(value)
 
 
 class PGD(Attack):
@@ -77,18 +67,14 @@ class PGD(Attack):
                  loss: str = "ce", eot_samples: int = 1, name: Optional[str] = None, bn_mode: str = "eval",
                  start_sigma: float = 0.0) -> None:
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
-        self.steps = _check_int("steps", steps, 1)
-        self.restarts = _check_int("restarts", restarts, 1)
-        self.eot_samples = _check_int("eot_samples", eot_samples, 1)
+        self.steps = check_int("steps", steps, 1, whole_floats=True)
+        self.restarts = check_int("restarts", restarts, 1, whole_floats=True)
+        self.eot_samples = check_int("eot_samples", eot_samples, 1, whole_floats=True)
         if step_size is not None:
-            step_size = _check_pos("step_size", step_size)
-            if self.eps and step_size > 2 * self.eps + 1e-12 and self.steps > 1:
-                raise ValueError(f"step_size={step_size:g} exceeds the diameter 2*eps={2 * self.eps:g} of the ball: "
-                                 f"every step jumps across it; use step_size <= eps (Madry et al.: 2.5 * eps / steps "
-                                 f"= {2.5 * self.eps / self.steps:.4g})")
+            step_size = check_step_size(step_size, self.eps, self.steps)
         self.step_size = step_size
         self.random_start = bool(random_start)
-        self.start_sigma = _check_pos("start_sigma", start_sigma, allow_zero=True)
+        self.start_sigma = check_real("start_sigma", start_sigma, minimum=0.0)
         if self.start_sigma and self.random_start:
             raise ValueError(f"start_sigma={start_sigma:g} is a Gaussian start; it needs random_start=false "
                              f"(random_start draws uniformly in the ball)")
@@ -158,11 +144,11 @@ class MIFGSM(Attack):
     def __init__(self, eps: float = 8 / 255, steps: int = 20, decay: float = 1.0, step_size: Optional[float] = None,
                  norm: str = "linf", eot_samples: int = 1, name: Optional[str] = None, bn_mode: str = "eval") -> None:
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
-        self.steps = _check_int("steps", steps, 1)
-        self.decay = _check_pos("decay", decay, allow_zero=True)
-        self.eot_samples = _check_int("eot_samples", eot_samples, 1)
+        self.steps = check_int("steps", steps, 1, whole_floats=True)
+        self.decay = check_real("decay", decay, minimum=0.0)
+        self.eot_samples = check_int("eot_samples", eot_samples, 1, whole_floats=True)
         if step_size is not None:
-            _check_pos("step_size", step_size)
+            check_step_size(step_size, self.eps, self.steps)
         self.step_size = step_size
 
     def default_label(self) -> str:
@@ -199,10 +185,10 @@ class DeepFool(Attack):
     def __init__(self, norm: str = "linf", steps: int = 50, overshoot: float = 0.02, candidates: Optional[int] = 10,
                  eps: Optional[float] = None, name: Optional[str] = None, bn_mode: str = "eval") -> None:
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
-        self.steps = _check_int("steps", steps, 1)
-        self.overshoot = _check_pos("overshoot", overshoot, allow_zero=True)
+        self.steps = check_int("steps", steps, 1, whole_floats=True)
+        self.overshoot = check_real("overshoot", overshoot, minimum=0.0)
         if candidates is not None:
-            _check_int("candidates", candidates, 1)
+            check_int("candidates", candidates, 1, whole_floats=True)
         self.candidates = candidates
 
     def default_label(self) -> str:
@@ -289,11 +275,11 @@ class CarliniWagnerL2(Attack):
                  targeted: bool = False, target_mode: str = "random", eps: Optional[float] = None, seed: int = 0,
                  name: Optional[str] = None, bn_mode: str = "eval") -> None:
         super().__init__(norm="l2", eps=eps, name=name, bn_mode=bn_mode)
-        self.c = _check_pos("c", c)
-        self.steps = _check_int("steps", steps, 1)
-        self.search_steps = _check_int("search_steps", search_steps, 1)
-        self.lr = _check_pos("lr", lr)
-        self.kappa = _check_pos("kappa", kappa, allow_zero=True)
+        self.c = check_real("c", c, positive=True)
+        self.steps = check_int("steps", steps, 1, whole_floats=True)
+        self.search_steps = check_int("search_steps", search_steps, 1, whole_floats=True)
+        self.lr = check_real("lr", lr, positive=True)
+        self.kappa = check_real("kappa", kappa, minimum=0.0)
         if target_mode not in TARGET_MODES:
             raise ValueError(f"target_mode must be one of {TARGET_MODES}, got target_mode={target_mode!r}")
         self.targeted = bool(targeted)

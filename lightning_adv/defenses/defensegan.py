@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..attacks import attack_grad_context, module_mode
 from ..models import load_model_weights
+from ..models._checks import load_weights_file
 from .gan import Generator
 
 __all__ = ["DefenseGAN", "load_generator"]
@@ -36,7 +37,7 @@ def _positive_int(name: str, value: int) -> int:
 
 def load_generator(path: str) -> Generator:
     """The generator of a :class:`~lightning_adv.modules.GANTraining` checkpoint (``weights_only=True``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights_file(path, "purifier_checkpoint")
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "latent_dim" not in hp:
         raise ValueError(f"purifier_checkpoint={path!r} is not a GANTraining checkpoint (no latent_dim in its "

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import load_model_weights
+from ..models._checks import load_weights_file
 from .wavelet import WaveletDenoise
 
 __all__ = ["SRResNet", "SRDefense", "load_sr_net"]
@@ -79,7 +80,7 @@ class SRResNet(nn.Module):
 
 def load_sr_net(path: str) -> SRResNet:
     """The SRResNet of a :class:`~lightning_adv.modules.SRTraining` checkpoint (``weights_only=True``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights_file(path, "purifier_checkpoint")
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "sr_blocks" not in hp:
         raise ValueError(f"purifier_checkpoint={path!r} is not an SRTraining checkpoint (no sr_blocks in its "

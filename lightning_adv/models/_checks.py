@@ -1,16 +1,37 @@
-"""Argument and input checks shared by the model zoo.
+"""Argument and input checks shared by the library (the model zoo, attacks, objectives, optimiser
+settings, weight files).
 
 Every error is a ``ValueError`` that names the parameter, the value it got and what
-would work (design decision 8: errors name the fix).
+would work (design decision 8: errors name the fix). A value of the wrong type raises
+:class:`ArgumentTypeError`, both a ``TypeError`` and a ``ValueError``, with the value's ``repr``
+(``steps='10'`` is a string, not the integer 10).
+
+Radii (:func:`check_radius`): an Linf radius lies in [0, 1] (the image box is [0, 1]); an L2 or L1
+radius at most the box's diameter in that norm for the input's size (``sqrt(d)``, ``d``), checked
+against the largest image the project handles at construction and against the input's size when it
+is known (:func:`check_radius_for_input`, at an attack's first batch). A step (:func:`check_step_size`)
+at most the ball's diameter ``2 * eps``, for every attack and objective.
 """
 from __future__ import annotations
 
+import math
 import numbers
+import os
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from torch import Tensor
 
 __all__ = [
+    "ArgumentTypeError",
+    "MAX_IMAGE_NUMEL",
+    "box_diameter",
+    "check_real",
+    "check_radius",
+    "check_radius_for_input",
+    "check_step_size",
+    "check_labels",
+    "load_weights_file",
     "check_int",
     "check_num_classes",
     "check_in_channels",
@@ -19,17 +40,143 @@ __all__ = [
 ]
 
 
-def check_int(name: str, value: Any, minimum: int, hint: str = "") -> int:
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a string for a number): a ``TypeError`` that ``except ValueError``
+    and ``train.py``'s one-line errors also catch."""
+
+
+def check_int(name: str, value: Any, minimum: int, hint: str = "", whole_floats: bool = False) -> int:
     """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise."""
-    # bool is an int subclass; ``num_classes=True`` is a bug, not 1.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})"
+    # bool is an int subclass; ``num_classes=True`` is a bug, not 1. With ``whole_floats`` a float with an
+    # integer value (attack ``steps=10.0``) is accepted; ``2.5`` never is.
+    whole_float = whole_floats and isinstance(value, float) and math.isfinite(value) and value == int(value)
+    if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or whole_float):
+        error = ValueError if isinstance(value, numbers.Number) else ArgumentTypeError
+        raise error(
+            f"{name} must be an integer >= {minimum}, got {name}={value!r} ({type(value).__name__})"
             + (f"; {hint}" if hint else "")
         )
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}" + (f"; {hint}" if hint else ""))
+        raise ValueError(f"{name} must be >= {minimum}, got {name}={value!r}" + (f"; {hint}" if hint else ""))
     return int(value)
+
+
+def check_real(name: str, value: Any, minimum: Optional[float] = None, positive: bool = False,
+               hint: str = "") -> float:
+    """A finite real number (``>= minimum``; ``> 0`` with ``positive``) as a float, else raise naming ``name``.
+    A string or another non-number is an :class:`ArgumentTypeError` (``eps='8/255'``: write ``8/255`` as
+    ``0.0314`` or compute it in Python); ``nan``/``inf`` are refused by name."""
+    fix = f"; {hint}" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a number, got {name}={value!r} ({type(value).__name__}); "
+                                f"give a float such as 0.1{fix}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name}=nan is not allowed (nan is not a number); give a finite float{fix}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value} is not a finite number; give a finite float{fix}")
+    if (positive and value <= 0) or (minimum is not None and value < minimum):
+        bound = "> 0" if positive else f">= {minimum:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {name}={value:g}{fix}")
+    return value
+
+
+#: the largest input the project's radii are checked against before the input size is known: a
+#: 3 x 1024 x 1024 image (L2 diameter 1774, L1 diameter 3.1e6)
+MAX_IMAGE_NUMEL = 3 * 1024 * 1024
+
+
+def _norm_key(norm: str) -> str:
+    key = str(norm).lower().replace("_", "").replace("-", "")
+    return {"inf": "linf", "2": "l2", "1": "l1"}.get(key, key)
+
+
+def box_diameter(norm: str, numel: int) -> float:
+    """The diameter of the image box [0, 1]^numel in ``norm`` ('linf', 'l2' or 'l1')."""
+    key = _norm_key(norm)
+    if key == "linf":
+        return 1.0
+    if key == "l2":
+        return math.sqrt(numel)
+    if key == "l1":
+        return float(numel)
+    raise ValueError(f"unknown norm={norm!r}; use 'linf', 'l2' or 'l1'")
+
+
+def check_radius(norm: str, eps: Any, numel: Optional[int] = None, name: str = "eps") -> float:
+    """A radius of the threat model in [0, 1] pixel space: ``0 <= eps <= `` the image box's diameter in
+    ``norm`` for inputs of ``numel`` values (default :data:`MAX_IMAGE_NUMEL`): beyond it every image is
+    reachable from every other and the ball is not a threat model."""
+    eps = check_real(name, eps, minimum=0.0, hint="pixel units in [0, 1], e.g. 8/255 = 0.0314 for Linf")
+    key = _norm_key(norm)
+    if key == "linf" and eps > 1:
+        raise ValueError(f"{name}={eps:g} exceeds 1 for an Linf threat model in [0, 1] pixel space: every image "
+                         f"would be reachable. Give {name} in pixel units, e.g. 8/255 = {8 / 255:.4f}")
+    limit = box_diameter(key, MAX_IMAGE_NUMEL if numel is None else numel)
+    if eps > limit:
+        size = (f"inputs of {numel} values" if numel is not None
+                else f"any image up to 3x1024x1024 ({MAX_IMAGE_NUMEL} values)")
+        typical = "0.5 on CIFAR-10, 2.0 on MNIST" if key == "l2" else "10 to 12 on CIFAR-10"
+        raise ValueError(f"{name}={eps:g} exceeds {limit:.4g}, the {key.upper()} diameter of the image box [0, 1] for "
+                         f"{size}: every image would be reachable. Give {name} in pixel units (e.g. {typical})")
+    return eps
+
+
+def check_radius_for_input(norm: str, eps: Optional[float], numel: int, who: str = "eps") -> None:
+    """:func:`check_radius` once the input size is known (an attack's first batch)."""
+    if eps is not None and _norm_key(norm) != "linf":
+        check_radius(norm, eps, numel, name=who)
+
+
+def check_step_size(step_size: Any, eps: Optional[float], steps: Optional[int] = None,
+                    name: str = "step_size") -> float:
+    """A step ``> 0`` no longer than the ball's diameter ``2 * eps`` (every step would jump across it). Larger
+    than ``eps`` is fine (Madry et al.'s ``2.5 * eps / steps`` is 1.25 eps for 2 steps). ``steps=1``
+    (one step from the start, FGSM) is not bounded; ``steps=None`` means an unbounded number of steps
+    (free training's persistent perturbation)."""
+    step_size = check_real(name, step_size, positive=True)
+    if eps and step_size > 2 * eps + 1e-12 and (steps is None or steps > 1):
+        rule = (f"Madry et al.: 2.5 * eps / steps = {2.5 * eps / steps:.4g}" if steps
+                else f"free training: step_size = eps = {eps:.4g}")
+        raise ValueError(f"{name}={step_size:g} exceeds the diameter 2*eps={2 * eps:g} of the ball: every step jumps "
+                         f"across it; use {name} <= eps ({rule})")
+    return step_size
+
+
+def check_labels(y: Any, num_classes: Optional[int], who: str) -> None:
+    """Integer labels lie in ``[0, num_classes)`` (else a ValueError naming the label and the classes)."""
+    import torch
+
+    if num_classes is None or not isinstance(y, torch.Tensor) or y.is_floating_point() or y.numel() == 0:
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        bad = hi if hi >= num_classes else lo
+        raise ValueError(f"{who}: label {bad} is outside the model's classes 0..{num_classes - 1} "
+                         f"(num_classes={num_classes}); give labels in [0, {num_classes}) or build the model "
+                         f"with num_classes={max(hi + 1, num_classes)}")
+
+
+def load_weights_file(path: Any, name: str) -> Any:
+    """``torch.load(path, weights_only=True)`` of a weights file given as parameter ``name``: a missing file,
+    a file that is not a checkpoint (a text file) or one that needs pickled code (refused, never run) is
+    a one-line error naming the parameter and the file."""
+    import torch
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"{name} must be a file path, got {name}={path!r} ({type(path).__name__})")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{name}={str(path)!r} not found ({'it is a directory' if p.is_dir() else 'check the path'})")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:160]
+        unsafe = "weights_only" in str(err) or "Unsupported global" in str(err)
+        why = ("needs pickled code to load, which is refused (weights_only=True)" if unsafe
+               else f"is not a readable PyTorch checkpoint ({type(err).__name__}: {first})")
+        raise ValueError(f"{name}={str(path)!r} {why}; give weights saved with torch.save (a .ckpt of train.py "
+                         f"or a state dict)") from None
 
 
 def check_num_classes(num_classes: Any) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
+
+from ._checks import load_weights_file
 
 __all__ = [
     "register_model",
@@ -264,19 +265,7 @@ def load_model_weights(
     elif isinstance(path_or_state_dict, (str, os.PathLike)):
         path = Path(path_or_state_dict)
         source = f"checkpoint '{path}'"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"model weights file not found: '{path}' (parameter `path_or_state_dict`); "
-                f"{'it is a directory' if path.is_dir() else 'check the path'}"
-            )
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as err:
-            raise ValueError(
-                f"could not read {source} with torch.load(weights_only=True): {err}. Only tensors and plain "
-                f"containers can be loaded (no pickled code): re-save the weights alone, e.g. "
-                f"torch.save(model.state_dict(), path), in an environment you trust"
-            ) from err
+        obj = load_weights_file(path, "path_or_state_dict")
     else:
         raise ValueError(
             f"path_or_state_dict must be a file path or a state dict, got {type(path_or_state_dict).__name__}"

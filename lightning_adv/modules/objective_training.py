@@ -62,9 +62,7 @@ class ObjectiveTraining(RobustTrainingMixin):
 
     def soft_label_refusal(self: Any) -> Optional[str]:
         """None when the objective trains on soft labels (``Objective.soft_labels``), else why not."""
-        if getattr(self.objective, "soft_labels", False):
-            return None
-        return f"{type(self).__name__}'s objective {type(self.objective).__name__} needs hard labels"
+        return self.objective.soft_label_refusal()
 
     def training_step(self: Any, batch: Any, batch_idx: int) -> Optional[Tensor]:
         x, y = batch

@@ -7,6 +7,8 @@ from typing import Any, Iterable, Optional
 
 import torch
 
+from ..models._checks import check_real
+
 __all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "optimizers_and_schedule"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -40,15 +42,11 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optim.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"optim.lr must be a finite number > 0, got lr={self.lr}")
+        for name in ("lr", "momentum", "weight_decay", "gamma"):  # the type first: lr="0.1" names lr
+            setattr(self, name, check_real(f"optim.{name}", getattr(self, name), positive=name == "lr"))
         if self.lr > 10:
             raise ValueError(f"optim.lr={self.lr:g} is far above any learning rate that trains (thesis: 0.1 with SGD, "
                              f"1e-3 with Adam); the weights would diverge to NaN. Use a value <= 10")
-        for name in ("lr", "momentum", "weight_decay", "gamma"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"optim.{name} must be a finite number, got {name}={value!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"optim.momentum must be in [0, 1), got momentum={self.momentum}")
         if self.weight_decay < 0:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..attacks import module_mode
 from ..defenses import DefenseGAN, SRDefense, WaveletDenoise, adaptive_purifier, load_generator, load_sr_net
 from ..meta import EpisodeAccuracy
+from ..models._checks import load_weights_file
 from .adversarial_querying import AdversarialQuerying
 from .objective_training import legacy_checkpoint_error
 
@@ -52,7 +53,7 @@ class PurifiedLearner(nn.Module):
 def load_fewshot(path: str) -> tuple[AdversarialQuerying, dict[str, Any]]:
     """An ``AdversarialQuerying`` module from its Lightning checkpoint (``weights_only=True``), eval mode,
     and the checkpoint's hyperparameters."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights_file(path, "fewshot_checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ValueError(f"fewshot_checkpoint={path!r} is not a Lightning checkpoint of AdversarialQuerying (no "
                          f"state_dict / hyper_parameters); give the last.ckpt of an aq_* run")

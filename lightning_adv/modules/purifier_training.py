@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..defenses import GAN_LOSSES, Critic, DefenseGAN, Generator, SRResNet
+from ..models._checks import check_real
 
 __all__ = ["GANTraining", "SRTraining"]
 
@@ -71,6 +72,10 @@ class GANTraining(pl.LightningModule):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
         _positive("lr", lr)
+        for name, value in (("beta1", beta1), ("beta2", beta2)):  # Adam's betas: torch would not name them
+            if not 0 <= check_real(name, value, minimum=0.0) < 1:
+                raise ValueError(f"{name} must be in [0, 1) (Adam's moment decay), got {name}={value:g}; "
+                                 f"WGAN-GP: beta1 0.5, beta2 0.9")
         if gp_weight < 0:
             raise ValueError(f"gp_weight must be >= 0, got gp_weight={gp_weight}")
         self.save_hyperparameters()

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import create_model, load_model_weights, model_class
+from ..models._checks import load_weights_file
 
 __all__ = ["load_teacher", "freeze", "check_teacher_args", "RESERVED_TEACHER_KWARGS"]
 
@@ -112,8 +113,9 @@ def load_teacher(
     except ValueError as err:
         raise ValueError(f"cannot build the teacher teacher_arch={arch!r} with teacher_arch_kwargs={kwargs}: "
                          f"{err}") from err
+    weights = load_weights_file(path, "teacher_checkpoint")  # a text file or pickled code: named, one line
     try:
-        load_model_weights(teacher, path)
+        load_model_weights(teacher, weights)
     except ValueError as err:
         key = _output_key(teacher, num_classes)
         found = _classes_in_checkpoint(path, key) if key is not None else None

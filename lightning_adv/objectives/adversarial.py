@@ -83,6 +83,13 @@ class PGDAT(PerturbationObjective):
         class probabilities (Rebuffi et al. 2021); the margin loss needs class indices."""
         return self.attack.loss == "ce"
 
+    def soft_label_refusal(self) -> Optional[str]:
+        if self.soft_labels:
+            return None
+        return (f"PGDAT's attack.loss={self.attack.loss!r} needs class indices (the margin of the true class), which "
+                f"mixed labels do not have; use --model.objective.init_args.attack.loss ce (the attack's CE takes soft "
+                f"labels), or --data.mix none")
+
     def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
         return self.attack(module.model, x, y)
 

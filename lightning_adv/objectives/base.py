@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from torch import Tensor
 
 from ..attacks import PGD, Attack, ThreatModel, make_threat
+from ..models._checks import check_int, check_real, check_step_size
 
 __all__ = ["Objective", "FreeObjective", "StepOutput", "check_nonneg", "training_attack", "KINDS"]
 
@@ -42,10 +42,7 @@ KINDS = ("classifier", "episodic")
 
 def check_nonneg(name: str, value: Any, positive: bool = False) -> float:
     """A finite number >= 0 (> 0 with ``positive``), else a ValueError naming ``name``."""
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-    if bad or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {name}={value!r}")
-    return float(value)
+    return check_real(name, value, minimum=0.0, positive=positive)
 
 
 def training_attack(value: Any, param: str = "attack") -> PGD:
@@ -92,6 +89,13 @@ class Objective:
     #: changes the weights inside a step and restores them after the optimiser step (AWP): a weight
     #: average updated by a callback (``on_train_batch_end`` runs before the module's) would see them
     perturbs_weights: bool = False
+
+    def soft_label_refusal(self) -> Optional[str]:
+        """Why this objective cannot train on soft labels (``data.mix``) and what would, or None when it can."""
+        if self.soft_labels:
+            return None
+        return (f"the objective {type(self).__name__} needs hard labels; use --data.mix none, or the objective "
+                f"PGDAT or TRADES (docs/training-options.md)")
 
     def step(self, module: Any, *batch: Tensor) -> StepOutput:
         """The loss of one batch (``module.model`` is the trained network)."""
@@ -161,10 +165,9 @@ class FreeObjective(Objective):
                  step_size: Optional[float] = None) -> None:
         make_threat(norm, eps)
         check_nonneg("eps", eps, positive=True)  # free training with eps 0 would be natural training
-        if isinstance(replays, bool) or int(replays) != replays or replays < 1:
-            raise ValueError(f"replays (m) must be an integer >= 1, got replays={replays!r}")
-        if step_size is not None:
-            check_nonneg("step_size", step_size, positive=True)
+        check_int("replays", replays, 1, "m, the replays of each batch (Shafahi et al.: 8 on CIFAR)", whole_floats=True)
+        if step_size is not None:  # the perturbation persists: any number of steps, bounded by the ball's diameter
+            check_step_size(step_size, float(eps), None)
         self.eps, self.norm, self.replays = float(eps), norm, int(replays)
         self.step_size = None if step_size is None else float(step_size)
 
