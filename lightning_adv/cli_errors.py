@@ -83,8 +83,10 @@ def is_user_error(exc: BaseException) -> bool:
     """Bad input (a config or an argument) or a stopped non-finite run, not a crash of the code."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException  # Lightning's own bad-argument error
 
+    from .extras import MissingExtraError  # a few-shot class without the few-shot extra
+
     return isinstance(exc, (ValueError, argparse.ArgumentError, FileNotFoundError, NonFiniteTrainingError,
-                            MisconfigurationException))
+                            MisconfigurationException, MissingExtraError))
 
 
 def one_line(exc: BaseException) -> Optional[str]:
