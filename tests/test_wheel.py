@@ -51,7 +51,7 @@ print("OMNIGLOT_OK", Path(dm.train_path).name, type(batch).__name__, flush=True)
 def _link_dependencies(folder: Path) -> None:
     """Links to this environment's installed packages, less the few-shot extra and lightning-adv itself."""
     folder.mkdir()
-    skip = re.compile(rf"^({'|'.join(FEWSHOT)}|lightning_adv|__editable__)\b|\.pth$", re.IGNORECASE)
+    skip = re.compile(rf"^(({'|'.join(FEWSHOT)}|lightning_adv)\b|__editable__)|\.pth$", re.IGNORECASE)
     for entry in sys.path:
         if not entry.endswith("site-packages") or not Path(entry).is_dir():
             continue
