@@ -15,6 +15,8 @@ import argparse
 import re
 from typing import Optional
 
+from .extras import MissingExtraError  # a few-shot class without the few-shot extra
+
 __all__ = ["ConfigError", "NonFiniteTrainingError", "is_user_error", "one_line"]
 
 
@@ -82,8 +84,6 @@ def _from_argparse(text: str) -> str:
 def is_user_error(exc: BaseException) -> bool:
     """Bad input (a config or an argument) or a stopped non-finite run, not a crash of the code."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException  # Lightning's own bad-argument error
-
-    from .extras import MissingExtraError  # a few-shot class without the few-shot extra
 
     return isinstance(exc, (ValueError, argparse.ArgumentError, FileNotFoundError, NonFiniteTrainingError,
                             MisconfigurationException, MissingExtraError))
