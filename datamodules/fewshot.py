@@ -41,6 +41,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from lightning_adv.extras import require_fewshot
 from lightning_adv.meta import EpisodeDataset
 
 from .base import DataNotFoundError, StandInDataWarning, check_standin_allowed
@@ -149,6 +150,7 @@ class FewShotDataModule(pl.LightningDataModule):
         image_size: Optional[int] = None,
     ) -> None:
         super().__init__()
+        require_fewshot(type(self).__name__)
         self.data_dir = str(data_dir)
         self.ways = _check_int("ways", ways, 2)
         self.test_ways = _check_int("test_ways", test_ways if test_ways is not None else ways, 2)

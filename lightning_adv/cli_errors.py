@@ -19,6 +19,8 @@ import pkgutil
 import re
 from typing import Any, Optional
 
+from .extras import MissingExtraError  # a few-shot class without the few-shot extra
+
 __all__ = ["ConfigError", "NonFiniteTrainingError", "check_class_path", "is_user_error", "nearest", "one_line"]
 
 
@@ -92,7 +94,7 @@ def is_user_error(exc: BaseException) -> bool:
     from lightning.fabric.utilities.exceptions import MisconfigurationException  # Lightning's own bad-argument error
 
     return isinstance(exc, (ValueError, argparse.ArgumentError, FileNotFoundError, NonFiniteTrainingError,
-                            MisconfigurationException))
+                            MisconfigurationException, MissingExtraError))
 
 
 def one_line(exc: BaseException) -> Optional[str]:

@@ -5,7 +5,8 @@
 #   bash scripts/dev.sh setup        only set up
 # Idempotent: a finished set-up leaves a stamp in the venv and later runs skip it.
 # LIGHTNING_ADV_VENV picks another venv folder; PYTHON another interpreter (3.10+).
-#   bash scripts/dev.sh learn2learn  only (re)build learn2learn without its gym import
+#   bash scripts/dev.sh learn2learn  only (re)build learn2learn without its gym import (the few-shot
+#                                    extra's one dependency that pip cannot build; then `pip install '.[fewshot]'`)
 # Version floors: docs/installation.md ("How the floors are chosen").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,8 @@ L2L_VERSION=0.2.0
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 
 stamp_value() {
-  # The set-up is redone when its inputs change.
-  cat pyproject.toml scripts/dev.sh | sha256sum | cut -c1-16
+  # The set-up is redone when its inputs change, or for another checkout (the editable install maps this one's folders).
+  { cat pyproject.toml scripts/dev.sh; echo "$ROOT"; } | sha256sum | cut -c1-16
 }
 
 install_torch() {
@@ -131,8 +132,9 @@ setup() {
   "$VPY" -m pip install -q --upgrade "pip>=26.3" "setuptools>=84.2.1"
   install_torch
   install_learn2learn
-  log "installing lightning-adv and its dependencies"
-  "$VPY" -m pip install -q -e ".[test]"
+  # editable: lightning_adv.datamodules / .callbacks map onto this checkout's top-level folders
+  log "installing lightning-adv with the few-shot extra and its dependencies"
+  "$VPY" -m pip install -q -e ".[test,fewshot]"
   echo "$want" > "$VENV/.lightning-adv-setup"
   log "set-up done"
 }

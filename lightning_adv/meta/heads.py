@@ -15,8 +15,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from learn2learn.nn import PrototypicalClassifier, SVClassifier
 from torch import Tensor, nn
+
+from ..extras import require_fewshot
 
 __all__ = ["FewShotHead", "R2D2Head", "ProtoNetHead", "MetaOptNetHead", "ridge_regression_logits", "ridge_dual_weights",
            "HEADS"]
@@ -98,9 +99,12 @@ class ProtoNetHead(FewShotHead):
 
     def __init__(self, scale: float = 1.0, normalize_by_dim: bool = True) -> None:
         super().__init__(scale)
+        require_fewshot("ProtoNetHead")
         self.normalize_by_dim = bool(normalize_by_dim)
 
     def fit(self, support: Tensor, labels: Tensor, ways: int, fast: bool = False) -> QueryFn:
+        from learn2learn.nn import PrototypicalClassifier
+
         classifiers = [PrototypicalClassifier(support=s, labels=y) for s, y in zip(support, labels)]
         div = support.shape[-1] if self.normalize_by_dim else 1
 
@@ -122,12 +126,16 @@ class MetaOptNetHead(FewShotHead):
 
     def __init__(self, c_reg: float = 0.1, max_iters: int = 15, fast_iters: int = 3, scale: float = 1.0) -> None:
         super().__init__(scale)
+        require_fewshot("MetaOptNetHead")
+        require_fewshot("MetaOptNetHead", "qpth")
         if c_reg <= 0 or max_iters < 1 or fast_iters < 1:
             raise ValueError(f"MetaOptNet needs c_reg > 0 and iterations >= 1, got c_reg={c_reg}, "
                              f"max_iters={max_iters}, fast_iters={fast_iters}")
         self.c_reg, self.max_iters, self.fast_iters = float(c_reg), int(max_iters), int(fast_iters)
 
     def fit(self, support: Tensor, labels: Tensor, ways: int, fast: bool = False) -> QueryFn:
+        from learn2learn.nn import SVClassifier
+
         iters = self.fast_iters if fast else self.max_iters
         classifiers = [SVClassifier(support=s, labels=y, ways=ways, C_reg=self.c_reg, max_iters=iters)
                        for s, y in zip(support, labels)]

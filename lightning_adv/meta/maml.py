@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Optional
 
-import learn2learn as l2l
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..attacks import attack_grad_context
+from ..extras import require_fewshot
 from .learners import Learner, _normal
 
 __all__ = ["MAML", "batch_statistics", "EVAL_BN"]
@@ -94,6 +94,7 @@ class MAML(Learner):
     def __init__(self, ways: int = 5, layers: str = "all", lr: float = 0.01, steps: int = 5, test_steps: int = 10,
                  first_order: bool = True, eval_bn: str = "batch") -> None:
         super().__init__()
+        require_fewshot("MAML")
         for name, value, minimum in (("ways", ways, 2), ("steps", steps, 1), ("test_steps", test_steps, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"MAML {name} must be an integer >= {minimum}, got {name}={value!r}")
@@ -137,6 +138,7 @@ class MAML(Learner):
         first_order = self.first_order or evaluating
         last_only = self.layers == "last"
         net: nn.Module = self.linear if last_only else _Net(backbone, self.linear)
+        l2l = require_fewshot("MAML")
         clone = l2l.algorithms.MAML(net, lr=self.lr, first_order=first_order, allow_unused=not last_only).clone()
         bn = (lambda: batch_statistics(clone, backbone)) if transductive else contextlib.nullcontext
         with bn():

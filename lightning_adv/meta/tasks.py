@@ -17,10 +17,10 @@ import random
 from typing import Any, Mapping, Sequence
 
 import torch
-from learn2learn.data import MetaDataset, TaskDataset
-from learn2learn.data.transforms import ConsecutiveLabels, KShots, LoadData, NWays, RemapLabels
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from ..extras import require_fewshot
 
 __all__ = ["EpisodeDataset", "split_support_query", "check_task_shape"]
 
@@ -69,6 +69,10 @@ class EpisodeDataset(Dataset):
                                      ("episodes", num_episodes, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"{split} {name} must be an integer >= {minimum}, got {name}={value!r}")
+        require_fewshot("EpisodeDataset")
+        from learn2learn.data import MetaDataset, TaskDataset
+        from learn2learn.data.transforms import ConsecutiveLabels, KShots, LoadData, NWays, RemapLabels
+
         l2i = {int(k): list(v) for k, v in labels_to_indices.items()}
         check_task_shape(l2i, ways, shots, queries, split)
         self.meta = MetaDataset(dataset, labels_to_indices=l2i)

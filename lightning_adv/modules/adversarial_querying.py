@@ -31,12 +31,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional
 
-import learn2learn as l2l
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
 from ..attacks import PGD, LossFn, module_mode
+from ..extras import require_fewshot
 from ..meta import EpisodeAccuracy, HeadLearner, Learner, SingleTask, coerce_learner
 from ..models import create_model, load_model_weights, model_class
 from ..objectives import AQ, Objective
@@ -86,6 +86,7 @@ class AdversarialQuerying(pl.LightningModule):
         init_weights: Optional[str] = None,
     ) -> None:
         super().__init__()
+        require_fewshot("AdversarialQuerying")
         if not hasattr(model_class(arch), "embed"):
             raise ValueError(f"arch={arch!r} is not a few-shot backbone (no embed()); use r2d2_embedding, "
                              f"resnet12 or conv4")
@@ -163,7 +164,7 @@ class AdversarialQuerying(pl.LightningModule):
                                  adv_support=self.adv_finetune if adv_finetune else None)
         for clone in getattr(learner, "clones", []):
             # a fixed function of the queries: an outside attack (FAB calls backward()) never reaches .grad
-            l2l.utils.detach_module(clone, keep_requires_grad=False)
+            require_fewshot("AdversarialQuerying").utils.detach_module(clone, keep_requires_grad=False)
         return SingleTask(learner)
 
     def adapt(self, support_x: Tensor, support_y: Tensor, adv_support: Optional[PGD] = None) -> nn.Module:
