@@ -42,7 +42,7 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -163,10 +163,12 @@ BATCH_COUNTS = ("limit_train_batches", "limit_val_batches", "limit_test_batches"
 def _integers_stay_integers(parser: Any) -> None:
     """``--trainer.limit_val_batches 1`` (or ``1`` in a YAML config) is one batch: Lightning types these
     arguments ``Union[float, int]``, so jsonargparse made ``1`` the float ``1.0``, which Lightning reads
-    as 100% of the split. Trying ``int`` first keeps ``1`` an int and ``1.0`` / ``0.5`` floats."""
+    as 100% of the split. Trying ``int`` first keeps ``1`` an int and ``1.0`` / ``0.5`` floats. The hint is
+    ``int | float | None``, not ``Optional[Union[int, float]]``: typing caches unions by equality, which
+    ignores order, so the latter can come back as an earlier ``Union[float, int, None]`` (float first)."""
     for action in parser._actions:
         if getattr(action, "dest", "").split(".")[-1] in BATCH_COUNTS and hasattr(action, "_typehint"):
-            action._typehint = Optional[Union[int, float]]
+            action._typehint = int | float | None
 
 
 def check_checkpoint(path: str, class_path: Optional[str] = None) -> dict:
