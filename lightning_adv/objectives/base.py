@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..attacks import PGD, Attack, ThreatModel, make_threat
 
-__all__ = ["Objective", "FreeObjective", "StepOutput", "check_nonneg", "training_attack", "KINDS"]
+__all__ = ["Objective", "FreeObjective", "StepOutput", "check_batch", "check_nonneg", "training_attack", "KINDS"]
 
 #: what an objective trains: a classifier on ``(x, y)`` batches or a meta-learner on task batches
 KINDS = ("classifier", "episodic")
@@ -46,6 +46,12 @@ def check_nonneg(name: str, value: Any, positive: bool = False) -> float:
     if bad or value < 0 or (positive and value == 0):
         raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {name}={value!r}")
     return float(value)
+
+
+def check_batch(module: Any) -> bool:
+    """Whether a training attack checks this batch's range: always, except inside a module's training
+    step after the epoch's first batch (``check_attack_inputs`` False; the check is a host-device sync)."""
+    return getattr(module, "check_attack_inputs", True)
 
 
 def training_attack(value: Any, param: str = "attack") -> PGD:
