@@ -8,12 +8,12 @@ three steps: natural (``Classifier``), PGD-AT (``AdvTraining(PGDAT)``, PGD-2) an
 ``train/acc`` from one), then ``zero_grad``, ``backward``, ``SGD.step``: the difference is
 Lightning's loop plus the module's metric bookkeeping and logging, nothing else.
 
-Timing is interleaved step by step: inside each Trainer fit a callback runs one plain step, on its
-own copy of the module and optimiser, on the same batch, right after (even batches) or before (odd
-ones) every Trainer step; the
-Trainer step is its loop period minus that plain step, and the overhead of step i is
-``(period_i - plain_i) - plain_i``. Reported: the median over all timed steps of ``--repeats``
-fits, with the median of each fit (their min and max are the spread).
+Timing: ``--repeats`` rounds, each a Trainer run and a plain run of every kind (ABBA order within
+a round, the kinds' order alternating), ``--steps`` timed steps after ``--warmup`` per run (the
+window holds whole loop periods: fetch, hooks, step; not the Trainer's set-up). Reported: the
+median Trainer and plain ms/step over the rounds, their difference, and the per-round paired
+differences (min, median, max) as the spread, on two clocks: wall time, and the CPU time of this
+process (``time.process_time``), which a shared machine's other jobs do not inflate.
 
 ``--sync-debug`` (CPU): during one Trainer step (its hooks and the next batch fetch included),
 every conversion of a tensor to a Python value (``item``, ``bool``, ``float``, ``int``,
@@ -89,40 +89,40 @@ def trainer(max_steps: int, callbacks: list, **kw: Any) -> pl.Trainer:
                       num_sanity_val_steps=0, limit_val_batches=0, callbacks=callbacks, **kw)
 
 
-class Interleave(Callback):
-    """Loop periods of the Trainer and, right after each Trainer step, one timed plain step."""
+class Window(Callback):
+    """Time stamps at the start of batches ``warmup .. warmup + steps``: the loop periods, fetch and hooks in."""
 
-    def __init__(self, plain: pl.LightningModule, warmup: int) -> None:
-        self.plain, self.opt, self.warmup = plain, plain_optimizer(plain), warmup
-        self.stamps: list[float] = []
-        self.plain_s: list[float] = []
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.start, self.end = warmup, warmup + steps
+        self.stamps: list[tuple[float, float]] = []
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if batch_idx >= self.warmup:
-            self.stamps.append(time.perf_counter())
-        if batch_idx % 2:  # odd batches: the plain step before the Trainer step, even ones: after it
-            self._plain(batch, batch_idx)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if batch_idx % 2 == 0:
-            self._plain(batch, batch_idx)
-
-    def _plain(self, batch: Any, batch_idx: int) -> None:
-        t = time.perf_counter()
-        plain_step(self.plain, self.opt, batch[0], batch[1])
-        if batch_idx >= self.warmup:
-            self.plain_s.append(time.perf_counter() - t)
+        if self.start <= batch_idx <= self.end:
+            self.stamps.append((time.perf_counter(), time.process_time()))
 
 
-def overhead_fit(kind: str, steps: int, warmup: int) -> list[float]:
-    """One fit of ``warmup + steps + 1`` batches; per timed step ``(period - plain) - plain`` in seconds."""
-    cb = Interleave(make_module(kind), warmup)
+def trainer_run(kind: str, steps: int, warmup: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of a Trainer fit over the window (set-up, warm-up, tear-down outside)."""
+    cb = Window(warmup, steps)
     n = warmup + steps + 1
     trainer(n, [cb]).fit(make_module(kind), train_dataloaders=make_loader(n))
-    periods = [b - a for a, b in zip(cb.stamps, cb.stamps[1:])]
-    return [p - 2 * q for p, q in zip(periods, cb.plain_s)]
+    (w0, c0), (w1, c1) = cb.stamps[0], cb.stamps[-1]
+    return (w1 - w0) / steps, (c1 - c0) / steps
+
+
+def plain_run(kind: str, steps: int, warmup: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of the plain loop over the same window of the same loader."""
+    module = make_module(kind)
+    opt = plain_optimizer(module)
+    w0 = c0 = 0.0
+    for i, (x, y) in enumerate(make_loader(warmup + steps + 1)):
+        if i == warmup:
+            w0, c0 = time.perf_counter(), time.process_time()
+        if i == warmup + steps:
+            return (time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps
+        plain_step(module, opt, x, y)
+    raise RuntimeError("the loader ended early")
 
 
 # --------------------------------------------------------------------------- sync debug (CPU)
@@ -198,33 +198,37 @@ def step_conversions(kind: str, batch_idx: int = 2) -> dict[str, int]:
 def run(args: argparse.Namespace) -> dict:
     """Print and return the overhead of each kind (ms/step) and, with ``sync_debug``, the conversions."""
     torch.set_num_threads(args.threads)
-    steps = args.steps if args.steps is not None else 100
+    steps = args.steps if args.steps is not None else 200
     warmup = args.warmup if args.warmup is not None else 10
     repeats = args.repeats if args.repeats is not None else 5
-    print(f"\n[overhead] CPU, {SHAPE['arch']} {SHAPE['arch_kwargs']}, batch 16, PGD-2; {repeats} fits x {steps} "
-          f"timed steps per kind, fits of the kinds interleaved; Trainer minus plain, ms/step")
-    per_fit: dict[str, list[float]] = {k: [] for k in KINDS}
-    all_steps: dict[str, list[float]] = {k: [] for k in KINDS}
+    print(f"\n[overhead] CPU, {SHAPE['arch']} {SHAPE['arch_kwargs']}, batch 16, PGD-2; {repeats} rounds of "
+          f"Trainer and plain runs of {steps} timed steps (ABBA order, kinds interleaved); ms/step")
+    runs: dict[str, dict[str, list[tuple[float, float]]]] = {k: {"trainer": [], "plain": []} for k in KINDS}
     for r in range(repeats):
         for kind in (KINDS if r % 2 == 0 else KINDS[::-1]):
-            d = overhead_fit(kind, steps, warmup)
-            per_fit[kind].append(statistics.median(d) * 1e3)
-            all_steps[kind] += [v * 1e3 for v in d]
+            for side in (("trainer", "plain") if r % 2 == 0 else ("plain", "trainer")):
+                fn = trainer_run if side == "trainer" else plain_run
+                runs[kind][side].append(fn(kind, steps, warmup))
     out: dict[str, Any] = {}
+    print("  (wall: clock time, inflated when other jobs share the cores; CPU: this process's CPU time)")
     for kind in KINDS:
-        fits = per_fit[kind]
-        med = statistics.median(all_steps[kind])
-        q = statistics.quantiles(all_steps[kind], n=4)
-        out[kind] = {"median_ms": med, "fit_medians_ms": fits, "iqr_ms": [q[0], q[2]]}
-        print(f"  {kind:<8} Trainer - plain  {med:6.3f} ms/step   per-fit medians [{min(fits):.3f}, {max(fits):.3f}]"
-              f"   steps IQR [{q[0]:.3f}, {q[2]:.3f}]", flush=True)
+        out[kind] = {}
+        for j, clock in enumerate(("wall", "CPU")):
+            t = [v[j] * 1e3 for v in runs[kind]["trainer"]]
+            p = [v[j] * 1e3 for v in runs[kind]["plain"]]
+            diffs = [a - b for a, b in zip(t, p)]
+            med = statistics.median(t) - statistics.median(p)
+            out[kind][clock] = {"overhead_ms": med, "paired_ms": diffs, "trainer_ms": t, "plain_ms": p}
+            print(f"  {kind:<8} {clock:<4} Trainer {statistics.median(t):7.3f}  plain {statistics.median(p):7.3f}  "
+                  f"Trainer - plain {med:6.3f} ms/step   per-round differences [{min(diffs):.3f}, "
+                  f"{statistics.median(diffs):.3f}, {max(diffs):.3f}] (min, median, max)", flush=True)
     if args.sync_debug:
         print("\n[sync-debug] tensor-to-Python conversions in one Trainer step (CPU: patched Tensor methods)")
         for kind in KINDS:
             sites = step_conversions(kind)
             out[f"sync_{kind}"] = sites
             syncs = {k: n for k, n in sites.items() if not host_only(k)}
-            print(f"  {kind}: device syncs: {len(syncs) or 'none'}")
+            print(f"  {kind}: device syncs: {sum(syncs.values()) or 'none'}")
             for key, n in sorted(sites.items(), key=lambda kv: -kv[1]):
                 print(f"    {n:3d} x {key}{'   [CPU generator: host only, no device sync]' if host_only(key) else ''}")
     return out
