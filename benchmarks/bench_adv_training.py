@@ -40,7 +40,10 @@ tear-down are not). Two timing modes (``--mode``):
   of the per-step paired ratios over all timed steps of ``--repeats`` fits; the Trainer
   AT/natural ratio is chained: (AT_T/AT_P) * (AT_P/NAT_P) / (NAT_T/NAT_P).
 
-Default ``--mode``: ``both`` on CPU (verdicts from ``interleaved``), ``runs`` on CUDA.
+Default ``--mode``: ``both`` on CPU (verdicts from ``interleaved``), ``runs`` on CUDA. A third,
+``--mode overhead`` (CPU, ``benchmarks/step_overhead.py``), prints the host overhead of a step,
+Trainer minus plain in ms, for natural, PGD-AT and TRADES on a model small enough that the host
+dominates; with ``--sync-debug`` it lists every tensor-to-Python conversion of one step.
 
 Examples::
 
@@ -111,8 +114,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per run; default 10 on CUDA, 2 on CPU")
     p.add_argument("--repeats", type=int, default=None,
                    help="runs (or interleaved fits) per configuration; default 5 on CUDA, 4 on CPU")
-    p.add_argument("--mode", choices=("runs", "interleaved", "both"), default=None,
-                   help="timing mode (see the module docstring); default both on CPU, runs on CUDA")
+    p.add_argument("--mode", choices=("runs", "interleaved", "both", "overhead"), default=None,
+                   help="timing mode (see the module docstring); default both on CPU, runs on CUDA; overhead: "
+                        "Trainer minus plain ms/step of natural, PGD-AT and TRADES steps on a tiny CPU model "
+                        "(benchmarks/step_overhead.py; uses --steps, --warmup, --repeats, --sync-debug)")
     p.add_argument("--pgd-steps", type=int, default=10, help="K, the attack steps")
     p.add_argument("--eps", type=float, default=8 / 255)
     p.add_argument("--step-size", type=float, default=2 / 255)
@@ -135,13 +140,17 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=("none", "cprofile", "torch"), default="none",
                    help="after timing, profile one Trainer AT run and one plain AT run and print the top entries")
     p.add_argument("--sync-debug", action="store_true",
-                   help="CUDA only: after timing, run one Trainer AT fit with torch.cuda.set_sync_debug_mode('warn') "
-                        "during one step and list the Python lines that synchronised with the GPU")
+                   help="CUDA: after timing, run one Trainer AT fit with torch.cuda.set_sync_debug_mode('warn') "
+                        "during one step and list the Python lines that synchronised with the GPU; with --mode "
+                        "overhead (CPU): list the tensor-to-Python conversions of one step of each kind")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    if args.mode == "overhead":  # its own defaults (benchmarks/step_overhead.py): CPU, 1 thread
+        args.device, args.threads = torch.device("cpu"), args.threads or 1
+        return args
     dev = args.device
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -477,6 +486,14 @@ def configure_runtime(args: argparse.Namespace, cudnn_benchmark: bool = True) ->
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = resolve(parse_args(argv))
+    if args.mode == "overhead":
+        configure_runtime(args)
+        from step_overhead import run as run_overhead  # benchmarks/ is on sys.path when run as a script
+
+        results = run_overhead(args)
+        if args.json is not None:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
     cuda = configure_runtime(args, args.cudnn_benchmark)
     if not cuda and args.bf16:
         print("note: --bf16 on CPU uses CPU autocast; the option is meant for GPUs", file=sys.stderr)

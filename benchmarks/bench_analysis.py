@@ -1,8 +1,11 @@
-"""Chapter-6 analysis: empirical NTK (torch.func vs a per-example loop), conv singular values
-(2-D FFT vs SVD of the explicit matrix), and Hessian-vector products needed for 1% on lambda_max.
+"""Chapter-6 analysis: empirical NTK (layer-by-layer and torch.func vmap vs a per-example loop), conv
+singular values (2-D FFT vs SVD of the explicit matrix), and Hessian-vector products needed for 1% on
+lambda_max.
 
     python benchmarks/bench_analysis.py                    # CPU, 1 thread, about a minute
     python benchmarks/bench_analysis.py --device cuda --threads 8
+    python benchmarks/bench_analysis.py --ntk-only --ntk-arch mlp2 --ntk-width 256   # the sweep's MLP family
+    python benchmarks/bench_analysis.py --sweep-cost       # one NTK snapshot per family and width of the sweep
 
 Prints timings and ratios; never asserts on them.
 """
@@ -29,6 +32,7 @@ from lightning_adv.analysis import (  # noqa: E402
     lanczos,
     power_iteration,
 )
+from lightning_adv.analysis.ntk_layerwise import supported  # noqa: E402
 from lightning_adv.models import create_model  # noqa: E402
 
 
@@ -45,21 +49,50 @@ def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple
     return statistics.median(times), out
 
 
-def bench_ntk(args: argparse.Namespace) -> None:
+def ntk_model(arch: str, width: int) -> torch.nn.Module:
+    """The architectures of the chapter-6 sweep (scripts/ntk_width_sweep.py) on CIFAR-shaped inputs."""
+    if arch in ("mlp2", "mlp4"):
+        return create_model("mlp", num_classes=10, in_channels=3, input_size=32,
+                            hidden=[width] * (1 if arch == "mlp2" else 3))
+    if arch == "wideresnet":
+        return create_model("wideresnet", num_classes=10, in_channels=3, depth=10, widen_factor=width)
+    return create_model(arch, num_classes=10, in_channels=3, width=width)
+
+
+def bench_ntk(args: argparse.Namespace, arch: str, width: int, loop: bool = True) -> dict:
+    """Time the kernel of ``N`` images three ways (layerwise, vmap, loop); the loop is the reference."""
     torch.manual_seed(0)
-    model = create_model(args.ntk_arch, num_classes=10, in_channels=3, **({"width": args.ntk_width}
-                                                                         if args.ntk_arch != "wideresnet" else
-                                                                         {"depth": 10, "widen_factor": 1}))
-    model.to(args.device).eval()
+    model = ntk_model(arch, width).to(args.device).eval()
     x = torch.rand(args.ntk_samples, 3, 32, 32, device=args.device)
     n_params = sum(p.numel() for p in model.parameters())
     empirical_ntk(model, x[:2])  # warm-up
-    t_func, k_func = timed(lambda: empirical_ntk(model, x), args.repeats, args.device)
-    t_loop, k_loop = timed(lambda: empirical_ntk_loop(model, x), args.repeats, args.device)
-    err = float((k_func - k_loop).abs().max() / k_loop.abs().max())
-    print(f"NTK  {args.ntk_arch} ({n_params / 1e3:.0f}k params), N={args.ntk_samples} images x 10 classes: "
-          f"torch.func {t_func * 1e3:.0f} ms, per-example loop {t_loop * 1e3:.0f} ms "
-          f"-> speed-up x{t_loop / t_func:.1f} (max rel. diff {err:.1e})")
+    t_new, k_new = timed(lambda: empirical_ntk(model, x, method="auto"), args.repeats, args.device)
+    t_vmap, k_vmap = timed(lambda: empirical_ntk(model, x, method="vmap"), args.repeats, args.device)
+    line = (f"NTK  {arch} width {width} ({n_params / 1e3:.0f}k params), N={args.ntk_samples} images x 10 classes: "
+            f"default ({'layerwise' if supported(model) else 'vmap'}) {t_new * 1e3:.0f} ms, torch.func vmap "
+            f"{t_vmap * 1e3:.0f} ms")
+    out = {"arch": arch, "width": width, "params": n_params, "default_s": t_new, "vmap_s": t_vmap}
+    ref = k_vmap
+    if loop:
+        t_loop, ref = timed(lambda: empirical_ntk_loop(model, x), 1, args.device)
+        out["loop_s"] = t_loop
+        line += (f", per-example loop {t_loop * 1e3:.0f} ms -> default x{t_loop / t_new:.1f}, vmap "
+                 f"x{t_loop / t_vmap:.1f} the loop")
+    err = max(float((k - ref).abs().max() / ref.abs().max()) for k in (k_new, k_vmap))
+    print(f"{line} (max rel. diff {err:.1e})", flush=True)
+    return out
+
+
+def bench_sweep_cost(args: argparse.Namespace) -> None:
+    """One NTKSnapshot (N images) per family and width of the sweep's defaults, default vs vmap."""
+    total = {"default_s": 0.0, "vmap_s": 0.0}
+    for arch, widths in (("mlp2", (16, 64, 256)), ("convnet6", (4, 8, 16)), ("wideresnet", (1, 2))):
+        for w in widths:
+            r = bench_ntk(args, arch, w, loop=False)
+            total["default_s"] += r["default_s"]
+            total["vmap_s"] += r["vmap_s"]
+    print(f"one snapshot of every run above: default {total['default_s']:.1f} s, vmap {total['vmap_s']:.1f} s "
+          f"(a sweep run takes max_epochs + 1 snapshots)")
 
 
 def bench_conv_svd(args: argparse.Namespace) -> None:
@@ -105,17 +138,24 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--ntk-arch", default="convnet6", choices=["convnet6", "small_cnn", "wideresnet"])
+    p.add_argument("--ntk-arch", default="convnet6", choices=["convnet6", "small_cnn", "wideresnet", "mlp2", "mlp4"])
     p.add_argument("--ntk-width", type=int, default=8)
     p.add_argument("--ntk-samples", type=int, default=25)
     p.add_argument("--conv-n", type=int, default=16)
     p.add_argument("--conv-channels", type=int, default=16)
     p.add_argument("--skip-power", action="store_true")
+    p.add_argument("--ntk-only", action="store_true", help="only the NTK comparison")
+    p.add_argument("--sweep-cost", action="store_true", help="only one NTK snapshot per family/width of the sweep")
     args = p.parse_args()
     args.device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}", flush=True)
-    bench_ntk(args)
+    if args.sweep_cost:
+        bench_sweep_cost(args)
+        return 0
+    bench_ntk(args, args.ntk_arch, args.ntk_width)
+    if args.ntk_only:
+        return 0
     bench_conv_svd(args)
     bench_hvp(args)
     return 0

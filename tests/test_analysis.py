@@ -173,13 +173,60 @@ def test_ntk_equals_the_kernel_from_explicit_per_example_jacobians_with_batchnor
     assert torch.allclose(kernel, ref, atol=1e-4, rtol=1e-4)
     assert torch.allclose(empirical_ntk_loop(net, x), ref, atol=1e-4, rtol=1e-4)
     # chunked vmap gives the same kernel; eval mode means batch composition does not matter
-    assert torch.allclose(empirical_ntk(net, x, chunk_size=2), kernel, atol=1e-5)
-    assert torch.allclose(empirical_ntk(net, x, per_tensor=True), kernel, atol=1e-5)
+    assert torch.allclose(empirical_ntk(net, x, chunk_size=2, method="vmap"), kernel, atol=1e-5)
+    assert torch.allclose(empirical_ntk(net, x, per_tensor=True, method="vmap"), kernel, atol=1e-5)
     assert torch.allclose(empirical_ntk(net, x[:2]), kernel[:2, :2], atol=1e-5)
     assert kernel_correlation(kernel, kernel) == pytest.approx(1.0, abs=1e-12)
     assert kernel_correlation(kernel, 3.0 * kernel + 1.0) == pytest.approx(1.0, abs=1e-12)
     other = empirical_ntk(_BNNet(), x)
     assert kernel_correlation(kernel, other) < 0.999
+
+
+class _Block(nn.Module):
+    """In-place ReLU, a residual ``+=``, a Linear over positions, a frozen bias and a parameter-free
+    layer: what the layer-by-layer NTK must get right."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=2, dilation=2, bias=False)
+        self.pos = nn.Linear(4, 3)  # applied at every position of a (N, 9, 4) sequence
+        self.fc = nn.Linear(27, 5)
+        self.fc.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn(self.conv1(x)), inplace=True)
+        r = self.conv2(h)
+        r += h  # in place on a recorded layer output
+        h = F.avg_pool2d(r, 2)  # (N, 4, 3, 3)
+        return self.fc(self.pos(h.flatten(2).transpose(1, 2)).flatten(1))
+
+
+@pytest.mark.parametrize("net_fn", [_Block, lambda: nn.Sequential(nn.Flatten(), nn.Linear(72, 16), nn.ReLU(inplace=True),
+                                                                  nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 5))],
+                         ids=["conv_bn_residual", "mlp"])
+def test_layerwise_ntk_equals_the_vmap_and_loop_kernels(net_fn) -> None:
+    torch.manual_seed(0)
+    net = net_fn()
+    net.train()(torch.randn(8, 2, 6, 6) * 2 + 1)  # BatchNorm statistics away from (0, 1)
+    x = torch.randn(6, 2, 6, 6)
+    ref = empirical_ntk_loop(net, x)
+    for method in ("layerwise", "vmap", "auto"):
+        kernel = empirical_ntk(net, x, method=method)
+        assert kernel.shape == (6, 6, 5, 5) and net.training
+        assert torch.allclose(kernel, ref, atol=1e-4, rtol=1e-4), method
+
+
+def test_ntk_falls_back_to_vmap_for_layers_it_does_not_know() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(64, 3))
+    x = torch.randn(4, 2, 6, 6)
+    assert torch.allclose(empirical_ntk(net, x), empirical_ntk_loop(net, x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="method='vmap'"):
+        empirical_ntk(net, x, method="layerwise")
+    with pytest.raises(ValueError, match="method must be one of"):
+        empirical_ntk(net, x, method="fast")
 
 
 # --------------------------------------------------------------------------------------

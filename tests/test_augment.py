@@ -157,7 +157,7 @@ def _fit(module, dm, epochs=3, batches=8):
 
     class Record(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
-            losses.append(float(trainer.callback_metrics["train/loss_epoch"]))
+            losses.append(float(trainer.callback_metrics["train/loss"]))
 
     trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -25,6 +25,12 @@ def test_config_runs_fast_dev_run(config, standin_root, tmp_path):
         # stand-in data of CIFAR's shape; tiny batches keep WRN-34-10 affordable on CPU
         args += ["--data.data_dir", str(standin_root), "--data.batch_size", "2", "--data.eval_batch_size", "2",
                  "--data.val_size", "8", "--data.num_workers", "0"]
+    if raw["model"]["init_args"].get("arch") == "wrn34_10":
+        # WideResNet-34-10 (46M parameters) at 32x32 costs ~13 GFLOP a forward on the CPU: the config's attacks
+        # run 1 PGD step instead of 10 (training) and 20 (validation); the same code paths run, and the
+        # configured step counts are checked below
+        args += ["--model.objective.init_args.attack.steps", "1", "--trainer.callbacks.init_args.attacks",
+                 '[{"eps": 0.0313725490196078, "steps": 1, "step_size": 0.0078431372549019, "name": "pgd20_eps8"}]']
     cli = main(args)
     trainer = cli.trainer
     assert trainer.state.finished
@@ -35,3 +41,6 @@ def test_config_runs_fast_dev_run(config, standin_root, tmp_path):
     module_cfg = raw["model"]["init_args"]
     assert cli.model.hparams.arch == module_cfg["arch"]
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
+    if module_cfg.get("arch") == "wrn34_10":
+        attack = load_config(config)["model"]["init_args"]["objective"]["init_args"]["attack"]
+        assert attack["steps"] == 10 and cli.model.objective.attack.steps == 1

@@ -66,8 +66,8 @@ def test_norm_bias_gradient_is_that_of_eq_6_3_and_arguments_are_checked() -> Non
         for p in params:
             p.grad = torch.ones_like(p)
         value, norm = NormBias(coef=0.5, mu_squared=mu2).add_gradient_(params)
-        assert value == pytest.approx(0.5 * abs(sq - mu2), rel=1e-5)
-        assert norm == pytest.approx(math.sqrt(sq), rel=1e-6)
+        assert float(value) == pytest.approx(0.5 * abs(sq - mu2), rel=1e-5)
+        assert float(norm) == pytest.approx(math.sqrt(sq), rel=1e-6)
         for p in params:
             assert torch.allclose(p.grad, 1 + sign * 0.5 * 2 * p.detach(), atol=1e-6)
     with pytest.raises(ValueError, match="coef"):

@@ -158,7 +158,7 @@ class Attack(ABC):
         return perturbation_norm(x_adv - x, self.norm)
 
     def run(self, model: Model, x: Tensor, y: Any, mode_module: Optional[nn.Module] = None,
-            targets: Optional[Tensor] = None, loss_fn: Optional[LossFn] = None) -> AttackOutput:
+            targets: Optional[Tensor] = None, loss_fn: Optional[LossFn] = None, check: bool = True) -> AttackOutput:
         """Attack ``model`` at ``(x, y)``; returns detached adversarial inputs (images in [0, 1]).
 
         Args:
@@ -170,6 +170,8 @@ class Attack(ABC):
             loss_fn: a per-example loss ``(logits, y) -> (B,)`` replacing the attack's own, for
                 the attacks that maximise a loss (``supports_loss_fn``): how a training
                 objective (TRADES, ARD, adversarial querying) says what its attack maximises.
+            check: check the inputs' range (:meth:`check_inputs`, a host-device sync); a training
+                step skips it after the epoch's first batch (``objectives.base.check_batch``).
 
         The random stream: one seed is drawn from the global generator (so consecutive calls
         differ and a seeded run is reproducible) and the attack runs in a fork of the generator
@@ -186,11 +188,17 @@ class Attack(ABC):
         seed = int(torch.randint(0, 2**62, (1,)))
         with attack_grad_context(), module_mode(mode_module, self.bn_mode), frozen_parameters(mode_module), \
                 torch.random.fork_rng(devices=[x.device] if on_cuda else []):
-            torch.manual_seed(seed)
+            # the generators of the devices in use only: torch.manual_seed also queues a lazy seed of every
+            # uninitialised device type, with a captured stack trace (milliseconds of host time per call)
+            torch.default_generator.manual_seed(seed)
+            if on_cuda:
+                torch.cuda.default_generators[x.device.index if x.device.index is not None
+                                              else torch.cuda.current_device()].manual_seed(seed)
             x = _as_normal(x)
             y = _as_normal(y)
-            self.check_inputs(x)
-            self.check_batch(model if mode_module is None else mode_module, x, y)
+            if check:
+                self.check_inputs(x)
+            self.check_batch(model if mode_module is None else mode_module, x, y)  # first batch only
             extra = {"loss_fn": loss_fn} if loss_fn is not None else {}
             try:
                 out = self._perturb(model, x, y, _as_normal(targets), **extra)
@@ -207,9 +215,10 @@ class Attack(ABC):
         return out
 
     def __call__(self, model: Model, x: Tensor, y: Any, loss_fn: Optional[LossFn] = None,
-                 mode_module: Optional[nn.Module] = None, targets: Optional[Tensor] = None) -> Tensor:
+                 mode_module: Optional[nn.Module] = None, targets: Optional[Tensor] = None,
+                 check: bool = True) -> Tensor:
         """``x_adv = attack(model, x, y)``: :meth:`run` returning only the adversarial inputs."""
-        return self.run(model, x, y, mode_module=mode_module, targets=targets, loss_fn=loss_fn).x_adv
+        return self.run(model, x, y, mode_module=mode_module, targets=targets, loss_fn=loss_fn, check=check).x_adv
 
     # --------------------------------------------------------------- configs
     def config(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class AdvTraining(ObjectiveTraining, Classifier):
             by m).
         track_clean_acc: log ``train/acc`` from an extra no-grad eval-mode forward when the
             objective computes no clean logits itself.
+        step_logging: per-step ``self.log`` of the training scalars (:class:`Classifier`).
 
     Logged (besides :class:`Classifier`'s): ``train/adv_acc`` (accuracy on the training
     perturbations), ``train/acc`` and the objective's own terms (``train/trades_kl``, ...).
@@ -43,9 +44,10 @@ class AdvTraining(ObjectiveTraining, Classifier):
         track_clean_acc: bool = True,
         regularizer: Optional[Regularizer] = None,
         compute: ComputeConfig = ComputeConfig(),
+        step_logging: bool = False,
     ) -> None:
         objective = coerce_objective(objective, "classifier", teacher=False, module="AdvTraining")
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                          arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights,
-                         regularizer=regularizer, compute=compute)
+                         regularizer=regularizer, compute=compute, step_logging=step_logging)
         self._init_objective(objective, track_clean_acc)

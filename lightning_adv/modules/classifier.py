@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model, load_model_weights
 from .compute import ComputeConfig, strip_compile_prefix
+from .epoch_scalars import EpochScalars
 from .optim import OptimConfig, build_optimizer, build_scheduler
 from .regularizers import Regularizer, coerce_regularizer
 
@@ -53,6 +54,11 @@ class Classifier(pl.LightningModule):
         compute: memory format (``channels_last``) and ``torch.compile`` of the backbone
             (:class:`~lightning_adv.modules.compute.ComputeConfig`, ``docs/precision.md``);
             mixed precision is the Trainer's ``precision``.
+        step_logging: also log the training loss of every step (``train/loss_step`` beside
+            ``train/loss_epoch``) through ``self.log`` and update the training metrics per step,
+            as before issue 22. Default off: the training scalars are summed on the device and
+            logged once per epoch (``modules/epoch_scalars.py``; the same epoch values, no
+            host work or device sync per step; docs/logging.md).
 
     Logged: ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``,
     ``test/acc``, ``lr``, ``train/param_norm`` (per epoch); with a regulariser also
@@ -73,8 +79,14 @@ class Classifier(pl.LightningModule):
         train_temperature: float = 1.0,
         noise_sigma: float = 0.0,
         compute: ComputeConfig = ComputeConfig(),
+        step_logging: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(step_logging, bool):
+            raise ValueError(f"step_logging must be true or false, got step_logging={step_logging!r}")
+        self.step_logging = step_logging
+        self._epoch_scalars = EpochScalars()
+        self._batch_size = 0
         compute = ComputeConfig.coerce(compute)
         self.compute_cfg = compute
         if not noise_sigma >= 0:
@@ -144,13 +156,21 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         """Log the learning rate once per epoch (a per-step log costs a host-device copy)."""
+        self._epoch_scalars.reset()
         opt = self.optimizers(use_pl_optimizer=False)
         if isinstance(opt, list):
             opt = opt[0]
         self.log("lr", float(opt.param_groups[0]["lr"]), on_step=False, on_epoch=True)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """At the epoch's last batch, log its training scalars: before the callbacks' ``on_train_epoch_end``
+        (which run ahead of the module's), where ``on_epoch`` values logged in a step are read too."""
+        if self._trainer is not None and self.trainer.fit_loop.epoch_loop._is_training_done:
+            self._epoch_scalars.flush(self)
+
     def on_train_epoch_end(self) -> None:
-        """Log the parameter norm once per epoch (figure 6.2 right, the norms of section 6.3)."""
+        """Log the parameter norm (figure 6.2 right, section 6.3) and what an epoch cut short left."""
+        self._epoch_scalars.flush(self)
         with torch.no_grad():
             sq = sum(p.detach().float().square().sum() for p in self.model.parameters() if p.requires_grad)
         self.log("train/param_norm", torch.as_tensor(sq).sqrt(), on_step=False, on_epoch=True)
@@ -160,7 +180,7 @@ class Classifier(pl.LightningModule):
         if self.regularizer is None:
             return
         value, _norm = self.regularizer.add_gradient_([p for p in self.model.parameters() if p.requires_grad])
-        self.log("train/regularizer", value, on_step=False, on_epoch=True)
+        self._log_epoch_mean("train/regularizer", value)
 
     def soft_label_refusal(self) -> Optional[str]:
         """Why this module cannot train on soft labels (``data.mix``), or None when it can: the natural
@@ -172,9 +192,10 @@ class Classifier(pl.LightningModule):
         x, y = batch
         if self.noise_sigma:
             x = x + self.noise_sigma * torch.randn_like(x)
+        self._batch_size = x.shape[0]
         logits = self.model(x)
         loss = self.objective(logits, x, y)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
+        self._log_train_loss(loss)
         self._log_clean_acc(logits, y)
         return loss
 
@@ -188,10 +209,32 @@ class Classifier(pl.LightningModule):
             logits = logits / self.train_temperature
         return F.cross_entropy(logits, y)
 
+    # ------------------------------------------------------------------ training scalars
+    def _log_train_loss(self, loss: Tensor) -> None:
+        """``train/loss``: per step and epoch with ``step_logging``, else the epoch mean only."""
+        if self.step_logging:
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
+        else:
+            self._epoch_scalars.mean("train/loss", loss, self._batch_size)
+
+    def _log_epoch_mean(self, name: str, value: Tensor) -> None:
+        """A scalar of the current batch whose epoch mean is logged (``train/trades_kl``, ...)."""
+        if self.step_logging:
+            self.log(name, value, on_step=False, on_epoch=True)
+        else:
+            self._epoch_scalars.mean(name, value, self._batch_size)
+
+    def _log_accuracy(self, name: str, metric: MulticlassAccuracy, logits: Tensor, y: Tensor) -> None:
+        """Epoch accuracy ``name`` of ``logits`` (``metric`` holds it with ``step_logging``)."""
+        if self.step_logging:
+            metric.update(logits.detach(), hard_labels(y))
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=True)
+        else:
+            self._epoch_scalars.accuracy(name, logits, hard_labels(y), prog_bar=True)
+
     def _log_clean_acc(self, logits: Tensor, y: Tensor) -> None:
         """Accumulate and log ``train/acc`` (epoch level) from logits on clean inputs."""
-        self.train_acc.update(logits.detach(), hard_labels(y))
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_accuracy("train/acc", self.train_acc, logits, y)
 
     def _shared_eval_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch

@@ -47,6 +47,7 @@ class KnowledgeDistillation(ObjectiveTraining, Classifier):
             (Algorithm 2) from :mod:`lightning_adv.objectives`, with the temperature,
             alpha and KL reduction.
         track_clean_acc: ``train/acc`` from an extra eval-mode forward (Fast-ARD).
+        step_logging: per-step ``self.log`` of the training scalars (:class:`Classifier`).
 
     A teacher already in memory can be given with :meth:`set_teacher` instead of a file.
     Logged: ``train/loss``, ``train/acc``, ``train/adv_acc`` (ARD, Fast-ARD) and
@@ -71,11 +72,13 @@ class KnowledgeDistillation(ObjectiveTraining, Classifier):
         objective: Objective = KD(),
         track_clean_acc: bool = True,
         compute: ComputeConfig = ComputeConfig(),
+        step_logging: bool = False,
     ) -> None:
         objective = coerce_objective(objective, "classifier", teacher=True, module="KnowledgeDistillation")
         check_teacher_args(teacher_arch, teacher_arch_kwargs, teacher_mean, teacher_std)
         super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
-                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights, compute=compute)
+                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights, compute=compute,
+                         step_logging=step_logging)
         object.__setattr__(self, "_teacher", None)  # outside the module tree, see the module doc
         self._init_objective(objective, track_clean_acc)
 

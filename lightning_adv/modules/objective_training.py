@@ -51,6 +51,8 @@ class ObjectiveTraining(RobustTrainingMixin):
     """``training_step`` = the objective's step (or its replay loop) + logging."""
 
     objective: Objective
+    #: read by the training attacks (``objectives.base.check_batch``): False inside a step after the first batch
+    check_attack_inputs: bool = True
 
     def _init_objective(self: Any, objective: Objective, track_clean_acc: bool = True) -> None:
         self.objective = objective
@@ -66,15 +68,20 @@ class ObjectiveTraining(RobustTrainingMixin):
 
     def training_step(self: Any, batch: Any, batch_idx: int) -> Optional[Tensor]:
         x, y = batch
+        self._batch_size = x.shape[0]
         obj = self.objective
         if isinstance(obj, FreeObjective):
             ctx = obj.prepare(self, x, y)
             ascent = (lambda x_in: obj.ascent_loss(self, x_in, y, ctx)) if obj.separate_ascent else None
             self._free_step(x, y, lambda x_in: obj.replay_loss(self, x_in, x, y, ctx), ascent)
             return None
-        out = obj.step(self, x, y)
+        self.check_attack_inputs = batch_idx == 0  # the [0, 1] check of the attack: once per epoch
+        try:
+            out = obj.step(self, x, y)
+        finally:
+            self.check_attack_inputs = True
         for name, value in out.logs.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True)
+            self._log_epoch_mean(f"train/{name}", value)
         if out.clean_logits is not None:
             self._log_clean_acc(out.clean_logits, y)
         else:
@@ -82,7 +89,7 @@ class ObjectiveTraining(RobustTrainingMixin):
         if out.adv_logits is not None:
             self._log_adv_step(out.loss, out.adv_logits, y)
         else:
-            self.log("train/loss", out.loss.detach(), on_step=True, on_epoch=True)
+            self._log_train_loss(out.loss)
         return out.loss
 
     def on_train_batch_end(self: Any, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -32,8 +32,9 @@ class Regularizer:
         """A primitive description (``class_path`` / ``init_args``) for hparams and checkpoints."""
         return {"class_path": f"{type(self).__module__}.{type(self).__name__}", "init_args": self.init_args()}
 
-    def add_gradient_(self, params: Sequence[Tensor]) -> tuple[float, float]:
-        """Add ``d penalty / d params`` to ``p.grad``; returns (penalty, parameter norm)."""
+    def add_gradient_(self, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Add ``d penalty / d params`` to ``p.grad``; returns (penalty, parameter norm) as 0-d tensors
+        (no host sync: it runs every step)."""
         params = [p for p in params if p.requires_grad]
         with torch.enable_grad():
             leaves = [p.detach().requires_grad_(True) for p in params]
@@ -45,8 +46,9 @@ class Regularizer:
                     p.grad = g.to(p.dtype)
                 else:
                     p.grad.add_(g.to(p.grad.dtype))
-            norm = math.sqrt(float(sum(p.detach().double().square().sum() for p in params)))
-        return float(value.detach()), norm
+            norm = (torch.stack([p.detach().double().square().sum() for p in params]).sum().sqrt() if params
+                    else torch.zeros((), dtype=torch.float64))
+        return value.detach(), norm
 
 
 class NormBias(Regularizer):

@@ -20,7 +20,6 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..attacks import ThreatModel, module_mode
-from .classifier import hard_labels
 from .free import AscentClosure, FreeReplay, LossClosure
 
 __all__ = ["RobustTrainingMixin", "check_free_args"]
@@ -58,9 +57,8 @@ class RobustTrainingMixin:
             self._log_clean_acc(self.model(x), y)
 
     def _log_adv_step(self: Any, loss: Tensor, logits_adv: Tensor, y: Tensor) -> None:
-        self.train_adv_acc.update(logits_adv.detach(), hard_labels(y))
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True)
-        self.log("train/adv_acc", self.train_adv_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_train_loss(loss)
+        self._log_accuracy("train/adv_acc", self.train_adv_acc, logits_adv, y)
 
     # ---------------------------------------------------------------- free training
     def _init_free(self: Any, threat: ThreatModel, free_replays: int, free_step_size: Optional[float]) -> None:
@@ -74,6 +72,7 @@ class RobustTrainingMixin:
                    ascent_closure: Optional[AscentClosure] = None) -> None:
         """Replay the batch m times (the optimiser steps m times) and log the step."""
         assert self.free is not None
+        self._batch_size = x.shape[0]
         results = self.free.run(self, x, closure, ascent_closure)
         self._eval_clean_acc(x, y)
         self._log_adv_step(torch.stack([r[0] for r in results]).mean(), results[-1][1], y)

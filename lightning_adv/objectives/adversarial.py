@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import PGD, cross_entropy_loss, kl_loss, module_mode
-from .base import FreeObjective, Objective, StepOutput, check_nonneg, training_attack
+from .base import FreeObjective, Objective, StepOutput, check_batch, check_nonneg, training_attack
 
 __all__ = ["PGDAT", "TRADES", "MART", "Free", "PerturbationObjective", "mart_loss", "trades_loss"]
 
@@ -91,7 +91,7 @@ class PGDAT(PerturbationObjective):
                 f"labels), or --data.mix none")
 
     def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
-        return self.attack(module.model, x, y)
+        return self.attack(module.model, x, y, check=check_batch(module))
 
     def loss_at(self, module: Any, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
         logits = module.model(x_adv)
@@ -124,7 +124,7 @@ class TRADES(PerturbationObjective):
 
     def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
         target = _clean_target(module, x, self.attack.bn_mode)
-        return self.attack(module.model, x, target, loss_fn=kl_loss)
+        return self.attack(module.model, x, target, loss_fn=kl_loss, check=check_batch(module))
 
     def loss_at(self, module: Any, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
         logits_clean, logits_adv = module.model(x), module.model(x_adv)
@@ -146,7 +146,7 @@ class MART(PerturbationObjective):
         self.attack = training_attack(attack)
 
     def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
-        return self.attack(module.model, x, y, loss_fn=cross_entropy_loss)
+        return self.attack(module.model, x, y, loss_fn=cross_entropy_loss, check=check_batch(module))
 
     def loss_at(self, module: Any, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
         logits_clean, logits_adv = module.model(x), module.model(x_adv)

@@ -34,7 +34,7 @@ from torch import Tensor
 from ..attacks import PGD, Attack, ThreatModel, make_threat
 from ..models._checks import check_int, check_real, check_step_size
 
-__all__ = ["Objective", "FreeObjective", "StepOutput", "check_nonneg", "training_attack", "KINDS"]
+__all__ = ["Objective", "FreeObjective", "StepOutput", "check_batch", "check_nonneg", "training_attack", "KINDS"]
 
 #: what an objective trains: a classifier on ``(x, y)`` batches or a meta-learner on task batches
 KINDS = ("classifier", "episodic")
@@ -43,6 +43,12 @@ KINDS = ("classifier", "episodic")
 def check_nonneg(name: str, value: Any, positive: bool = False) -> float:
     """A finite number >= 0 (> 0 with ``positive``), else a ValueError naming ``name``."""
     return check_real(name, value, minimum=0.0, positive=positive)
+
+
+def check_batch(module: Any) -> bool:
+    """Whether a training attack checks this batch's range: always, except inside a module's training
+    step after the epoch's first batch (``check_attack_inputs`` False; the check is a host-device sync)."""
+    return getattr(module, "check_attack_inputs", True)
 
 
 def training_attack(value: Any, param: str = "attack") -> PGD:

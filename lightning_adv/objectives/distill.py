@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import PGD, BN_MODES, cross_entropy_loss, kl_loss, module_mode
-from .base import FreeObjective, Objective, StepOutput, check_nonneg, training_attack
+from .base import FreeObjective, Objective, StepOutput, check_batch, check_nonneg, training_attack
 
 __all__ = ["KD", "ARD", "FastARD", "KL_REDUCTIONS", "distillation_kl"]
 
@@ -166,8 +166,9 @@ class ARD(_ARDLoss):
     def perturb(self, module: Any, x: Tensor, y: Tensor, teacher_clean: Tensor) -> Tensor:
         if self.attack_loss == "kl":
             target = F.softmax(teacher_clean.float() / self.temperature, dim=-1)
-            return self.attack(module.model, x, target, loss_fn=_tempered_kl(self.temperature))
-        return self.attack(module.model, x, y, loss_fn=_tempered_ce(self.attack_temperature))
+            return self.attack(module.model, x, target, loss_fn=_tempered_kl(self.temperature),
+                               check=check_batch(module))
+        return self.attack(module.model, x, y, loss_fn=_tempered_ce(self.attack_temperature), check=check_batch(module))
 
     def step(self, module: Any, *batch: Tensor) -> StepOutput:
         x, y = batch
