@@ -142,14 +142,18 @@ class FiniteGuard(Callback):
         if not isinstance(loss, torch.Tensor):
             loss = trainer.callback_metrics.get("train/loss_step", trainer.callback_metrics.get("train/loss"))
         where = f"global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx})"
+        # one device-host sync per step: the loss and every weight folded into one finiteness flag; the
+        # culprit is looked for only once the flag is down
+        sums = [loss.detach().float().sum()] if isinstance(loss, torch.Tensor) else []
+        if self.check_weights:
+            sums += [p.detach().float().sum() for p in pl_module.parameters()]
+        if not sums or bool(torch.stack([s.to(sums[0].device) for s in sums]).isfinite().all()):
+            return
         if isinstance(loss, torch.Tensor) and not math.isfinite(float(loss.detach().float().sum())):
             self._stop(trainer, f"the training loss is {float(loss.detach().float().sum())} at {where}")
-        if self.check_weights:
-            params = [p.detach() for p in pl_module.parameters()]
-            if params and not bool(torch.stack([p.float().sum() for p in params]).isfinite().all()):
-                bad = next((n for n, p in pl_module.named_parameters() if not bool(p.detach().isfinite().all())),
-                           "(a sum over the weights overflowed)")
-                self._stop(trainer, f"the weight {bad!r} holds NaN/inf after {where}")
+        bad = next((n for n, p in pl_module.named_parameters() if not bool(p.detach().isfinite().all())),
+                   "(a sum over the weights overflowed)")
+        self._stop(trainer, f"the weight {bad!r} holds NaN/inf after {where}")
 
     @staticmethod
     def _stop(trainer: pl.Trainer, what: str) -> None:
