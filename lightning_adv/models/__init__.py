@@ -37,6 +37,7 @@ from .normalize import Normalize
 from .registry import create_model, list_models, load_model_weights, model_class, model_preset, register_model
 from .resnet import BasicBlock, ResNet, ResNet18, ResNet34
 from .small import ACTIVATIONS, MLP, SmallCNN
+from .certified_cnn import CertifiedCNN
 from .wideresnet import NetworkBlock, WideBasicBlock, WideResNet
 
 __all__ = [
