@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from test_certified_learning import train_model
 
 from lightning_adv.attacks import PGD, AttackSuite
-from lightning_adv.certify import BoundNetwork, Certify, certified_loss, ramp
+from lightning_adv.certify import Certify
 from lightning_adv.datamodules import MNISTDataModule
 from lightning_adv.models import create_model
 
@@ -23,24 +23,9 @@ def _tensors(dm: MNISTDataModule, split: str, n: int) -> tuple[torch.Tensor, tor
 
 
 def _train(x: torch.Tensor, y: torch.Tensor, certified: bool) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model("dm_small")
-    net = BoundNetwork(model)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    pgd = PGD(eps=EPS, steps=3, step_size=EPS / 2, bn_mode="train")
-    for step in range(STEPS):
-        idx = torch.randint(0, x.shape[0], (BATCH,), generator=gen)
-        xb, yb = x[idx], y[idx]
-        if certified:  # CertifiedTraining's schedules, shortened: warm-up 20, ramp 100 steps to 1.5 eps, kappa 1 -> 0.5
-            eps, kappa = ramp(step, 20, 100, 0.0, 1.5 * EPS), ramp(step, 20, 100, 1.0, 0.5)
-            loss = certified_loss(net, xb, yb, model(xb), eps, kappa, "ibp")[0]
-        else:
-            loss = F.cross_entropy(model(pgd(model, xb, yb)), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    torch.manual_seed(0)  # CertifiedTraining's schedules, shortened: warm-up 20, ramp 100 steps to 1.5 eps
+    return train_model(create_model("dm_small"), x, y, certified, EPS, STEPS, batch=BATCH, lr=1e-3, warmup=20,
+                       ramp_steps=100, train_eps=1.5 * EPS)
 
 
 @pytest.mark.slow
