@@ -166,11 +166,13 @@ class _MNISTFamilyDataModule(ImageClassificationDataModule):
     def _how_to_get(self) -> str:
         tv = self._torchvision_class
         names = ", ".join(self._raw_names())
+        online = "" if self.download else (
+            f"; or run with `--data.download true` on a machine with network access "
+            f"(torchvision downloads from {tv.mirrors[0]})"
+        )
         return (
-            f"run with `--data.download true` (download=True) on a machine with network access "
-            f"(torchvision downloads from {tv.mirrors[0]}); or put the four uncompressed files "
-            f"({names}) in {self.dataset_dir}; or point `--data.local_source DIR` at a folder "
-            f"holding the original *-ubyte.gz files."
+            f"put the four uncompressed files ({names}) in {self.dataset_dir}{online}; or point "
+            f"`--data.local_source DIR` at a folder holding the original *-ubyte.gz files."
         )
 
     def _load_split(self, train: bool) -> MNIST:

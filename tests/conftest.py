@@ -91,3 +91,26 @@ def _plain_argv(monkeypatch):
     import sys
 
     monkeypatch.setattr(sys, "argv", ["train.py"])
+
+
+#: where the real-MNIST tests keep MNIST/raw (made once by the shared script, then reused)
+MNIST_CACHE_ENV = "LIGHTNING_ADV_MNIST_CACHE"
+MNIST_RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """A folder holding real MNIST in torchvision's layout (``<root>/MNIST/raw``): ``$LIGHTNING_ADV_MNIST_CACHE``
+    or ``~/.cache/lightning-adv/mnist``, filled by ``../shared/data/mnist/make_mnist.py`` (beside the clone) only
+    when a file is missing. A test aid: the project itself loads MNIST with torchvision (download when online)."""
+    import subprocess
+    import sys
+
+    root = Path(os.environ.get(MNIST_CACHE_ENV) or Path.home() / ".cache" / "lightning-adv" / "mnist").expanduser()
+    if not all((root / "MNIST" / "raw" / name).is_file() for name in MNIST_RAW):
+        script = REPO.parent / "shared" / "data" / "mnist" / "make_mnist.py"
+        if not script.is_file():
+            pytest.fail(f"real MNIST is not in {root}/MNIST/raw and {script} is missing: put shared/ beside the clone "
+                        f"or set {MNIST_CACHE_ENV} to a folder holding MNIST/raw")
+        subprocess.run([sys.executable, str(script), str(root)], check=True, timeout=600)
+    return root

@@ -16,7 +16,8 @@ COMMON = ["--trainer.logger", "false", "--trainer.accelerator", "cpu", "--traine
 def _data_args(raw: dict, root) -> list[str]:
     if "Digits" in raw["data"]["class_path"]:
         return []
-    return ["--data.data_dir", str(root), "--data.batch_size", "4", "--data.eval_batch_size", "4",
+    large = raw["model"]["init_args"].get("arch") == "dm_large"  # 13M parameters: one validation example
+    return ["--data.data_dir", str(root), "--data.batch_size", "4", "--data.eval_batch_size", "1" if large else "4",
             "--data.val_size", "8", "--data.num_workers", "0"]
 
 
@@ -24,7 +25,8 @@ def test_certified_configs_exist():
     names = {c.name for c in CONFIGS}
     assert {"certified_ibp_digits.yaml", "certified_crownibp_fashion_mnist.yaml", "certified_ibp_mnist_eps01.yaml",
             "certified_ibp_mnist_eps03.yaml", "certified_crownibp_cifar10.yaml", "smoothing_digits.yaml",
-            "smoothing_cifar10.yaml"} <= names
+            "smoothing_cifar10.yaml", "certified_ibp_mnist_eps01_cpu.yaml", "certified_ibp_mnist_eps03_cpu.yaml",
+            "certified_crownibp_mnist_eps01.yaml", "certified_crownibp_mnist_eps03.yaml"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
@@ -47,6 +49,7 @@ def test_certified_config_runs_fast_dev_run(config, standin_root, tmp_path):
 
 @pytest.mark.parametrize(("train", "addon"), [("certified_ibp_digits.yaml", "eval_certified.yaml"),
                                               ("certified_crownibp_cifar10.yaml", "eval_certified_cifar10.yaml"),
+                                              ("certified_ibp_mnist_eps01_cpu.yaml", "eval_certified_mnist_eps01.yaml"),
                                               ("smoothing_digits.yaml", "eval_smoothing.yaml")])
 def test_certified_addons_under_test(train, addon, standin_root, tmp_path):
     raw = load_config(REPO / "configs" / train)
@@ -59,6 +62,8 @@ def test_certified_addons_under_test(train, addon, standin_root, tmp_path):
         args += ["--trainer.callbacks.init_args.n", "200", "--trainer.callbacks.init_args.n0", "20"]
     if addon == "eval_certified_cifar10.yaml":  # AutoAttack is covered elsewhere; keep the PGD and certified rows
         args += ["--model.arch_kwargs", "{width: 2}"]
+    if addon == "eval_certified_mnist_eps01.yaml":  # full CROWN on dm_small's 8.6k random neurons takes a minute:
+        args += ["--model.arch", "mlp", "--model.arch_kwargs", "{input_size: 28, hidden: [16]}"]  # the add-on's rows
     cli = main(args)
     cbs = [c for c in cli.trainer.callbacks if isinstance(c, (AttackSuiteEvaluation, SmoothingCertification))]
     assert cbs

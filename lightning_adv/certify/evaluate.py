@@ -25,14 +25,29 @@ __all__ = ["Certify", "CERTIFY_METHODS", "margin_lower_bound", "certified"]
 CERTIFY_METHODS = ("ibp", "crown", "crown-ibp")
 
 
+#: dtypes the bounds are never computed in: a rounded logit can turn a negative margin into a "certified" one
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def margin_lower_bound(net: BoundNetwork, x: Tensor, y: Tensor, eps: float, method: str = "crown",
                        norm: str = "linf") -> Tensor:
-    """(B, K) lower bounds of ``z_y - z_j`` by ``method`` ('ibp', 'crown', 'crown-ibp')."""
-    if method == "ibp":
-        return ibp_margin(net, x, y, eps, norm)
-    if method in ("crown", "crown-ibp"):
+    """(B, K) lower bounds of ``z_y - z_j`` by ``method`` ('ibp', 'crown', 'crown-ibp').
+
+    Always computed in fp32 (or the input's fp64), with autocast off, whatever the caller's precision: under
+    bf16 autocast the bounds would round by about 2^-8 of the logits and certify points whose fp32 margin is
+    negative. Weights stored in half precision (``bf16-true``, ``16-true``) are refused.
+    """
+    if method not in CERTIFY_METHODS:
+        raise ValueError(f"certify: method={method!r} is not one of {CERTIFY_METHODS}")
+    half = sorted({str(p.dtype) for p in net.model.parameters() if p.dtype in _HALF})
+    if half:
+        raise ValueError(f"certify: the model's weights are {', '.join(half)}; certified bounds are computed in fp32 "
+                         "from fp32 weights: train with precision 32-true or bf16-mixed / 16-mixed, not *-true halves")
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float() if x.dtype in _HALF else x
+        if method == "ibp":
+            return ibp_margin(net, x, y, eps, norm)
         return crown_margin(net, x, y, eps, norm, intermediate="crown" if method == "crown" else "ibp")
-    raise ValueError(f"certify: method={method!r} is not one of {CERTIFY_METHODS}")
 
 
 def certified(margin_lb: Tensor, y: Tensor) -> Tensor:

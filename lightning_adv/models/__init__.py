@@ -21,6 +21,9 @@ Registered names (``list_models()``):
 ``convnet6``            six-layer ConvNet width family (NTK sweep, figure 6.1)
 ``small_cnn``           small CNN for 8x8 digits / 28x28 MNIST (grey by default)
 ``mlp``                 configurable MLP on flattened images
+``dm_small``            Gowal et al. 2018's small CNN for certified training (0.55M params on MNIST)
+``dm_medium``           Gowal et al. 2018's medium CNN (1.97M params on MNIST)
+``dm_large``            Gowal et al. 2018's large CNN, CROWN-IBP's DM-large (13.3M params on MNIST)
 ``r2d2_embedding``      R2-D2 few-shot backbone 96-192-384-512 (+ feature denoising), features out
 ``conv4``               ProtoNet Conv-4 few-shot backbone, features out
 ``resnet12``            MetaOptNet ResNet-12 few-shot backbone, features out
@@ -37,6 +40,7 @@ from .normalize import Normalize
 from .registry import create_model, list_models, load_model_weights, model_class, model_preset, register_model
 from .resnet import BasicBlock, ResNet, ResNet18, ResNet34
 from .small import ACTIVATIONS, MLP, SmallCNN
+from .certified_cnn import CertifiedCNN
 from .wideresnet import NetworkBlock, WideBasicBlock, WideResNet
 
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
     "NetworkBlock",
     "WideResNet",
     "SmallCNN",
+    "CertifiedCNN",
     "MLP",
     "ACTIVATIONS",
     "ConvNet6",
