@@ -43,6 +43,7 @@ CASES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
     "convnet6": ({"width": 4}, (3, 16, 16)),
     "small_cnn": ({}, (1, 8, 8)),
     "mlp": ({"input_size": 28}, (1, 28, 28)),
+    "madry_cnn": ({"input_size": 8}, (1, 8, 8)),
     "r2d2_embedding": ({"channels": (8, 8, 8, 8), "input_size": 32}, (3, 32, 32)),
     "conv4": ({"width": 8, "input_size": 28}, (3, 28, 28)),
     "resnet12": ({"channels": (8, 8, 8, 8), "input_size": 32, "dropblock_size": 2}, (3, 32, 32)),

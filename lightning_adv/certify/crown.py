@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .ibp import check_ball, concretize_box, input_box, interval_bounds, margin_spec
 from .network import AffineOp, BoundNetwork, MaxPoolOp, ReLUOp
+from .patches import patch_elements, patch_neuron_bounds, patchable
 
 __all__ = ["crown_margin", "crown_layer_bounds", "INTERMEDIATE"]
 
@@ -77,9 +78,10 @@ def _concretize(A: Tensor, const: Tensor, x: Tensor, eps: float, norm: str) -> T
     return (flat * x.reshape(x.shape[0], 1, -1)).sum(-1) - eps * flat.norm(dim=-1) + const
 
 
-def _backsub(ops: list, shapes: list, k: int, A: Tensor, pre: dict, x: Tensor, eps: float, norm: str) -> Tensor:
-    """Lower bound of ``A . (input of ops[k])`` over the ball, (B, S)."""
-    const = A.new_zeros(A.shape[:2])
+def _backsub(ops: list, shapes: list, k: int, A: Tensor, pre: dict, x: Tensor, eps: float, norm: str,
+             const: Optional[Tensor] = None) -> Tensor:
+    """Lower bound of ``A . (input of ops[k]) + const`` over the ball, (B, S)."""
+    const = A.new_zeros(A.shape[:2]) if const is None else const
     for i in range(k - 1, -1, -1):
         op = ops[i]
         if isinstance(op, AffineOp):
@@ -96,6 +98,8 @@ def _neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: f
                    rows: Tensor) -> tuple[Tensor, Tensor]:
     """CROWN bounds (B, len(rows)) of the neurons ``rows`` (flat indices) of the input of ``ops[k]``, in chunks."""
     shape, b = shapes[k], x.shape[0]
+    if k > 0 and patchable(ops[k - 1]):
+        return _conv_neuron_bounds(ops, shapes, k, pre, x, eps, norm, rows)
     n = math.prod(shape)
     widest = max(math.prod(s) for s in shapes[:k + 1])
     chunk = max(1, _CHUNK_ELEMENTS // (2 * b * widest))
@@ -109,6 +113,24 @@ def _neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: f
         lows.append(bound[:, :len(part)])
         highs.append(-bound[:, len(part):])
     return torch.cat(lows, 1), torch.cat(highs, 1)
+
+
+def _conv_neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: float, norm: str,
+                        rows: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_neuron_bounds` after a convolution: patches (``patches.py``) on the channels x positions the rows
+    touch, in chunks of channels; the rows' own bounds are returned."""
+    grid = math.prod(shapes[k][1:])
+    ch, pos = rows // grid, rows % grid
+    channels, positions = ch.unique(), pos.unique()
+    chunk = max(1, _CHUNK_ELEMENTS // (2 * x.shape[0] * len(positions) * patch_elements(ops, shapes, k)))
+    lows, highs = [], []
+    for start in range(0, len(channels), chunk):
+        low, high = patch_neuron_bounds(ops, shapes, k, pre, x, eps, norm, channels[start:start + chunk], positions,
+                                        lambda i, A, c: _backsub(ops, shapes, i, A, pre, x, eps, norm, c))
+        lows.append(low)
+        highs.append(high)
+    ci, pi = torch.searchsorted(channels, ch), torch.searchsorted(positions, pos)
+    return torch.cat(lows, 1)[:, ci, pi], torch.cat(highs, 1)[:, ci, pi]
 
 
 def _crown_box(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: float, norm: str,

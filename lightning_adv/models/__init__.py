@@ -21,6 +21,7 @@ Registered names (``list_models()``):
 ``convnet6``            six-layer ConvNet width family (NTK sweep, figure 6.1)
 ``small_cnn``           small CNN for 8x8 digits / 28x28 MNIST (grey by default)
 ``mlp``                 configurable MLP on flattened images
+``madry_cnn``           Madry et al. 2018 MNIST CNN (conv32-conv64 5x5, fc1024)
 ``r2d2_embedding``      R2-D2 few-shot backbone 96-192-384-512 (+ feature denoising), features out
 ``conv4``               ProtoNet Conv-4 few-shot backbone, features out
 ``resnet12``            MetaOptNet ResNet-12 few-shot backbone, features out
@@ -32,6 +33,7 @@ from .convnet import ConvNet6
 from .densenet import DenseNet
 from .fewshot import Conv4, FeatureDenoise, R2D2Embedding, ResNet12
 from .fixup import FixupBasicBlock, FixupResNet
+from .madry import MadryCNN
 from .mobilenetv2 import InvertedResidual, MobileNetV2
 from .normalize import Normalize
 from .registry import create_model, list_models, load_model_weights, model_class, model_preset, register_model
@@ -48,6 +50,7 @@ __all__ = [
     "model_preset",
     "load_model_weights",
     "BasicBlock",
+    "MadryCNN",
     "ResNet",
     "ResNet18",
     "ResNet34",
