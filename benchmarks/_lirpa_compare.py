@@ -3,7 +3,9 @@
 The nets are the "small" and "medium" CNNs of Gowal et al. 2018 (CROWN-IBP's DM-small / DM-medium) on
 1x28x28 inputs, random weights (nearly every ReLU unstable: the worst case for full CROWN). For each
 method (IBP, CROWN-IBP, full CROWN; Linf, and L2 for full CROWN, ours bounds L2 only by CROWN) the best
-of ``repeats`` timings of ours and of auto_LiRPA's ``compute_bounds`` on the margin specification
+of ``repeats`` timings (CPU time of the process, ``time.process_time``: on a shared machine it moves less
+than wall time; on a GPU use ``--device cuda``, where it is not meaningful, only as a rough guide) of ours
+and of auto_LiRPA's ``compute_bounds`` on the margin specification
 ``C = e_y - e_j``, alternated, and the largest ``theirs - ours`` over the margins (> 0: ours looser).
 """
 from __future__ import annotations
@@ -42,9 +44,9 @@ def lirpa_status() -> tuple[Optional[object], str]:
 def _best(fn, repeats: int) -> tuple[float, torch.Tensor]:
     out, best = None, float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU seconds of this process: steadier than wall time on a shared machine
         out = fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best, out
 
 

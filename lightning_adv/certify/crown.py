@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .ibp import check_ball, concretize_box, input_box, interval_bounds, margin_spec
 from .network import AffineOp, BoundNetwork, MaxPoolOp, ReLUOp
-from .patches import patch_elements, patch_neuron_bounds, patchable
+from .patches import patch_elements, patch_neuron_bounds, patchable, relu_relaxation
 
 __all__ = ["crown_margin", "crown_layer_bounds", "INTERMEDIATE"]
 
@@ -41,14 +41,10 @@ _CHUNK_ELEMENTS = 1 << 24
 
 
 def _relu_back(A: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
-    unstable, active = (lo < 0) & (hi > 0), (lo >= 0).to(A.dtype)
-    up = torch.where(unstable, hi / (hi - lo).clamp(min=1e-12), active)
-    up_b = torch.where(unstable, -up * lo, torch.zeros_like(lo))
-    low = torch.where(unstable, (hi >= -lo).to(A.dtype), active)
-    a_pos, a_neg = A.clamp(min=0), A.clamp(max=0)
-    const = (a_neg * up_b).reshape(A.shape[0], A.shape[1], -1).sum(-1)
-    return a_pos * low + a_neg * up, const
+    low, up, up_b = relu_relaxation(lo, hi)
+    b, s = A.shape[:2]
+    const = torch.bmm(A.clamp(max=0).reshape(b, s, -1), up_b.reshape(b, -1, 1)).squeeze(-1)
+    return A * torch.where(A < 0, up.unsqueeze(1), low.unsqueeze(1)), const
 
 
 def _maxpool_back(A: Tensor, lo: Tensor, hi: Tensor, op: MaxPoolOp) -> tuple[Tensor, Tensor]:

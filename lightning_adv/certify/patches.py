@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .network import AffineOp, ReLUOp
 
-__all__ = ["patch_elements", "patch_neuron_bounds", "patchable"]
+__all__ = ["patch_elements", "patch_neuron_bounds", "patchable", "relu_relaxation"]
 
 
 def _square(v) -> Optional[int]:
@@ -103,8 +103,9 @@ class _Window:
         return out.view(b, r * n, c, hp, wp)[..., top:top + h, left:left + w]
 
 
-def _relu_slopes(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Lower slope, upper slope and upper intercept per neuron (as ``crown._relu_back``)."""
+def relu_relaxation(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """CROWN's ReLU relaxation on ``[lo, hi]``: lower slope, upper slope and upper intercept per neuron
+    (``crown.py``'s module docstring)."""
     unstable, active = (lo < 0) & (hi > 0), (lo >= 0).to(lo.dtype)
     up = torch.where(unstable, hi / (hi - lo).clamp(min=1e-12), active)
     up_b = torch.where(unstable, -up * lo, torch.zeros_like(lo))
@@ -113,14 +114,18 @@ def _relu_slopes(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _conv_back(P: Tensor, m) -> Tensor:
-    """``conv_transpose2d(P, W, stride)`` of many small patches, as one matrix product and a fold."""
+    """``conv_transpose2d(P, W, stride)`` of many small patches (B, R, L, C_out, K, K) -> (B, R, L, C_in, K', K').
+
+    Into few input channels (the image's) a matrix product and a fold are faster on a CPU (measured)."""
     lead, (co, k) = P.shape[:-3], P.shape[-3:-1]
     w = m.weight
     ci, kk, s = w.shape[1], w.shape[-1], _square(m.stride)
-    cols = P.reshape(-1, co, k * k).transpose(1, 2) @ w.reshape(co, ci * kk * kk)
     side = (k - 1) * s + kk
-    out = F.fold(cols.transpose(1, 2), (side, side), kk, stride=s)
-    return out.view(*lead, ci, side, side)
+    flat = P.reshape(-1, co, k, k)
+    if ci * kk * kk > 16:
+        return F.conv_transpose2d(flat, w, None, s).view(*lead, ci, side, side)
+    cols = w.reshape(co, ci * kk * kk).t() @ flat.reshape(-1, co, k * k)
+    return F.fold(cols, (side, side), kk, stride=s).view(*lead, ci, side, side)
 
 
 def patch_neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: float, norm: str,
@@ -140,7 +145,7 @@ def patch_neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, e
     while i >= 0:
         op, shape = ops[i], shapes[i]
         if isinstance(op, ReLUOp):
-            low, up, up_b = (win.gather(t) for t in _relu_slopes(*pre[i]))
+            low, up, up_b = (win.gather(t) for t in relu_relaxation(*pre[i]))
             neg = P < 0
             const = const + (P * up_b).masked_fill_(~neg, 0).flatten(3).sum(-1)
             P = P * torch.where(neg, up, low)
