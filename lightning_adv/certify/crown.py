@@ -43,8 +43,9 @@ _CHUNK_ELEMENTS = 1 << 24
 def _relu_back(A: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     low, up, up_b = relu_relaxation(lo, hi)
     b, s = A.shape[:2]
-    const = torch.bmm(A.clamp(max=0).reshape(b, s, -1), up_b.reshape(b, -1, 1)).squeeze(-1)
-    return A * torch.where(A < 0, up.unsqueeze(1), low.unsqueeze(1)), const
+    a_neg = A.clamp(max=0)
+    const = torch.bmm(a_neg.reshape(b, s, -1), up_b.reshape(b, -1, 1)).squeeze(-1)
+    return torch.addcmul(A * low.unsqueeze(1), a_neg, (up - low).unsqueeze(1)), const  # low on A+, up on A-
 
 
 def _maxpool_back(A: Tensor, lo: Tensor, hi: Tensor, op: MaxPoolOp) -> tuple[Tensor, Tensor]:

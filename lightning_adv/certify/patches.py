@@ -89,7 +89,8 @@ class _Window:
         """The windows of ``t`` (B, C, H, W) at the positions, as (B, 1, L, C, K, K); zero outside the map."""
         b, c = t.shape[:2]
         tp = F.pad(t, self.pad_hw).flatten(2)[:, :, self.index]
-        return tp.view(b, c, self.n, self.k, self.k).transpose(1, 2).unsqueeze(1)
+        # contiguous: products with the (large) patches then keep the patches' layout (no copies later)
+        return tp.view(b, c, self.n, self.k, self.k).transpose(1, 2).contiguous().unsqueeze(1)
 
     def dense(self, P: Tensor) -> Tensor:
         """The patches (B, R, L, C, K, K) written out on the map: (B, R * L, C, H, W)."""
@@ -146,9 +147,9 @@ def patch_neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, e
         op, shape = ops[i], shapes[i]
         if isinstance(op, ReLUOp):
             low, up, up_b = (win.gather(t) for t in relu_relaxation(*pre[i]))
-            neg = P < 0
-            const = const + (P * up_b).masked_fill_(~neg, 0).flatten(3).sum(-1)
-            P = P * torch.where(neg, up, low)
+            p_neg = P.clamp(max=0)
+            const = const + (p_neg * up_b).flatten(3).sum(-1)
+            P = torch.addcmul(P * low, p_neg, up - low)  # the lower slope on P+, the upper one on P-
         elif isinstance(op, AffineOp) and op.scale is not None:
             const = const + (P * op.bias().reshape(-1, 1, 1)).flatten(3).sum(-1)
             P = P * op.scale().reshape(-1, 1, 1)
@@ -167,8 +168,9 @@ def patch_neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, e
             return bound[:, :nc], -bound[:, nc:]
         i -= 1
     if norm == "linf":
-        lo, hi = win.gather((x - eps).clamp(0.0, 1.0)), win.gather((x + eps).clamp(0.0, 1.0))
-        bound = (P.clamp(min=0) * lo + P.clamp(max=0) * hi).flatten(3).sum(-1) + const
+        lo, hi = (x - eps).clamp(0.0, 1.0), (x + eps).clamp(0.0, 1.0)  # the box's centre and radius:
+        mid, rad = win.gather((hi + lo) / 2), win.gather((hi - lo) / 2)  # min of P z is P mid - |P| rad
+        bound = (P * mid).flatten(3).sum(-1) - (P.abs() * rad).flatten(3).sum(-1) + const
     else:
         bound = (P * win.gather(x)).flatten(3).sum(-1) - eps * P.flatten(3).norm(dim=-1) + const
     bound = bound.expand(b, -1, -1)
