@@ -6,7 +6,8 @@ method (IBP, CROWN-IBP, full CROWN; Linf, and L2 for full CROWN, ours bounds L2 
 of ``repeats`` timings (CPU time of the process, ``time.process_time``: on a shared machine it moves less
 than wall time; on a GPU use ``--device cuda``, where it is not meaningful, only as a rough guide) of ours
 and of auto_LiRPA's ``compute_bounds`` on the margin specification
-``C = e_y - e_j``, alternated, and the largest ``theirs - ours`` over the margins (> 0: ours looser).
+``C = e_y - e_j``, alternated, and the largest ``theirs - ours`` over the margins (> 0: ours looser) next to
+the largest bound's magnitude (float rounding is relative to it).
 """
 from __future__ import annotations
 
@@ -83,8 +84,10 @@ def compare(lirpa, n: int, eps_linf: float, eps_l2: float, repeats: int, device:
                     t, ref = _best(theirs, 1)
                     theirs_s = min(theirs_s, t)
             row = {"net": name, "method": method, "norm": norm, "eps": eps, "ours_s": ours_s, "lirpa_s": theirs_s,
-                   "ratio": ours_s / theirs_s, "looser": float((ref - ours)[mask].max())}
+                   "ratio": ours_s / theirs_s, "looser": float((ref - ours)[mask].max()),
+                   "scale": float(ref[mask].abs().max())}
             rows.append(row)
             print(f"  {name:6s} {method:9s} {norm:4s} eps {eps:<5g}: ours {ours_s:8.3f} s, auto_LiRPA {theirs_s:8.3f} s,"
-                  f" ours/auto_LiRPA time x{row['ratio']:.2f}, max(theirs - ours) {row['looser']:+.1e}")
+                  f" ours/auto_LiRPA time x{row['ratio']:.2f}, max(theirs - ours) {row['looser']:+.1e}"
+                  f" (bounds up to {row['scale']:.1e})")
     return rows
