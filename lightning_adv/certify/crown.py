@@ -17,7 +17,8 @@ is ignored there, which is sound and only looser).
 
 The input boxes of the non-linear operations ("intermediate bounds") come from the same
 back-substitution, one row per neuron (``intermediate='crown'``: full CROWN, the cost grows
-with the number of neurons), intersected with IBP's boxes for Linf; or from IBP alone
+with the number of neurons; the rows of a convolution's neurons are walked as patches, their
+receptive fields only, by ``patches.py``), intersected with IBP's boxes for Linf; or from IBP alone
 (``intermediate='ibp'``: CROWN-IBP, Zhang et al. 2020, the cost of two forward passes).
 """
 from __future__ import annotations
