@@ -263,3 +263,39 @@ def test_certified_loss_and_schedules():
         certified_loss(net, x, y, logits, 0.1, 1.5)
     with pytest.raises(ValueError, match="method='pgd'"):
         certified_loss(net, x, y, logits, 0.1, 0.5, "pgd")
+
+
+def _conv_nets():
+    torch.manual_seed(3)
+    seq = nn.Sequential(Normalize([0.4, 0.5], [0.3, 0.2]), nn.Conv2d(2, 4, 3, 1, 1), nn.ReLU(),
+                        nn.Conv2d(4, 6, 4, 2, 1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 5, 3, 1, 2), nn.ReLU(),
+                        nn.Conv2d(5, 4, 3, 2, 0), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 9), nn.ReLU(),
+                        nn.Linear(9, 5))
+    seq[4].running_mean.uniform_(-0.2, 0.2)
+    seq[4].running_var.uniform_(0.5, 2.0)
+    gowal_small = nn.Sequential(nn.Conv2d(2, 8, 4, 2), nn.ReLU(), nn.Conv2d(8, 8, 4, 1), nn.ReLU(), nn.Flatten(),
+                                nn.Linear(8 * 2 * 2, 10), nn.ReLU(), nn.Linear(10, 5))
+    return {"seq": seq, "gowal_small": gowal_small,
+            "small_cnn": create_model("small_cnn", in_channels=2, width=2, num_classes=5)}
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("name", ["seq", "gowal_small", "small_cnn"])
+def test_patch_crown_equals_dense_crown(name, norm, monkeypatch):
+    """Full CROWN's patches (intermediate bounds after a convolution) give the bounds of the dense walk."""
+    import lightning_adv.certify.crown as crown
+    import lightning_adv.certify.patches as patches
+
+    model = _conv_nets()[name].eval()
+    torch.manual_seed(4)
+    x, y = torch.rand(3, 2, 12, 12), torch.randint(0, 5, (3,))
+    eps = 0.03 if norm == "linf" else 0.3
+    calls = []
+    fast = patches.patch_neuron_bounds
+    monkeypatch.setattr(crown, "patch_neuron_bounds", lambda *a, **k: calls.append(1) or fast(*a, **k))
+    with torch.no_grad():
+        new = crown_margin(BoundNetwork(model), x, y, eps, norm)
+        assert calls, "the patch walk was not used"
+        monkeypatch.setattr(crown, "patchable", lambda op: False)  # the dense walk of every row (the old code)
+        old = crown_margin(BoundNetwork(model), x, y, eps, norm)
+    assert torch.isfinite(new).all() and (new - old).abs().max() <= 1e-5 * (1 + old.abs().max())

@@ -25,6 +25,9 @@ def test_config_runs_fast_dev_run(config, standin_root, tmp_path):
         # stand-in data of CIFAR's shape; tiny batches keep WRN-34-10 affordable on CPU
         args += ["--data.data_dir", str(standin_root), "--data.batch_size", "2", "--data.eval_batch_size", "2",
                  "--data.val_size", "8", "--data.num_workers", "0"]
+    elif "MNIST" in raw["data"]["class_path"]:  # the stand-in of MNIST's files (madry_at_mnist.yaml)
+        args += ["--data.data_dir", str(standin_root), "--data.batch_size", "4", "--data.eval_batch_size", "4",
+                 "--data.val_size", "8"]
     if raw["model"]["init_args"].get("arch") == "wrn34_10":
         # WideResNet-34-10 (46M parameters) at 32x32 costs ~13 GFLOP a forward on the CPU: the config's attacks
         # run 1 PGD step instead of 10 (training) and 20 (validation); the same code paths run, and the

@@ -46,6 +46,7 @@ CASES: dict[str, tuple[dict[str, Any], tuple[int, ...]]] = {
     "dm_small": ({"input_size": 16}, (1, 16, 16)),
     "dm_medium": ({"input_size": 16}, (1, 16, 16)),
     "dm_large": ({"input_size": 16}, (1, 16, 16)),
+    "madry_cnn": ({"input_size": 8}, (1, 8, 8)),
     "r2d2_embedding": ({"channels": (8, 8, 8, 8), "input_size": 32}, (3, 32, 32)),
     "conv4": ({"width": 8, "input_size": 28}, (3, 28, 28)),
     "resnet12": ({"channels": (8, 8, 8, 8), "input_size": 32, "dropblock_size": 2}, (3, 32, 32)),

@@ -114,3 +114,45 @@ def test_certified_training_arguments_and_schedule():
     from lightning_adv.modules import AdvTraining
     with pytest.raises(ValueError, match="unsupported layer"):
         AdvTraining(arch="resnet18", in_channels=3, objective=IBP())
+
+def test_smoothing_curve_files_schema_and_monotone(tmp_path):
+    """The callback's curve files have the documented schema; the curve never rises with the radius; the
+    merge script reads them back (accuracy at a radius recomputed from the per-example radii)."""
+    import csv
+    import json
+    import sys
+
+    from lightning_adv.callbacks import SmoothingCertification
+    from lightning_adv.callbacks.smoothing import write_smoothing_curve
+
+    torch.manual_seed(0)
+    w = torch.zeros(1, 3, 3)
+    w[0, 1, 1] = 1.0
+    x = torch.rand(40, 1, 3, 3)
+    x[:, 0, 1, 1] = torch.linspace(-1.5, 1.5, 40)  # distances 0 .. 1.5 to the boundary: a spread of radii
+    y = (x[:, 0, 1, 1] > 0).long()
+    y[:5] = 1 - y[:5]  # a few wrong labels
+    cb = SmoothingCertification(sigma=0.5, n0=20, n=300, radii=[0.0, 0.5, 1.0], limit_examples=40, curve_step=0.1)
+    res = smoothing_certify(_Linear(w, 0.0), x, 2, cb.sigma, cb.n0, cb.n, cb.alpha)
+    data = cb.curve_data(res, y)
+    paths = write_smoothing_curve(data, str(tmp_path / "run"))
+    assert [p.rsplit(".", 1)[-1] for p in paths] == ["json", "csv", "png"]
+    loaded = json.loads((tmp_path / "run" / "smoothing_curve.json").read_text())
+    assert {"method", "sigma", "n0", "n", "alpha", "examples", "abstain", "checkpoint", "radii", "certified_acc",
+            "at", "per_example"} <= set(loaded)
+    assert loaded["method"] == "randomized_smoothing" and loaded["examples"] == 40 and loaded["n"] == 300
+    assert set(loaded["per_example"]) == {"label", "prediction", "radius"}
+    acc, radii = loaded["certified_acc"], loaded["radii"]
+    assert radii == sorted(radii) and radii[0] == 0.0 and radii[-1] >= max(loaded["per_example"]["radius"])
+    assert all(a >= b for a, b in zip(acc, acc[1:])) and acc[0] > acc[-1] == 0.0
+    assert 0.0 < acc[0] <= 35 / 40  # the five wrong labels are never certified correct
+    assert loaded["at"]["0.5"] == acc[radii.index(0.5)]
+    rows = list(csv.reader(open(tmp_path / "run" / "smoothing_curve.csv")))
+    assert rows[0] == ["radius", "certified_acc"] and len(rows) == len(radii) + 1
+    assert open(paths[2], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "scripts"))
+    import smoothing_curve
+
+    smoothing_curve.main([paths[0], paths[0], "--out", str(tmp_path / "merged"), "--radii", "0", "0.5", "1"])
+    merged = list(csv.DictReader(open(tmp_path / "merged.csv")))
+    assert [float(r["sigma_0.5"]) for r in merged] == pytest.approx([acc[radii.index(r)] for r in (0.0, 0.5, 1.0)])

@@ -17,7 +17,8 @@ is ignored there, which is sound and only looser).
 
 The input boxes of the non-linear operations ("intermediate bounds") come from the same
 back-substitution, one row per neuron (``intermediate='crown'``: full CROWN, the cost grows
-with the number of neurons), intersected with IBP's boxes for Linf; or from IBP alone
+with the number of neurons; the rows of a convolution's neurons are walked as patches, their
+receptive fields only, by ``patches.py``), intersected with IBP's boxes for Linf; or from IBP alone
 (``intermediate='ibp'``: CROWN-IBP, Zhang et al. 2020, the cost of two forward passes).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from .ibp import check_ball, concretize_box, input_box, interval_bounds, margin_spec
 from .network import AffineOp, BoundNetwork, MaxPoolOp, ReLUOp
+from .patches import patch_elements, patch_neuron_bounds, patchable, relu_relaxation
 
 __all__ = ["crown_margin", "crown_layer_bounds", "INTERMEDIATE"]
 
@@ -40,14 +42,11 @@ _CHUNK_ELEMENTS = 1 << 24
 
 
 def _relu_back(A: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)
-    unstable, active = (lo < 0) & (hi > 0), (lo >= 0).to(A.dtype)
-    up = torch.where(unstable, hi / (hi - lo).clamp(min=1e-12), active)
-    up_b = torch.where(unstable, -up * lo, torch.zeros_like(lo))
-    low = torch.where(unstable, (hi >= -lo).to(A.dtype), active)
-    a_pos, a_neg = A.clamp(min=0), A.clamp(max=0)
-    const = (a_neg * up_b).reshape(A.shape[0], A.shape[1], -1).sum(-1)
-    return a_pos * low + a_neg * up, const
+    low, up, up_b = relu_relaxation(lo, hi)
+    b, s = A.shape[:2]
+    a_neg = A.clamp(max=0)
+    const = torch.bmm(a_neg.reshape(b, s, -1), up_b.reshape(b, -1, 1)).squeeze(-1)
+    return torch.addcmul(A * low.unsqueeze(1), a_neg, (up - low).unsqueeze(1)), const  # low on A+, up on A-
 
 
 def _maxpool_back(A: Tensor, lo: Tensor, hi: Tensor, op: MaxPoolOp) -> tuple[Tensor, Tensor]:
@@ -77,9 +76,10 @@ def _concretize(A: Tensor, const: Tensor, x: Tensor, eps: float, norm: str) -> T
     return (flat * x.reshape(x.shape[0], 1, -1)).sum(-1) - eps * flat.norm(dim=-1) + const
 
 
-def _backsub(ops: list, shapes: list, k: int, A: Tensor, pre: dict, x: Tensor, eps: float, norm: str) -> Tensor:
-    """Lower bound of ``A . (input of ops[k])`` over the ball, (B, S)."""
-    const = A.new_zeros(A.shape[:2])
+def _backsub(ops: list, shapes: list, k: int, A: Tensor, pre: dict, x: Tensor, eps: float, norm: str,
+             const: Optional[Tensor] = None) -> Tensor:
+    """Lower bound of ``A . (input of ops[k]) + const`` over the ball, (B, S)."""
+    const = A.new_zeros(A.shape[:2]) if const is None else const
     for i in range(k - 1, -1, -1):
         op = ops[i]
         if isinstance(op, AffineOp):
@@ -96,6 +96,8 @@ def _neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: f
                    rows: Tensor) -> tuple[Tensor, Tensor]:
     """CROWN bounds (B, len(rows)) of the neurons ``rows`` (flat indices) of the input of ``ops[k]``, in chunks."""
     shape, b = shapes[k], x.shape[0]
+    if k > 0 and patchable(ops[k - 1]):
+        return _conv_neuron_bounds(ops, shapes, k, pre, x, eps, norm, rows)
     n = math.prod(shape)
     widest = max(math.prod(s) for s in shapes[:k + 1])
     chunk = max(1, _CHUNK_ELEMENTS // (2 * b * widest))
@@ -109,6 +111,24 @@ def _neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: f
         lows.append(bound[:, :len(part)])
         highs.append(-bound[:, len(part):])
     return torch.cat(lows, 1), torch.cat(highs, 1)
+
+
+def _conv_neuron_bounds(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: float, norm: str,
+                        rows: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_neuron_bounds` after a convolution: patches (``patches.py``) on the channels x positions the rows
+    touch, in chunks of channels; the rows' own bounds are returned."""
+    grid = math.prod(shapes[k][1:])
+    ch, pos = rows // grid, rows % grid
+    channels, positions = ch.unique(), pos.unique()
+    chunk = max(1, _CHUNK_ELEMENTS // (2 * x.shape[0] * len(positions) * patch_elements(ops, shapes, k)))
+    lows, highs = [], []
+    for start in range(0, len(channels), chunk):
+        low, high = patch_neuron_bounds(ops, shapes, k, pre, x, eps, norm, channels[start:start + chunk], positions,
+                                        lambda i, A, c: _backsub(ops, shapes, i, A, pre, x, eps, norm, c))
+        lows.append(low)
+        highs.append(high)
+    ci, pi = torch.searchsorted(channels, ch), torch.searchsorted(positions, pos)
+    return torch.cat(lows, 1)[:, ci, pi], torch.cat(highs, 1)[:, ci, pi]
 
 
 def _crown_box(ops: list, shapes: list, k: int, pre: dict, x: Tensor, eps: float, norm: str,

@@ -43,6 +43,10 @@ class SmoothingResult:
         """Examples predicted correctly with a certified radius >= ``radius``."""
         return (self.prediction == y.cpu()) & (self.radius >= radius)
 
+    def curve(self, y: Tensor, radii: list[float]) -> list[float]:
+        """Certified accuracy at each of ``radii`` (abstentions count as wrong): non-increasing in the radius."""
+        return [float(self.certified_correct(y, r).float().mean()) for r in radii]
+
 
 def check_smoothing(sigma: float, alpha: float, n: int, n0: int = 1, batch_size: int = 1) -> None:
     """The errors of the bad inputs: sigma <= 0, alpha outside (0, 1), n0 > n, counts < 1."""

@@ -24,6 +24,7 @@ Registered names (``list_models()``):
 ``dm_small``            Gowal et al. 2018's small CNN for certified training (0.55M params on MNIST)
 ``dm_medium``           Gowal et al. 2018's medium CNN (1.97M params on MNIST)
 ``dm_large``            Gowal et al. 2018's large CNN, CROWN-IBP's DM-large (13.3M params on MNIST)
+``madry_cnn``           Madry et al. 2018 MNIST CNN (conv32-conv64 5x5, fc1024)
 ``r2d2_embedding``      R2-D2 few-shot backbone 96-192-384-512 (+ feature denoising), features out
 ``conv4``               ProtoNet Conv-4 few-shot backbone, features out
 ``resnet12``            MetaOptNet ResNet-12 few-shot backbone, features out
@@ -35,6 +36,7 @@ from .convnet import ConvNet6
 from .densenet import DenseNet
 from .fewshot import Conv4, FeatureDenoise, R2D2Embedding, ResNet12
 from .fixup import FixupBasicBlock, FixupResNet
+from .madry import MadryCNN
 from .mobilenetv2 import InvertedResidual, MobileNetV2
 from .normalize import Normalize
 from .registry import create_model, list_models, load_model_weights, model_class, model_preset, register_model
@@ -52,6 +54,7 @@ __all__ = [
     "model_preset",
     "load_model_weights",
     "BasicBlock",
+    "MadryCNN",
     "ResNet",
     "ResNet18",
     "ResNet34",
