@@ -28,7 +28,7 @@ command line. Defaults added here:
 * ``seed_everything: 0``.
 
 Resume a stopped or killed run with ``--ckpt_path <run>/checkpoints/last.ckpt``: it continues in the same
-TensorBoard version folder (unless the command line gives a logger), with the checkpoint callback's best
+TensorBoard or CSV version folder (unless the command line gives a logger), with the checkpoint callback's best
 score and best path restored.
 
 :func:`cli_main` (``train.py``) turns every bad input into one line at the end of the output
@@ -54,7 +54,8 @@ from lightning_adv.callbacks.hparams import HparamsMetrics
 from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error, this_rank
 
 from .cli_errors import ConfigError, check_class_path, one_line
-from .cli_logging import SaveConfigToRunDir, logger_follows_checkpoint, logger_follows_root, logger_resumes_run, no_hp_metric
+from .cli_logging import (SaveConfigToRunDir, keep_csv_metrics, logger_follows_checkpoint, logger_follows_root,
+                          logger_resumes_run, no_hp_metric)
 from .quiet import quiet_start
 from .shipped import resolve_config_args
 
@@ -126,8 +127,7 @@ class AdvLightningCLI(LightningCLI):
         cfg = self.config[sub] if sub else self.config
         logger_follows_root(cfg.get("trainer"), self._given_args)
         no_hp_metric(cfg.get("trainer"), self._given_args, _config_texts(self._given_args))
-        if sub:
-            logger_resumes_run(sub, cfg, self._given_args)
+        self._resumed = bool(sub) and logger_resumes_run(sub, cfg, self._given_args) is not None
         if sub and logger_follows_checkpoint(sub, cfg, self._given_args) is not None:
             # the fit's config.yaml stays; this run's config goes next to it
             self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config_{sub}.yaml"}
@@ -135,6 +135,8 @@ class AdvLightningCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
+        if getattr(self, "_resumed", False):
+            keep_csv_metrics(self.trainer.loggers)
         have = {type(c) for c in self.trainer.callbacks}
         for cb in (ResumeState(), FiniteGuard(), RankErrorReport(), HparamsMetrics(), CollapseWarning()):  # first: checkpoint callbacks must run after the guard
             if type(cb) not in have:

@@ -6,7 +6,8 @@
   files; CSV: ``<run>/<subcommand>/metrics.csv``, as a CSV logger would delete the run's own
   ``metrics.csv``), unless the command line gives a logger or a ``default_root_dir``;
 * :func:`logger_resumes_run`: ``fit --ckpt_path <run>/checkpoints/last.ckpt`` continues ``<run>``'s
-  TensorBoard version (and with it the checkpoint callback's best score and path);
+  TensorBoard or CSV version (and with it the checkpoint callback's best score and path;
+  :func:`keep_csv_metrics` keeps the CSV rows written before the stop);
 * :func:`no_hp_metric`: TensorBoard loggers without the ``hp_metric = -1`` placeholder (the
   :class:`lightning_adv.callbacks.HparamsMetrics` callback logs the real metrics);
 * :class:`SaveConfigToRunDir`: the config is saved into :func:`lightning_adv.logging_utils.run_dir`,
@@ -23,7 +24,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 
 from lightning_adv.logging_utils import run_dir
 
-__all__ = ["logger_follows_root", "logger_follows_checkpoint", "logger_resumes_run", "no_hp_metric", "SaveConfigToRunDir", "DEFAULT_ROOT"]
+__all__ = ["logger_follows_root", "logger_follows_checkpoint", "logger_resumes_run", "keep_csv_metrics", "no_hp_metric", "SaveConfigToRunDir", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = "runs"
 _TB = "TensorBoardLogger"
@@ -115,7 +116,9 @@ def logger_resumes_run(sub: str, cfg: Any, given: list[str]) -> Optional[Path]:
     ``<save_dir>/<name>`` continues ``<version>`` (appending to its event files) instead of opening a new
     one, so the run's checkpoints stay in one folder and the checkpoint callback's best score and best
     path come back with its state (Lightning restores them only for the same ``dirpath``). Nothing
-    changes when the command line gives a logger or a version, or for other loggers. Returns the run."""
+    changes when the command line gives a logger or a version, or for other loggers. A CSV logger continues
+    the version too; :func:`keep_csv_metrics` keeps the rows its ``metrics.csv`` already holds (Lightning's
+    CSV writer deletes that file when it opens a folder that is not empty). Returns the run."""
     trainer = cfg.get("trainer")
     path = cfg.get("ckpt_path")
     if sub != "fit" or trainer is None or not path or not Path(str(path)).is_file() or _given(given, "trainer.logger"):
@@ -126,7 +129,7 @@ def logger_resumes_run(sub: str, cfg: Any, given: list[str]) -> Optional[Path]:
     found = None
     for lg in _loggers(trainer):
         init = _init(lg)
-        if _class(lg) != _TB or init.get("version") is not None:
+        if _class(lg) not in (_TB, _CSV) or init.get("version") is not None:
             continue
         name = init.get("name")
         base = Path(str(init.get("save_dir") or ".")) / (str(name) if name else "")
@@ -134,6 +137,27 @@ def logger_resumes_run(sub: str, cfg: Any, given: list[str]) -> Optional[Path]:
             init["version"] = run.name
             found = run
     return found
+
+
+def keep_csv_metrics(loggers: list[Any]) -> None:
+    """For a resumed run (:func:`logger_resumes_run`): open each CSV logger's writer without losing the rows
+    of the ``metrics.csv`` it continues. The writer deletes the file when it starts in a folder that is not
+    empty; the rows are put back and the writer knows their columns, so later rows are appended (a new
+    column rewrites the file with the old rows kept, as the writer does within one run)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+    from lightning.pytorch.loggers import CSVLogger
+
+    for lg in loggers:
+        if not isinstance(lg, CSVLogger) or rank_zero_only.rank != 0:
+            continue
+        path = Path(lg.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        header = text.splitlines()[0].split(",") if text.strip() else []
+        writer = lg.experiment  # deletes the file
+        path.write_text(text)
+        writer.metrics_keys = sorted(set(writer.metrics_keys) | set(header))
 
 
 class SaveConfigToRunDir(SaveConfigCallback):

@@ -217,3 +217,27 @@ def test_resume_continues_the_run_and_its_best_checkpoint(tmp_path):
     best_got = torch.load(cb_got.best_model_path, map_location="cpu", weights_only=True)
     assert best_got["global_step"] == best_ref["global_step"]
     _equal(best_ref["state_dict"], best_got["state_dict"], "best.state_dict")
+
+
+def test_resume_with_a_csv_logger_continues_its_version_and_keeps_its_rows(tmp_path):
+    """A CSV logger continues the run's version folder as TensorBoard does, and the rows written before the
+    stop stay in its metrics.csv (Lightning's CSV writer deletes that file when it opens a non-empty folder)."""
+    import csv
+
+    torch.set_num_threads(1)
+    cfg = tmp_path / "csv.yaml"
+    cfg.write_text("trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.CSVLogger\n"
+                   "    init_args: {save_dir: runs, name: quickstart}\n")
+    args = ["--config", QUICK, "--config", str(cfg), "--model.objective.init_args.attack.steps", "1",
+            "--trainer.limit_train_batches", "2", "--trainer.default_root_dir", str(tmp_path), *COMMON[2:]]
+    first = main(["fit", *args, "--trainer.max_epochs", "1"])
+    run = Path(first.trainer.log_dir)
+    assert run == tmp_path / "quickstart" / "version_0"
+    got = main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+    assert Path(got.trainer.log_dir) == run
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    epochs = {int(float(r["epoch"])) for r in rows if r.get("epoch")}
+    assert epochs == {0, 1}, epochs
+    assert sum(1 for r in rows if r.get("val/acc")) == 2  # one validation row per epoch, the first kept
