@@ -244,7 +244,7 @@ class LOBSTERDataModule(pl.LightningDataModule):
         fits = n >= 2 + hp.val_days  # fractions can work: one test day, val_days + 1 training days
         if n_train + n_test > n:
             fix = ("pass fractions, e.g. train_days=0.8, test_days=0.2" if fits else
-                   f"pass val_days=0, train_days=1, test_days=1, or keep one day and pass time_split=[0.7, 0.15, 0.15]")
+                   "pass val_days=0, train_days=1, test_days=1, or keep one day and pass time_split=[0.7, 0.15, 0.15]")
             raise ValueError(f"train_days={hp.train_days} + test_days={hp.test_days} needs {n_train + n_test} days but "
                              f"{self.data_dir} has {n}; {fix}")
         if hp.val_days >= n_train:

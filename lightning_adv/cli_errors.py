@@ -131,9 +131,10 @@ def check_class_path(where: str, path: Any) -> None:
         return
     parts = path.split(".")
     try:
-        if importlib.util.find_spec(parts[0]) is None:
-            return
+        spec = importlib.util.find_spec(parts[0])
     except (ImportError, ValueError):
+        return
+    if spec is None or spec.origin is None:  # not importable, or a plain folder (``runs.exp1``: a namespace package)
         return
     module = None
     depth = len(parts) - 1

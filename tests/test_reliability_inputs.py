@@ -36,3 +36,19 @@ def test_optional_optim_field_takes_null(flag):
                 "0.01", flag, "null"], run=False)
     optim = cli.model.hparams.optim
     assert optim["milestones"] is None and optim["lr"] == 0.01
+
+
+def test_a_folder_name_with_a_dot_is_not_taken_for_a_class_path(tmp_path, monkeypatch):
+    """``--trainer.default_root_dir runs.exp1`` beside a ``runs/`` folder: ``runs`` imports as a namespace
+    package, which is a folder, not a package of classes; only importable packages are checked."""
+    import sys
+
+    from lightning_adv.cli_errors import ConfigError, check_class_path
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    check_class_path("trainer.default_root_dir", "runs.exp1")
+    sys.modules.pop("runs", None)
+    with pytest.raises(ConfigError, match="lightning_adv.objectives has no 'PGDX'"):
+        check_class_path("model.objective", "lightning_adv.objectives.PGDX")

@@ -42,10 +42,6 @@ class ThreatModel(ABC):
     def __init__(self, eps: float) -> None:
         self.eps = check_radius(self.name, eps)
 
-    def check_input_size(self, numel: int) -> None:
-        """The radius fits the image box of inputs of ``numel`` values (L2: ``sqrt(numel)``)."""
-        check_radius(self.name, self.eps, numel)
-
     @abstractmethod
     def random_init(self, x: Tensor) -> Tensor:
         """A perturbation drawn uniformly from the ball (same shape as ``x``)."""

@@ -20,7 +20,6 @@
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -33,8 +32,6 @@ from .pgd import input_gradient, pgd
 from .threat import ThreatModel, clamp_to_image, make_threat
 
 __all__ = ["PGD", "FGSM", "PGDAttack", "FGSMAttack", "MIFGSM", "DeepFool", "CarliniWagnerL2", "choose_targets", "TARGET_MODES"]
-
-
 
 
 class PGD(Attack):

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
-import torch
 from torch import Tensor, nn
 
 from ._checks import load_weights_file

@@ -1,7 +1,6 @@
 """Optimiser and learning-rate schedule as one typed, YAML-readable config."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional
 

@@ -24,7 +24,7 @@ its rates are rates of the visible part of the book; the simulator's odd lots ar
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -56,11 +56,6 @@ class DayStatistics:
     submission_size_mean: float
     round_lot_share: float                 # submissions of a multiple of 100 shares
     mid_price: float                       # dollars
-
-    def table_row(self) -> dict[str, float]:
-        row = {k: v for k, v in asdict(self).items() if k != "type_shares"}
-        row.update({f"type{t}_share": s for t, s in self.type_shares.items()})
-        return row
 
 
 def _load(day: Day) -> tuple[Messages, OrderBook]:
