@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from lightning_adv.models._checks import check_int, check_real
+from lightning_adv.validation import check_int, check_real
 
 __all__ = ["CollapseWarning"]
 

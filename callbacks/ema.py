@@ -30,13 +30,13 @@ Logged: ``ema/updates`` (number of averaging updates so far, per epoch).
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
+from lightning_adv.validation import check_int, check_real
 
 __all__ = ["EMA", "WarmupEMA"]
 
@@ -77,13 +77,10 @@ class EMA(WeightAveraging):
     def __init__(self, decay: float = 0.999, warmup: bool = True, use_buffers: bool = True,
                  update_every_n_steps: int = 1, update_starting_at_step: int = 0,
                  device: Optional[str] = None) -> None:
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) \
-                or not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA.decay={decay!r} is invalid: use a number in (0, 1) such as 0.999")
+        check_real("EMA.decay", decay, positive=True, maximum=1.0, below_max=True, hint="such as 0.999")
         for name, value, low in (("update_every_n_steps", update_every_n_steps, 1),
                                  ("update_starting_at_step", update_starting_at_step, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"EMA.{name}={value!r} is invalid: use an integer >= {low}")
+            check_int(f"EMA.{name}", value, low)
         self.decay, self.warmup = float(decay), bool(warmup)
         self.update_every_n_steps, self.update_starting_at_step = update_every_n_steps, update_starting_at_step
         super().__init__(device=device, use_buffers=use_buffers, avg_fn=WarmupEMA(decay, warmup))

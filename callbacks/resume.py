@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lightning_adv.cli_errors import NonFiniteTrainingError
+from lightning_adv.errors import NonFiniteTrainingError, error_line
 
 __all__ = ["FiniteGuard", "RankErrorReport", "ResumeState", "apply_rng_state", "at_epoch_end", "collect_rng_state", "peer_error", "this_rank"]
 
@@ -186,11 +186,9 @@ class RankErrorReport(Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         from pathlib import Path
 
-        from lightning_adv.cli_errors import one_line
-
         if trainer.world_size <= 1 or RankErrorReport.current_dir is None:
             return
-        line = one_line(exception) or f"error: {type(exception).__name__}: {exception}".splitlines()[0]
+        line = error_line(exception) or f"error: {type(exception).__name__}: {exception}".splitlines()[0]
         folder = Path(RankErrorReport.current_dir)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".rank{trainer.global_rank}.tmp"

@@ -19,13 +19,14 @@ go through the evaluation transform and the default collate, never augmented):
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, Optional, Union
 
 import torch
 from torch.utils.data import default_collate
 from torchvision import transforms
 from torchvision.transforms import v2
+
+from lightning_adv.validation import check_real
 
 __all__ = ["AUGMENTS", "MIXES", "AugmentName", "MixCollate", "MixName", "augment_transforms", "check_mix",
            "check_soft_labels", "resolve_augment"]
@@ -50,10 +51,8 @@ def check_mix(mix: Any, mix_alpha: Any) -> None:
     """Refuse an unknown ``mix`` or a ``mix_alpha`` that is not a finite number > 0."""
     if mix not in MIXES:
         raise ValueError(f"mix={mix!r} is invalid: use one of {list(MIXES)}")
-    bad = isinstance(mix_alpha, bool) or not isinstance(mix_alpha, (int, float)) or not math.isfinite(mix_alpha)
-    if bad or mix_alpha <= 0:
-        raise ValueError(f"mix_alpha={mix_alpha!r} is invalid: the Beta(alpha, alpha) parameter of CutMix/MixUp must "
-                         "be a finite number > 0 (1.0 is the usual choice)")
+    check_real("mix_alpha", mix_alpha, positive=True, hint="the Beta(alpha, alpha) parameter of CutMix/MixUp; "
+               "1.0 is the usual choice")
 
 
 def augment_transforms(augment: str, size: int, padding: int) -> list[Any]:

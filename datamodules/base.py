@@ -22,7 +22,6 @@ handling and dataloaders live here.
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 from pathlib import Path
@@ -33,6 +32,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torch.utils.data import DataLoader, Dataset
+
+from lightning_adv.validation import check_int, check_real
 
 from .augment import AugmentName, MixCollate, MixName, check_mix, check_soft_labels, resolve_augment
 from .sampling import shuffle_kwargs
@@ -155,15 +156,6 @@ class TransformedSubset(Dataset):
         return x, int(y)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _require_int(name: str, value: Any, minimum: int, fix: str) -> None:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name}={value!r} is invalid: expected an integer >= {minimum}. {fix}")
-
-
 class ImageClassificationDataModule(pl.LightningDataModule):
     """Base class: train/val/test dataloaders of a labelled image data set.
 
@@ -233,14 +225,11 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                 f"data_dir={data_dir!r} is invalid: expected a non-empty path string. "
                 "Pass the directory that holds (or will hold) the data, e.g. data_dir='data'."
             )
-        _require_int("batch_size", batch_size, 1, "Use a positive batch size such as 128.")
+        check_int("batch_size", batch_size, 1, "use a positive batch size such as 128")
         if eval_batch_size is not None:
-            _require_int(
-                "eval_batch_size", eval_batch_size, 1,
-                "Use a positive batch size, or None to reuse batch_size.",
-            )
-        _require_int("num_workers", num_workers, 0, "Use 0 to load in the main process, or a positive count.")
-        _require_int("seed", seed, 0, "Use a non-negative integer seed such as 0.")
+            check_int("eval_batch_size", eval_batch_size, 1, "use a positive batch size, or None to reuse batch_size")
+        check_int("num_workers", num_workers, 0, "use 0 to load in the main process, or a positive count")
+        check_int("seed", seed, 0, "use a non-negative integer seed such as 0")
         for flag_name, flag in (
             ("download", download),
             ("pin_memory", pin_memory), ("drop_last", drop_last),
@@ -270,23 +259,15 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ validation
     def _check_val_size(self, val_size: Any) -> None:
-        fix = "Pass a fraction of the training set in [0, 1) such as 0.1, or an integer count such as 5000."
-        if _is_int(val_size):
-            if val_size < 0:
-                raise ValueError(f"val_size={val_size!r} is invalid: a count cannot be negative. {fix}")
-            limit = self._expected_train_size()
-            if limit is not None and val_size >= limit:
-                raise ValueError(
-                    f"val_size={val_size!r} is invalid: the {self.display_name} training set has "
-                    f"{limit} examples and at least one must stay for training. {fix}"
-                )
-        elif isinstance(val_size, float):
-            if not math.isfinite(val_size) or not 0.0 <= val_size < 1.0:
-                raise ValueError(
-                    f"val_size={val_size!r} is invalid: a float is a fraction and must lie in [0, 1). {fix}"
-                )
-        else:
-            raise ValueError(f"val_size={val_size!r} is invalid: expected a float or an int. {fix}")
+        fix = "pass a fraction of the training set in [0, 1) such as 0.1, or an integer count such as 5000"
+        if isinstance(val_size, float):
+            check_real("val_size", val_size, minimum=0.0, maximum=1.0, below_max=True, hint=f"a float is a fraction; {fix}")
+            return
+        check_int("val_size", val_size, 0, fix)
+        limit = self._expected_train_size()
+        if limit is not None and val_size >= limit:
+            raise ValueError(f"val_size={val_size!r} is invalid: the {self.display_name} training set has {limit} "
+                             f"examples and at least one must stay for training; {fix}")
 
     def _expected_train_size(self) -> Optional[int]:
         """Size of the training pool before the validation split, if known in advance."""

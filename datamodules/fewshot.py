@@ -43,6 +43,7 @@ from torchvision import transforms
 
 from lightning_adv.extras import require_fewshot
 from lightning_adv.meta import EpisodeDataset
+from lightning_adv.validation import check_int
 
 from .base import DataNotFoundError, StandInDataWarning, check_standin_allowed
 from .cleanup import remove_stale
@@ -68,12 +69,6 @@ def _labels_to_indices(labels: Sequence[int]) -> LabelIndex:
     for i, y in enumerate(labels):
         out.setdefault(int(y), []).append(i)
     return out
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
-    return value
 
 
 class _Cached(Dataset):
@@ -152,22 +147,22 @@ class FewShotDataModule(pl.LightningDataModule):
         super().__init__()
         require_fewshot(type(self).__name__)
         self.data_dir = str(data_dir)
-        self.ways = _check_int("ways", ways, 2)
-        self.test_ways = _check_int("test_ways", test_ways if test_ways is not None else ways, 2)
-        self.shots = _check_int("shots", shots, 1)
-        self.queries = _check_int("queries", queries, 1)
-        self.tasks_per_batch = _check_int("tasks_per_batch", tasks_per_batch, 1)
-        self.train_episodes = _check_int("train_episodes", train_episodes, 1)
-        self.val_shots = _check_int("val_shots", val_shots, 1)
-        self.test_shots = _check_int("test_shots", test_shots, 1)
-        self.test_queries = _check_int("test_queries", test_queries, 1)
-        self.val_episodes = _check_int("val_episodes", val_episodes, 0)
-        self.test_episodes = _check_int("test_episodes", test_episodes, 1)
-        self.eval_tasks_per_batch = _check_int("eval_tasks_per_batch", eval_tasks_per_batch, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.num_workers = _check_int("num_workers", num_workers, 0)
+        self.ways = check_int("ways", ways, 2)
+        self.test_ways = check_int("test_ways", test_ways if test_ways is not None else ways, 2)
+        self.shots = check_int("shots", shots, 1)
+        self.queries = check_int("queries", queries, 1)
+        self.tasks_per_batch = check_int("tasks_per_batch", tasks_per_batch, 1)
+        self.train_episodes = check_int("train_episodes", train_episodes, 1)
+        self.val_shots = check_int("val_shots", val_shots, 1)
+        self.test_shots = check_int("test_shots", test_shots, 1)
+        self.test_queries = check_int("test_queries", test_queries, 1)
+        self.val_episodes = check_int("val_episodes", val_episodes, 0)
+        self.test_episodes = check_int("test_episodes", test_episodes, 1)
+        self.eval_tasks_per_batch = check_int("eval_tasks_per_batch", eval_tasks_per_batch, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.num_workers = check_int("num_workers", num_workers, 0)
         self.augment, self.download = bool(augment), bool(download)
-        self.image_size = _check_int("image_size", image_size if image_size is not None else self.default_image_size, 8)
+        self.image_size = check_int("image_size", image_size if image_size is not None else self.default_image_size, 8)
         self.train_set: Optional[EpisodeDataset] = None
         self.val_set: Optional[EpisodeDataset] = None
         self.test_set: Optional[EpisodeDataset] = None
@@ -295,7 +290,7 @@ class OmniglotFewShot(FewShotDataModule):
         super().__init__(data_dir, ways, shots, queries, tasks_per_batch, train_episodes, val_shots, test_shots,
                          test_ways, test_queries, val_episodes, test_episodes, eval_tasks_per_batch, seed, augment,
                          download, num_workers, image_size)
-        self.val_classes = _check_int("val_classes", val_classes, 1)
+        self.val_classes = check_int("val_classes", val_classes, 1)
         self._cache: dict[bool, tuple[Dataset, LabelIndex]] = {}
 
     def _how_to_get(self) -> str:
@@ -383,7 +378,7 @@ class ClassFolderFewShot(FewShotDataModule):
             raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got in_channels={in_channels}")
         self.in_channels = in_channels  # type: ignore[misc]
         self.train_path, self.test_path = str(train_path), str(test_path)
-        self.val_classes = _check_int("val_classes", val_classes, 1)
+        self.val_classes = check_int("val_classes", val_classes, 1)
         self._trees: dict[str, tuple[Dataset, LabelIndex]] = {}
 
     def _how_to_get(self) -> str:
@@ -594,10 +589,10 @@ class MetaTrainClassification(pl.LightningDataModule):
                  val_per_class: int = 10, seed: int = 0) -> None:
         super().__init__()
         self.episodes = episodes
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.eval_batch_size = _check_int("eval_batch_size", eval_batch_size or batch_size, 1)
-        self.val_per_class = _check_int("val_per_class", val_per_class, 1)
-        self.seed = _check_int("seed", seed, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size or batch_size, 1)
+        self.val_per_class = check_int("val_per_class", val_per_class, 1)
+        self.seed = check_int("seed", seed, 0)
         self.num_classes: Optional[int] = None
         self.train_dataset: Optional[Dataset] = None
         self.val_dataset: Optional[Dataset] = None

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_adv.orderbook.lobster import (LobsterDay, Messages, OrderBook, crossed_rows, find_lobster_days,
                                              read_messages, read_orderbook)
+from lightning_adv.validation import check_int, check_real
 from lightning_adv.orderbook.simulator import SimulatorConfig, write_simulated_days
 from lightning_adv.orderbook.snippets import (DayGrid, build_day_grid, check_coverage, check_label_balance,
                                               check_snippet_count, gather_snippets, label_changes, labels_from_changes,
@@ -171,14 +172,14 @@ class LOBSTERDataModule(pl.LightningDataModule):
                  simulate: Optional[dict[str, Any]] = None, num_workers: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self._check_args(levels, snippet_seconds, horizon_seconds, grid_seconds, window, flat_fraction,
+                         train_days, test_days, val_days, batch_size, train_samples_per_epoch, val_samples, test_samples)
+        self._check_checks(time_split, min_coverage, label_tolerance, min_snippets)
         self.data_dir, self.ticker, self.levels = Path(data_dir), ticker, levels
         self.grid_ns = int(round(grid_seconds * 1e9))
         self.steps = int(round(snippet_seconds / grid_seconds))
         self.horizon = int(round(horizon_seconds / grid_seconds))
         self.start_ns, self.end_ns = (int(round(w * 1e9)) for w in window)
-        self._check_args(levels, snippet_seconds, horizon_seconds, grid_seconds, window, flat_fraction,
-                         train_days, test_days, val_days, batch_size, train_samples_per_epoch, val_samples, test_samples)
-        self._check_checks(time_split, min_coverage, label_tolerance, min_snippets)
         self.simulator = SimulatorConfig.from_dict(simulate) if simulate is not None else None
         if self.simulator is not None and self.simulator.levels < levels:
             raise ValueError(f"levels={levels} but simulate.levels={self.simulator.levels}: simulate at least {levels} levels")
@@ -192,11 +193,9 @@ class LOBSTERDataModule(pl.LightningDataModule):
                     train_days: Union[int, float], test_days: Union[int, float], val_days: int, *counts: int) -> None:
         def fail(name: str, value: Any, fix: str) -> None:
             raise ValueError(f"{name}={value!r} is invalid: {fix}")
-        if not isinstance(levels, int) or levels < 1:
-            fail("levels", levels, "expected an integer >= 1 (the thesis uses 10)")
+        check_int("levels", levels, 1, "the thesis uses 10")
         for name, v in (("snippet_seconds", snippet), ("horizon_seconds", horizon), ("grid_seconds", grid)):
-            if not v > 0:
-                fail(name, v, "expected a positive number of seconds")
+            check_real(name, v, positive=True, hint="a number of seconds")
             if name != "grid_seconds" and abs(v / grid - round(v / grid)) > 1e-6:
                 fail(name, v, f"expected a whole multiple of grid_seconds={grid}")
         if len(window) != 2 or not window[0] < window[1]:
@@ -204,28 +203,28 @@ class LOBSTERDataModule(pl.LightningDataModule):
         if snippet + horizon > window[1] - window[0]:
             fail("snippet_seconds", snippet, f"the snippet plus horizon_seconds={horizon} is longer than the "
                  f"trading window {window} ({window[1] - window[0]} s); shorten it or widen the window")
-        if not 0 < flat < 1:
-            fail("flat_fraction", flat, "expected a fraction in (0, 1); the thesis uses 1/3")
+        check_real("flat_fraction", flat, positive=True, maximum=1.0, below_max=True, hint="the thesis uses 1/3")
         for name, v in (("train_days", train_days), ("test_days", test_days)):
-            if isinstance(v, bool) or not ((isinstance(v, int) and v >= 1) or (isinstance(v, float) and 0 < v < 1)):
-                fail(name, v, "expected a number of days >= 1 (int) or a fraction of the days in (0, 1) (float)")
-        if not isinstance(val_days, int) or val_days < 0:
-            fail("val_days", val_days, "expected an integer >= 0")
+            days = "a number of days >= 1 (int) or a fraction of the days in (0, 1) (float)"
+            if isinstance(v, float):
+                check_real(name, v, positive=True, maximum=1.0, below_max=True, hint=days)
+            else:
+                check_int(name, v, 1, days)
+        check_int("val_days", val_days, 0)
         for name, v in zip(("batch_size", "train_samples_per_epoch", "val_samples", "test_samples"), counts):
-            if not isinstance(v, int) or v < 1:
-                fail(name, v, "expected an integer >= 1")
+            check_int(name, v, 1)
 
     @staticmethod
     def _check_checks(time_split: Optional[tuple], min_coverage: float, label_tolerance: float, min_snippets: int) -> None:
-        if time_split is not None and not (len(time_split) == 3 and all(v >= 0 for v in time_split)
-                                           and time_split[0] > 0 and time_split[2] > 0 and sum(time_split) <= 1 + 1e-9):
-            raise ValueError(f"time_split={time_split!r} is invalid: expected (train, val, test) fractions of the window "
-                             "with train > 0, test > 0, val >= 0 and a sum <= 1, e.g. [0.7, 0.15, 0.15]")
+        if time_split is not None:
+            for i, v in enumerate(time_split):
+                check_real(f"time_split[{i}]", v, minimum=0.0, maximum=1.0)
+            if not (len(time_split) == 3 and time_split[0] > 0 and time_split[2] > 0 and sum(time_split) <= 1 + 1e-9):
+                raise ValueError(f"time_split={time_split!r} is invalid: expected (train, val, test) fractions of the "
+                                 "window with train > 0, test > 0, val >= 0 and a sum <= 1, e.g. [0.7, 0.15, 0.15]")
         for name, v in (("min_coverage", min_coverage), ("label_tolerance", label_tolerance)):
-            if not 0 <= v <= 1:
-                raise ValueError(f"{name}={v!r} is invalid: expected a fraction in [0, 1]")
-        if not isinstance(min_snippets, int) or min_snippets < 1:
-            raise ValueError(f"min_snippets={min_snippets!r} is invalid: expected an integer >= 1")
+            check_real(name, v, minimum=0.0, maximum=1.0, hint="a fraction")
+        check_int("min_snippets", min_snippets, 1)
 
     def prepare_data(self) -> None:
         """Write the simulated days when ``simulate`` is set (seeded; existing days are kept)."""

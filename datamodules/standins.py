@@ -38,6 +38,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from lightning_adv.validation import check_int
+
 __all__ = [
     "STANDIN_MARKER",
     "read_standin_manifest",
@@ -62,12 +64,6 @@ def _md5(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _check_counts(n_train: int, n_test: int) -> None:
-    for name, value in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r} is invalid: expected an integer >= 1.")
 
 
 def _prepare_folder(folder: Path, expected: list[str]) -> None:
@@ -158,7 +154,8 @@ def write_cifar_standin(
     Returns:
         The data set folder that was written.
     """
-    _check_counts(n_train, n_test)
+    check_int("n_train", n_train, 1)
+    check_int("n_test", n_test, 1)
     key = dataset.lower().replace("-", "")
     if key not in ("cifar10", "cifar100"):
         raise ValueError(f"dataset={dataset!r} is invalid: expected 'cifar10' or 'cifar100'.")
@@ -273,7 +270,8 @@ def write_mnist_standin(
     Returns:
         The data set folder ``<root>/<dataset>``.
     """
-    _check_counts(n_train, n_test)
+    check_int("n_train", n_train, 1)
+    check_int("n_test", n_test, 1)
     if dataset not in ("MNIST", "FashionMNIST"):
         raise ValueError(f"dataset={dataset!r} is invalid: expected 'MNIST' or 'FashionMNIST'.")
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
-"""The command line: ``python train.py {fit,validate,test} --config configs/X.yaml [--a.b value ...]``.
+"""The command line: ``python train.py fit --config configs/quickstart.yaml --trainer.max_epochs 2`` (``fit``,
+``validate`` or ``test``; any ``--config`` file, any ``--a.b value`` override).
 
 A LightningCLI in subclass mode: the config names the LightningModule (``model.class_path``)
 and the LightningDataModule (``data.class_path``); every constructor argument, every

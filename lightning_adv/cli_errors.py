@@ -1,13 +1,16 @@
 """One readable line for a bad input, out of jsonargparse's nested errors and Python's chains.
 
 LightningCLI validates a config through jsonargparse, whose error for one bad nested value
-(``--model.attack.eps nan``) is 10-130 lines of ``Does not validate against any of the Union
+(``--model.objective.init_args.attack.eps nan``) is 10-130 lines of ``Does not validate against any of the Union
 subtypes`` with the useful sentence somewhere inside. :func:`one_line` finds it: the error
 line under the deepest ``Parser key`` that is not jsonargparse's boilerplate, prefixed with
-the dotted parameter path (``model.attack.eps``), and says what to do for the common cases
+the dotted parameter path (``model.objective.attack.eps``), and says what to do for the common cases
 (``nan``/``inf`` where a finite number is needed, a value of the wrong type, an unknown key).
 ``train.py`` prints that line last and exits with status 2; ``LIGHTNING_ADV_DEBUG=1`` prints
 the full traceback before it.
+
+The errors themselves and their plain one-line form live below the command line, in
+:mod:`lightning_adv.errors`; this module only reads jsonargparse's messages for them.
 """
 from __future__ import annotations
 
@@ -19,17 +22,13 @@ import pkgutil
 import re
 from typing import Any, Optional
 
-from .extras import MissingExtraError  # a few-shot class without the few-shot extra
+from .errors import error_line
 
-__all__ = ["ConfigError", "NonFiniteTrainingError", "check_class_path", "is_user_error", "nearest", "one_line"]
+__all__ = ["ConfigError", "check_class_path", "nearest", "one_line"]
 
 
 class ConfigError(ValueError):
     """A bad value found by the CLI itself (a checkpoint, a logger directory): a ValueError."""
-
-
-class NonFiniteTrainingError(RuntimeError):
-    """The loss or the weights became NaN/inf during training (see ``lightning_adv.callbacks.FiniteGuard``)."""
 
 
 _BOILERPLATE = (
@@ -71,7 +70,7 @@ def _phrase(path: str, line: str) -> str:
         name = path or "a value"
         if kind in ("float", "int") and value.strip().lower() in _NONFINITE:
             return f"{name}={value.strip()} is not a finite number; give a finite {kind}"
-        return f"{name}={value.strip()!r} is not a valid {kind}; give a {kind}"
+        return f"{name}={value.strip()!r} is not a valid {kind}; give {'an' if kind[0] in 'aeiou' else 'a'} {kind}"
     bare = _EXPECTED_BARE.match(line)
     if bare and bare.group(1) in ("float", "int"):  # jsonargparse names no value (an Optional number given nan)
         return f"{path or 'a value'} is not a valid {bare.group(1)}: give a finite number (nan and inf are not allowed)"
@@ -89,26 +88,15 @@ def _from_argparse(text: str) -> str:
     return _phrase(path, line)
 
 
-def is_user_error(exc: BaseException) -> bool:
-    """Bad input (a config or an argument) or a stopped non-finite run, not a crash of the code."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException  # Lightning's own bad-argument error
-
-    return isinstance(exc, (ValueError, argparse.ArgumentError, FileNotFoundError, NonFiniteTrainingError,
-                            MisconfigurationException, MissingExtraError))
-
-
 def one_line(exc: BaseException) -> Optional[str]:
-    """The project's sentence for ``exc`` on one line (``None`` when it is not a user error)."""
-    if not is_user_error(exc):
-        return None
+    """The project's sentence for ``exc`` on one line (``None`` when it is not a user error): the plain
+    :func:`~lightning_adv.errors.error_line`, with jsonargparse's nested messages read down to their sentence."""
+    text = None
     if isinstance(exc, argparse.ArgumentError):
         text = _from_argparse(str(exc))
-    else:
-        text = str(exc).strip() or type(exc).__name__
-        if "Parser key" in text or "Does not validate against" in text:
-            text = _from_argparse(text)
-    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
-    return f"error: {text}"
+    elif "Parser key" in str(exc) or "Does not validate against" in str(exc):
+        text = _from_argparse(str(exc))
+    return error_line(exc, text)
 
 
 def nearest(name: str, names: list[str], shown: int = 8) -> str:

@@ -184,13 +184,13 @@ def test_bad_values_are_named():
     model = create_model("small_cnn", in_channels=1, width=2).eval()
     net = BoundNetwork(model)
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="eps must be >= 0, got eps=-0.1"):
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0, got eps=-0.1"):
         ibp_margin(net, x, y, -0.1)
     with pytest.raises(ValueError, match="IBP bounds the Linf ball only"):
         ibp_margin(net, x, y, 0.1, norm="l2")
     with pytest.raises(ValueError, match=r"images in \[0, 1\]"):
         crown_margin(net, x * 255, y, 0.1)
-    with pytest.raises(ValueError, match="Certify.eps must be a number >= 0"):
+    with pytest.raises(ValueError, match="Certify.eps must be a finite number >= 0"):
         Certify(eps=-1.0)
     with pytest.raises(ValueError, match="method='nope'"):
         Certify(method="nope")

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from conftest import REPO
 from lightning_adv.cli import cli_main, main
-from lightning_adv.cli_errors import NonFiniteTrainingError
+from lightning_adv.errors import NonFiniteTrainingError
 
 QUICK = str(REPO / "configs" / "quickstart.yaml")
 

@@ -73,7 +73,7 @@ def test_smoothing_bad_input(kwargs, needle):
 
 
 def test_noise_sigma_trains_on_noisy_inputs():
-    with pytest.raises(ValueError, match="noise_sigma must be >= 0"):
+    with pytest.raises(ValueError, match="noise_sigma must be a finite number >= 0"):
         Classifier(arch="mlp", in_channels=1, arch_kwargs={"input_size": 4}, noise_sigma=-0.1)
     assert "noise_sigma" not in CertifiedTraining(arch="mlp", in_channels=1, arch_kwargs={"input_size": 4}).hparams
     m = Classifier(arch="mlp", in_channels=1, arch_kwargs={"input_size": 4}, noise_sigma=0.5)

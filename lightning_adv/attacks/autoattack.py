@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .base import Attack, AttackOutput, Model
+from ..validation import check_int
 
 __all__ = ["AutoAttack", "AUTOATTACK_COMPONENTS", "AUTOATTACK_VERSIONS"]
 
@@ -66,9 +67,7 @@ class AutoAttack(Attack):
             raise ValueError(f"components={components} must be a non-empty subset of {allowed} (version={version!r})")
         self.components = components
         self.seed = int(seed)
-        if int(square_queries) != square_queries or square_queries < 1:
-            raise ValueError(f"square_queries must be an integer >= 1 (standard: 5000), got square_queries={square_queries}")
-        self.square_queries = int(square_queries)
+        self.square_queries = check_int("square_queries", square_queries, 1, "standard: 5000", whole_floats=True)
 
     def default_label(self) -> str:
         tag = "" if self.components == list(AUTOATTACK_VERSIONS[self.version]) else "_" + "+".join(self.components)

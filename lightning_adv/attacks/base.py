@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from ..models._checks import check_labels, check_radius_for_input
+from ..validation import check_labels, check_radius_for_input
 from .losses import LossFn
 from .pgd import BN_MODES, _as_normal, attack_grad_context, module_mode
 from .threat import make_threat

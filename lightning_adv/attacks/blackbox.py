@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .base import Attack, AttackOutput, Model
-from ..models._checks import check_int, check_real, check_step_size
+from ..validation import check_int, check_real, check_step_size
 from .losses import margin_loss
 from .threat import clamp_to_image, make_threat
 

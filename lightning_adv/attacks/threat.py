@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from ..models._checks import check_radius
+from ..validation import check_radius
 
 __all__ = ["ThreatModel", "LinfThreat", "L2Threat", "make_threat", "clamp_to_image", "THREAT_MODELS"]
 

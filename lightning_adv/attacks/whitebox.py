@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .base import Attack, AttackOutput, Model
-from ..models._checks import check_int, check_real, check_step_size
+from ..validation import check_int, check_real, check_step_size
 from .losses import LossFn, get_attack_loss
 from .pgd import input_gradient, pgd
 from .threat import ThreatModel, clamp_to_image, make_threat

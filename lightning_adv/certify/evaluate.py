@@ -19,6 +19,7 @@ from ..attacks.pgd import module_mode
 from .crown import crown_margin
 from .ibp import ibp_margin
 from .network import BoundNetwork
+from ..validation import check_int, check_real
 
 __all__ = ["Certify", "CERTIFY_METHODS", "margin_lower_bound", "certified"]
 
@@ -73,8 +74,7 @@ class Certify(Attack):
 
     def __init__(self, method: str = "crown", norm: str = "linf", eps: float = 0.1, name: Optional[str] = None,
                  batch_size: int = 64, bn_mode: str = "eval") -> None:
-        if eps is None or isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"Certify.eps must be a number >= 0 (the radius in [0, 1] pixel units), got eps={eps!r}")
+        check_real("Certify.eps", eps, minimum=0.0, hint="the radius in [0, 1] pixel units")
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
         if method not in CERTIFY_METHODS:
             raise ValueError(f"Certify.method={method!r} is not one of {CERTIFY_METHODS}")
@@ -83,8 +83,7 @@ class Certify(Attack):
                              "use method='crown' for L2")
         if bn_mode != "eval":
             raise ValueError(f"Certify.bn_mode must be 'eval' (bounds use running statistics), got bn_mode={bn_mode!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"Certify.batch_size must be an integer >= 1, got batch_size={batch_size!r}")
+        check_int("Certify.batch_size", batch_size, 1)
         self.method = method
         self.batch_size = batch_size
         self._net: Optional[tuple[Any, BoundNetwork]] = None

@@ -13,23 +13,20 @@ Pure functions on :class:`~.network.BoundNetwork`; differentiable in the weights
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
 
 from ..attacks.threat import make_threat
 from .network import AffineOp, BoundNetwork
+from ..validation import check_real
 
 __all__ = ["check_ball", "input_box", "margin_spec", "concretize_box", "interval_bounds", "back_affine", "ibp_margin"]
 
 
 def check_ball(x: Tensor, eps: float, norm: str = "linf") -> str:
     """Validate the ball (``eps >= 0``, a known norm, Linf eps <= 1) and the images (in [0, 1]); the norm name."""
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(float(eps)):
-        raise ValueError(f"certify: eps must be a finite number >= 0, got eps={eps!r}")
-    if eps < 0:
-        raise ValueError(f"certify: eps must be >= 0, got eps={eps}; give the radius of the ball in [0, 1] pixel units")
+    check_real("eps", eps, minimum=0.0, hint="give the radius of the ball in [0, 1] pixel units")
     name = make_threat(norm, float(eps)).name
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
         raise ValueError(f"certify: inputs must be images in [0, 1], got values in [{float(x.min()):.4g}, "

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor
+from ..validation import check_int
 
 __all__ = ["ABSTAIN", "SmoothingResult", "check_smoothing", "sample_counts", "clopper_pearson_lower", "predict",
            "certify"]
@@ -56,8 +57,7 @@ def check_smoothing(sigma: float, alpha: float, n: int, n0: int = 1, batch_size:
     if not 0 < alpha < 1:
         raise ValueError(f"smoothing: alpha must be in (0, 1) (the failure probability, e.g. 0.001), got alpha={alpha}")
     for name, v in (("n", n), ("n0", n0), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"smoothing: {name} must be an integer >= 1, got {name}={v!r}")
+        check_int(name, v, 1, "a number of noise samples" if name != "batch_size" else "")
     if n0 > n:
         raise ValueError(f"smoothing: n0={n0} (selection samples) must not exceed n={n} (estimation samples); "
                          "Cohen et al. use n0=100, n=100000")

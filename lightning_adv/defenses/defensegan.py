@@ -22,17 +22,10 @@ from torch import Tensor, nn
 
 from ..attacks import attack_grad_context, module_mode
 from ..models import load_model_weights
-from ..models._checks import load_weights_file
+from ..validation import check_int, load_weights_file
 from .gan import Generator
 
 __all__ = ["DefenseGAN", "load_generator"]
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r} (Samangouei et al.: restarts 10, "
-                         f"steps 200)")
-    return value
 
 
 def load_generator(path: str) -> Generator:
@@ -64,8 +57,8 @@ class DefenseGAN(nn.Module):
     def __init__(self, generator: nn.Module, latent_dim: Optional[int] = None, restarts: int = 10, steps: int = 200,
                  lr: float = 10.0, momentum: float = 0.7, lr_decay: float = 0.1, decay_at: float = 0.8) -> None:
         super().__init__()
-        self.restarts = _positive_int("restarts", restarts)
-        self.steps = _positive_int("steps", steps)
+        self.restarts = check_int("restarts", restarts, 1, "Samangouei et al.: restarts 10")
+        self.steps = check_int("steps", steps, 1, "Samangouei et al.: steps 200")
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"projection lr must be a finite number > 0, got lr={lr} (Samangouei et al.: 10)")
         if not 0 <= momentum < 1:
@@ -76,7 +69,7 @@ class DefenseGAN(nn.Module):
         if latent_dim is None:
             raise ValueError("DefenseGAN.latent_dim is needed for a generator without a latent_dim attribute")
         self.generator = generator
-        self.latent_dim = _positive_int("latent_dim", latent_dim)
+        self.latent_dim = check_int("latent_dim", latent_dim, 1)
         # only z is differentiated (torch.autograd.grad w.r.t. z): the generator's .grad is never touched
         self.lr, self.momentum, self.lr_decay, self.decay_at = float(lr), float(momentum), float(lr_decay), decay_at
 

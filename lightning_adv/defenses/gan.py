@@ -14,6 +14,7 @@ implemented here: the CIFAR config uses a wider generator of the same shape (a d
 from __future__ import annotations
 
 from torch import Tensor, nn
+from ..validation import check_int
 
 __all__ = ["Generator", "Critic", "GAN_LOSSES"]
 
@@ -23,8 +24,7 @@ GAN_LOSSES = ("wgan-gp", "dcgan")
 def _check_size(image_size: int, in_channels: int, latent_dim: int, width: int) -> None:
     for name, value, minimum in (("image_size", image_size, 8), ("in_channels", in_channels, 1),
                                  ("latent_dim", latent_dim, 1), ("width", width, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
+        check_int(name, value, minimum)
     if image_size % 4:
         raise ValueError(f"image_size={image_size} must be divisible by 4 (two x2 upsamplings), e.g. 20, 28 or 32")
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import load_model_weights
-from ..models._checks import load_weights_file
+from ..validation import check_int, load_weights_file
 from .wavelet import WaveletDenoise
 
 __all__ = ["SRResNet", "SRDefense", "load_sr_net"]
@@ -56,8 +56,7 @@ class SRResNet(nn.Module):
         super().__init__()
         for name, value, minimum in (("in_channels", in_channels, 1), ("scale", scale, 2), ("width", width, 1),
                                      ("blocks", blocks, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"SRResNet.{name} must be an integer >= {minimum}, got {name}={value!r}")
+            check_int(f"SRResNet.{name}", value, minimum)
         if scale & (scale - 1):
             raise ValueError(f"SRResNet.scale={scale} must be a power of 2 (x2 PixelShuffle blocks), e.g. 2 or 4")
         self.in_channels, self.scale = in_channels, scale

@@ -13,6 +13,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from ..validation import check_int
 
 __all__ = ["Quantize", "GaussianNoise"]
 
@@ -22,9 +23,7 @@ class Quantize(nn.Module):
 
     def __init__(self, levels: int = 8) -> None:
         super().__init__()
-        if isinstance(levels, bool) or int(levels) != levels or levels < 2:
-            raise ValueError(f"Quantize.levels must be an integer >= 2, got levels={levels}")
-        self.levels = int(levels)
+        self.levels = check_int("Quantize.levels", levels, 2, whole_floats=True)
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.levels - 1

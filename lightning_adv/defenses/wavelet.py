@@ -27,6 +27,7 @@ import numpy as np
 import pywt
 import torch
 from torch import Tensor, nn
+from ..validation import check_int
 
 __all__ = ["WaveletDenoise", "wavelet_denoise", "check_wavelet", "WAVELET_METHODS", "WAVELET_MODES"]
 
@@ -48,8 +49,8 @@ def check_wavelet(wavelet: str, method: str = "BayesShrink", mode: str = "soft",
         raise ValueError(f"wavelet_mode={mode!r} must be one of {WAVELET_MODES} (the authors: 'soft')")
     if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"wavelet_sigma={sigma} must be a finite number > 0 (the authors: 0.04), or null to estimate it")
-    if levels is not None and (isinstance(levels, bool) or int(levels) != levels or levels < 1):
-        raise ValueError(f"wavelet_levels={levels} must be an integer >= 1, or null for max(dwt_max_level - 3, 1)")
+    if levels is not None:
+        check_int("wavelet_levels", levels, 1, "or null for max(dwt_max_level - 3, 1)", whole_floats=True)
 
 
 def _estimate_sigma(finest_diagonal: np.ndarray) -> float:

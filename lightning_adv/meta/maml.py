@@ -25,6 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..attacks import attack_grad_context
 from ..extras import require_fewshot
 from .learners import Learner, _normal
+from ..validation import check_int
 
 __all__ = ["MAML", "batch_statistics", "EVAL_BN"]
 
@@ -96,8 +97,7 @@ class MAML(Learner):
         super().__init__()
         require_fewshot("MAML")
         for name, value, minimum in (("ways", ways, 2), ("steps", steps, 1), ("test_steps", test_steps, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"MAML {name} must be an integer >= {minimum}, got {name}={value!r}")
+            check_int(f"MAML {name}", value, minimum)
         if layers not in ("all", "last"):
             raise ValueError(f"MAML layers={layers!r} must be 'all' (MAML) or 'last' (last layer only)")
         if not lr > 0:

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..extras import require_fewshot
+from ..validation import check_int
 
 __all__ = ["EpisodeDataset", "split_support_query", "check_task_shape"]
 
@@ -67,8 +68,7 @@ class EpisodeDataset(Dataset):
                  queries: int, num_episodes: int, seed: int = 0, resample: bool = False, split: str = "train") -> None:
         for name, value, minimum in (("ways", ways, 2), ("shots", shots, 1), ("queries", queries, 1),
                                      ("episodes", num_episodes, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{split} {name} must be an integer >= {minimum}, got {name}={value!r}")
+            check_int(name, value, minimum, f"the {split} split's {name}")
         require_fewshot("EpisodeDataset")
         from learn2learn.data import MetaDataset, TaskDataset
         from learn2learn.data.transforms import ConsecutiveLabels, KShots, LoadData, NWays, RemapLabels

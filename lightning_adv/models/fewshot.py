@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_image_batch, check_in_channels, check_int, check_num_classes, check_positive_ints
+from ..validation import check_image_batch, check_in_channels, check_int, check_num_classes, check_positive_ints
 from .normalize import Normalize
 from .registry import register_model
 

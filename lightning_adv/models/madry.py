@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
-from ._checks import check_image_batch, check_in_channels, check_int, check_num_classes
+from ..validation import check_image_batch, check_in_channels, check_int, check_num_classes
 from .normalize import Normalize
 from .registry import register_model
 

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_image_batch, check_in_channels, check_num_classes
+from ..validation import check_image_batch, check_in_channels, check_num_classes
 from .normalize import Normalize
 from .registry import register_model
 

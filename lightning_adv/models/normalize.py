@@ -15,14 +15,13 @@ config (they are constructor arguments of every model).
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_int
+from ..validation import check_int, check_real
 
 __all__ = ["Normalize"]
 
@@ -40,9 +39,7 @@ def _as_float_list(name: str, value: Any) -> list[float]:
         )
     out: list[float] = []
     for i, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
-            raise ValueError(f"{name}[{i}] must be a finite number, got {v!r} in {name}={list(value)!r}")
-        out.append(float(v))
+        out.append(check_real(f"{name}[{i}]", v, hint=f"in {name}={list(value)!r}"))
     if not out:
         raise ValueError(f"{name} must not be empty; give one value per input channel or None for no normalisation")
     return out

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 from torch import Tensor, nn
 
-from ._checks import load_weights_file
+from ..validation import load_weights_file
 
 __all__ = [
     "register_model",

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
-from ._checks import check_image_batch, check_in_channels, check_int, check_num_classes, check_positive_ints
+from ..validation import check_image_batch, check_in_channels, check_int, check_num_classes, check_positive_ints
 from .normalize import Normalize
 from .registry import register_model
 

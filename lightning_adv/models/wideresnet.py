@@ -31,14 +31,13 @@ Deliberate differences from the authors' code:
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_image_batch, check_in_channels, check_int, check_num_classes
+from ..validation import check_image_batch, check_in_channels, check_int, check_num_classes, check_real
 from .normalize import Normalize
 from .registry import register_model
 
@@ -143,9 +142,8 @@ class WideResNet(nn.Module):
             )
         self.depth = depth
         self.widen_factor = check_int("widen_factor", widen_factor, 1, "TRADES/ARD use widen_factor=10")
-        if isinstance(drop_rate, bool) or not isinstance(drop_rate, numbers.Real) or not 0.0 <= float(drop_rate) < 1.0:
-            raise ValueError(f"drop_rate must be a probability in [0, 1), got {drop_rate!r}; TRADES/ARD use 0.0")
-        self.drop_rate = float(drop_rate)
+        self.drop_rate = check_real("drop_rate", drop_rate, minimum=0.0, maximum=1.0, below_max=True,
+                                    hint="a probability; TRADES/ARD use 0.0")
         self.num_classes = check_num_classes(num_classes)
         self.in_channels = check_in_channels(in_channels)
         n = (depth - 4) // 6

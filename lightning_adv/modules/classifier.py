@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any, Optional
 
 import lightning.pytorch as pl
@@ -16,6 +15,7 @@ from .compute import ComputeConfig, strip_compile_prefix
 from .epoch_scalars import EpochScalars
 from .optim import OptimConfig, build_optimizer, build_scheduler
 from .regularizers import Regularizer, coerce_regularizer
+from ..validation import check_real
 
 __all__ = ["Classifier", "hard_labels"]
 
@@ -89,14 +89,10 @@ class Classifier(pl.LightningModule):
         self._batch_size = 0
         compute = ComputeConfig.coerce(compute)
         self.compute_cfg = compute
-        if not noise_sigma >= 0:
-            raise ValueError(f"noise_sigma must be >= 0 (Gaussian noise std in [0, 1] pixel units), got {noise_sigma}")
-        self.noise_sigma = float(noise_sigma)
-        if (isinstance(train_temperature, bool) or not isinstance(train_temperature, (int, float))
-                or not math.isfinite(train_temperature) or train_temperature <= 0):
-            raise ValueError(f"train_temperature must be a finite number > 0 (1: plain cross-entropy; defensive "
-                             f"distillation: 100), got train_temperature={train_temperature!r}")
-        self.train_temperature = float(train_temperature)
+        self.noise_sigma = check_real("noise_sigma", noise_sigma, minimum=0.0,
+                                      hint="the Gaussian noise std in [0, 1] pixel units")
+        self.train_temperature = check_real("train_temperature", train_temperature, positive=True,
+                                            hint="1: plain cross-entropy; defensive distillation: 100")
         optim = OptimConfig.coerce(optim)
         self.optim_cfg = optim
         self.regularizer = coerce_regularizer(regularizer)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..attacks import ThreatModel
+from ..validation import check_int
 
 __all__ = ["FreeReplay"]
 
@@ -47,8 +48,7 @@ class FreeReplay:
     """
 
     def __init__(self, threat: ThreatModel, replays: int, step_size: float) -> None:
-        if int(replays) != replays or replays < 1:
-            raise ValueError(f"free-training replays m must be an integer >= 1, got replays={replays}")
+        check_int("replays", replays, 1, "m, the replays of each batch (Shafahi et al.: 8 on CIFAR)", whole_floats=True)
         if step_size <= 0:
             raise ValueError(f"free-training step_size must be > 0, got step_size={step_size}")
         self.threat = threat

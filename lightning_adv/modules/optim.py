@@ -6,7 +6,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from ..models._checks import check_real
+from ..validation import check_real
 
 __all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "optimizers_and_schedule"]
 

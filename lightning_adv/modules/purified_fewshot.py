@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..attacks import module_mode
 from ..defenses import DefenseGAN, SRDefense, WaveletDenoise, adaptive_purifier, load_generator, load_sr_net
 from ..meta import EpisodeAccuracy
-from ..models._checks import load_weights_file
+from ..validation import load_weights_file
 from .adversarial_querying import AdversarialQuerying
 from .objective_training import legacy_checkpoint_error
 

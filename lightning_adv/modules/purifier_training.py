@@ -1,4 +1,4 @@
-"""Training the purifiers of thesis section 5.5 through the CLI (``python train.py fit --config ...``).
+"""Training the purifiers of thesis section 5.5 through the CLI (``python train.py fit --config configs/purifier_defensegan_omniglot.yaml``).
 
 * :class:`GANTraining`: DefenseGAN's generator, WGAN-GP (Gulrajani et al.; Samangouei et al.'s choice:
   5 critic updates per generator update, gradient penalty 10, Adam 1e-4, betas (0.5, 0.9)) or the
@@ -18,7 +18,6 @@ Checkpoints load with ``weights_only=True`` (:func:`~lightning_adv.defenses.load
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..defenses import GAN_LOSSES, Critic, DefenseGAN, Generator, SRResNet
-from ..models._checks import check_real
+from ..validation import check_int, check_real
 
 __all__ = ["GANTraining", "SRTraining"]
 
@@ -39,12 +38,6 @@ def _check_data(module: pl.LightningModule, image_size: int, in_channels: int) -
         raise ValueError(f"model.in_channels={in_channels}, model.image_size={image_size} but the data "
                          f"({type(dm).__name__}) has images of shape {tuple(shape)}; set --model.in_channels "
                          f"{shape[0]} --model.image_size {shape[1]}")
-
-
-def _positive(name: str, value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {name}={value}")
-    return float(value)
 
 
 class GANTraining(pl.LightningModule):
@@ -69,15 +62,12 @@ class GANTraining(pl.LightningModule):
             raise ValueError(f"loss={loss!r} must be one of {GAN_LOSSES} (Samangouei et al.: 'wgan-gp')")
         for name, value in (("critic_iters", critic_iters), ("val_restarts", val_restarts),
                             ("val_steps", val_steps), ("val_images", val_images)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
-        _positive("lr", lr)
+            check_int(name, value, 1)
+        check_real("lr", lr, positive=True)
         for name, value in (("beta1", beta1), ("beta2", beta2)):  # Adam's betas: torch would not name them
-            if not 0 <= check_real(name, value, minimum=0.0) < 1:
-                raise ValueError(f"{name} must be in [0, 1) (Adam's moment decay), got {name}={value:g}; "
-                                 f"WGAN-GP: beta1 0.5, beta2 0.9")
-        if gp_weight < 0:
-            raise ValueError(f"gp_weight must be >= 0, got gp_weight={gp_weight}")
+            check_real(name, value, minimum=0.0, maximum=1.0, below_max=True,
+                       hint="Adam's moment decay; WGAN-GP: beta1 0.5, beta2 0.9")
+        check_real("gp_weight", gp_weight, minimum=0.0)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = Generator(latent_dim, image_size, in_channels, gen_width)
@@ -160,9 +150,8 @@ class SRTraining(pl.LightningModule):
         if image_size % scale:
             raise ValueError(f"image_size={image_size} must be divisible by scale={scale} (the training pairs are "
                              f"area-downsampled by scale)")
-        if not (math.isfinite(noise_std) and noise_std >= 0):
-            raise ValueError(f"noise_std must be a finite number >= 0, got noise_std={noise_std}")
-        _positive("lr", lr)
+        check_real("noise_std", noise_std, minimum=0.0)
+        check_real("lr", lr, positive=True)
         self.save_hyperparameters()
 
     def setup(self, stage: str) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import create_model, load_model_weights, model_class
-from ..models._checks import load_weights_file
+from ..validation import load_weights_file
 
 __all__ = ["load_teacher", "freeze", "check_teacher_args", "RESERVED_TEACHER_KWARGS"]
 

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import PGD, cross_entropy_loss, kl_loss, module_mode
-from .base import FreeObjective, Objective, StepOutput, check_batch, check_nonneg, training_attack
+from ..validation import check_real
+from .base import FreeObjective, Objective, StepOutput, check_batch, training_attack
 
 __all__ = ["PGDAT", "TRADES", "MART", "Free", "PerturbationObjective", "mart_loss", "trades_loss"]
 
@@ -119,7 +120,7 @@ class TRADES(PerturbationObjective):
     def __init__(self, beta: float = 6.0,
                  attack: PGD = PGD(eps=0.031, steps=10, step_size=0.007, random_start=False, start_sigma=0.001,
                                    bn_mode="eval")) -> None:
-        self.beta = check_nonneg("beta", beta)
+        self.beta = check_real("beta", beta, minimum=0.0)
         self.attack = training_attack(attack)
 
     def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
@@ -142,7 +143,7 @@ class MART(PerturbationObjective):
     def __init__(self, beta: float = 6.0,
                  attack: PGD = PGD(eps=8 / 255, steps=10, step_size=2 / 255, random_start=False, start_sigma=0.001,
                                    bn_mode="eval")) -> None:
-        self.beta = check_nonneg("beta", beta)
+        self.beta = check_real("beta", beta, minimum=0.0)
         self.attack = training_attack(attack)
 
     def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:

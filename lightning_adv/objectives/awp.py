@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from .adversarial import PGDAT, TRADES, PerturbationObjective
-from .base import Objective, StepOutput, check_nonneg
+from ..validation import check_int, check_real
+from .base import Objective, StepOutput
 
 __all__ = ["AWP", "awp_perturbation"]
 
@@ -72,10 +73,8 @@ class AWP(Objective):
         if not isinstance(inner, (PGDAT, TRADES)):
             raise ValueError(f"AWP.inner must be a PGDAT or TRADES objective, got {type(inner).__name__}")
         self.inner: PerturbationObjective = inner
-        self.gamma = check_nonneg("gamma", gamma, positive=True)
-        if isinstance(warmup_epochs, bool) or int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be an integer >= 0, got warmup_epochs={warmup_epochs!r}")
-        self.warmup_epochs = int(warmup_epochs)
+        self.gamma = check_real("gamma", gamma, positive=True)
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0, whole_floats=True)
         self._applied: Optional[dict[str, Tensor]] = None
 
     @property

@@ -32,17 +32,12 @@ from typing import Any, Optional
 from torch import Tensor
 
 from ..attacks import PGD, Attack, ThreatModel, make_threat
-from ..models._checks import check_int, check_real, check_step_size
+from ..validation import check_int, check_real, check_step_size
 
-__all__ = ["Objective", "FreeObjective", "StepOutput", "check_batch", "check_nonneg", "training_attack", "KINDS"]
+__all__ = ["Objective", "FreeObjective", "StepOutput", "check_batch", "training_attack", "KINDS"]
 
 #: what an objective trains: a classifier on ``(x, y)`` batches or a meta-learner on task batches
 KINDS = ("classifier", "episodic")
-
-
-def check_nonneg(name: str, value: Any, positive: bool = False) -> float:
-    """A finite number >= 0 (> 0 with ``positive``), else a ValueError naming ``name``."""
-    return check_real(name, value, minimum=0.0, positive=positive)
 
 
 def check_batch(module: Any) -> bool:
@@ -170,7 +165,7 @@ class FreeObjective(Objective):
     def __init__(self, eps: float = 8 / 255, norm: str = "linf", replays: int = 4,
                  step_size: Optional[float] = None) -> None:
         make_threat(norm, eps)
-        check_nonneg("eps", eps, positive=True)  # free training with eps 0 would be natural training
+        check_real("eps", eps, positive=True)  # free training with eps 0 would be natural training
         check_int("replays", replays, 1, "m, the replays of each batch (Shafahi et al.: 8 on CIFAR)", whole_floats=True)
         if step_size is not None:  # the perturbation persists: any number of steps, bounded by the ball's diameter
             check_step_size(step_size, float(eps), None)

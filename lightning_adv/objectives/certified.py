@@ -19,21 +19,10 @@ from torch import Tensor
 
 from ..attacks.threat import make_threat
 from ..certify import BoundNetwork, certified, certified_loss, ramp
+from ..validation import check_int, check_real
 from .base import Objective, StepOutput
 
 __all__ = ["CertifiedObjective", "IBP", "CROWNIBP"]
-
-
-def _steps(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{name} must be an integer >= 0 (optimiser steps), got {name}={v!r}")
-    return v
-
-
-def _unit(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-        raise ValueError(f"{name} must be in [0, 1], got {name}={v!r}")
-    return float(v)
 
 
 class CertifiedObjective(Objective):
@@ -47,8 +36,10 @@ class CertifiedObjective(Objective):
         if not eps > 0:
             raise ValueError(f"eps={eps!r}: certified training needs a radius > 0 (Linf, [0, 1] pixel units)")
         self.eps = float(eps)
-        self.warmup_steps, self.ramp_steps = _steps("warmup_steps", warmup_steps), _steps("ramp_steps", ramp_steps)
-        self.kappa_start, self.kappa_end = _unit("kappa_start", kappa_start), _unit("kappa_end", kappa_end)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0, "optimiser steps")
+        self.ramp_steps = check_int("ramp_steps", ramp_steps, 0, "optimiser steps")
+        self.kappa_start = check_real("kappa_start", kappa_start, minimum=0.0, maximum=1.0)
+        self.kappa_end = check_real("kappa_end", kappa_end, minimum=0.0, maximum=1.0)
         self._nets: dict[int, BoundNetwork] = {}
 
     def _beta(self, step: int) -> float:
@@ -93,7 +84,8 @@ class CROWNIBP(CertifiedObjective):
     def __init__(self, eps: float = 0.1, warmup_steps: int = 0, ramp_steps: int = 1000, kappa_start: float = 1.0,
                  kappa_end: float = 0.5, beta_start: float = 1.0, beta_end: float = 0.0) -> None:
         super().__init__(eps, warmup_steps, ramp_steps, kappa_start, kappa_end)
-        self.beta_start, self.beta_end = _unit("beta_start", beta_start), _unit("beta_end", beta_end)
+        self.beta_start, self.beta_end = (check_real("beta_start", beta_start, minimum=0.0, maximum=1.0),
+                                          check_real("beta_end", beta_end, minimum=0.0, maximum=1.0))
 
     def _beta(self, step: int) -> float:
         return ramp(step, self.warmup_steps, self.ramp_steps, self.beta_start, self.beta_end)

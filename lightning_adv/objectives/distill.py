@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import PGD, BN_MODES, cross_entropy_loss, kl_loss, module_mode
-from .base import FreeObjective, Objective, StepOutput, check_batch, check_nonneg, training_attack
+from ..validation import check_real
+from .base import FreeObjective, Objective, StepOutput, check_batch, training_attack
 
 __all__ = ["KD", "ARD", "FastARD", "KL_REDUCTIONS", "distillation_kl"]
 
@@ -58,7 +59,7 @@ class KD(Objective):
     needs_teacher = True
 
     def __init__(self, temperature: float = 30.0, alpha: float = 1.0, kl_reduction: str = "elementwise_mean") -> None:
-        self.temperature = check_nonneg("temperature", temperature, positive=True)
+        self.temperature = check_real("temperature", temperature, positive=True)
         if isinstance(alpha, bool) or not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the distillation term; thesis: 1), got alpha={alpha}")
         self.alpha = float(alpha)
@@ -99,7 +100,7 @@ class _ARDLoss(KD):
         if teacher_input not in TEACHER_INPUTS:
             raise ValueError(f"teacher_input={teacher_input!r} is not one of {TEACHER_INPUTS}")
         self.teacher_input = teacher_input
-        self.clean_kd_weight = check_nonneg("clean_kd_weight", clean_kd_weight)
+        self.clean_kd_weight = check_real("clean_kd_weight", clean_kd_weight, minimum=0.0)
         if self.alpha == 0:
             raise ValueError("alpha=0 leaves ARD without its adversarial term (the loss is the clean cross-entropy, "
                              "natural training); use alpha in (0, 1] (thesis: 1)")
@@ -161,7 +162,7 @@ class ARD(_ARDLoss):
             raise ValueError(f"attack_loss={attack_loss!r} is not one of ('ce', 'kl') (the student's cross-entropy, "
                              f"thesis default, or the KL to the teacher)")
         self.attack_loss = attack_loss
-        self.attack_temperature = check_nonneg("attack_temperature", attack_temperature, positive=True)
+        self.attack_temperature = check_real("attack_temperature", attack_temperature, positive=True)
 
     def perturb(self, module: Any, x: Tensor, y: Tensor, teacher_clean: Tensor) -> Tensor:
         if self.attack_loss == "kl":

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import PGD, cross_entropy_loss, get_attack_loss, kl_loss
-from .base import Objective, StepOutput, check_nonneg, training_attack
+from ..validation import check_real
+from .base import Objective, StepOutput, training_attack
 
 __all__ = ["MetaNatural", "AQ", "MetaTRADES", "ADML"]
 
@@ -70,7 +71,7 @@ class MetaTRADES(Objective):
     kind = "episodic"
 
     def __init__(self, beta: float = 1.0, attack: PGD = _AQ_ATTACK) -> None:
-        self.beta = check_nonneg("beta", beta)
+        self.beta = check_real("beta", beta, minimum=0.0)
         self.attack = training_attack(attack)
 
     def step(self, module: Any, *batch: Tensor) -> StepOutput:

@@ -28,6 +28,7 @@ from .book import BookSnippet
 from .measures import capital as capital_of
 from .measures import measures
 from .propagation import Routing, placement_prices, propagate, routing
+from ..validation import check_int
 
 __all__ = ["OrderBookAttack", "RandomOrders", "CapitalBoundedAttack", "round_shares"]
 
@@ -51,9 +52,7 @@ class OrderBookAttack(Attack):
     def __init__(self, levels: int = 10, name: Optional[str] = None) -> None:
         super().__init__(norm="linf", eps=None, name=name, bn_mode="eval")
         self.norm = "relsize%"  # the suite's norm column: relative size of the perturbation in percent
-        if int(levels) != levels or levels < 1:
-            raise ValueError(f"levels must be an integer >= 1 (thesis: 10), got levels={levels}")
-        self.levels = int(levels)
+        self.levels = check_int("levels", levels, 1, "thesis: 10", whole_floats=True)
 
     def check_inputs(self, x: Any) -> None:
         if not isinstance(x, BookSnippet):
@@ -161,9 +160,8 @@ class CapitalBoundedAttack(OrderBookAttack):
             raise ValueError(f"r must be in [0, 1) (R_r(a) = floor(a + r); thesis: 0.95), got r={r}")
         if not math.isfinite(alpha0) or alpha0 <= 0:
             raise ValueError(f"alpha0 must be > 0 (alpha ~ U(0, alpha0)), got alpha0={alpha0}")
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got steps={steps}")
-        self.capital, self.r, self.alpha0, self.steps = float(capital), float(r), float(alpha0), int(steps)
+        self.capital, self.r, self.alpha0 = float(capital), float(r), float(alpha0)
+        self.steps = check_int("steps", steps, 1, whole_floats=True)
         self.normalize = bool(normalize)
 
     def default_label(self) -> str:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .book import BookSnippet, swa
+from ..validation import check_int
 
 __all__ = ["SWAFeatures", "LinearValuation", "MLPValuation", "LSTMValuation", "VALUATION_MODELS",
            "create_valuation_model"]
@@ -40,9 +41,7 @@ class SWAFeatures(nn.Module):
 
 
 def _check_steps(steps: int) -> int:
-    if int(steps) != steps or steps < 2:
-        raise ValueError(f"steps must be an integer >= 2 (the snippet's T, 6000 in the thesis), got steps={steps}")
-    return int(steps)
+    return check_int("steps", steps, 2, "the snippet's T, 6000 in the thesis", whole_floats=True)
 
 
 class _Valuation(nn.Module):

@@ -28,6 +28,7 @@ from ..attacks.pgd import module_mode
 from .book import BookSnippet
 from .measures import relative_size
 from .propagation import placement_prices, propagate, propagate_delta, routing
+from ..validation import check_int
 
 __all__ = ["placements_from_universal", "train_universal", "fool_rate", "transfer_table"]
 
@@ -49,8 +50,7 @@ def train_universal(model: nn.Module, batches: Iterable[tuple[BookSnippet, Tenso
     from ``batches`` (the model is frozen and in eval mode). ``lr``: Adam's step in shares."""
     if target not in (0, 1, 2):
         raise ValueError(f"target must be a class 0 (down), 1 (flat) or 2 (up), got target={target}")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got steps={steps}")
+    check_int("steps", steps, 1, whole_floats=True)
     if not math.isfinite(gamma) or gamma < 0:
         raise ValueError(f"gamma (relative size penalty) must be >= 0, got gamma={gamma}")
     if not lr > 0:

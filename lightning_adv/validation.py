@@ -1,10 +1,13 @@
-"""Argument and input checks shared by the library (the model zoo, attacks, objectives, optimiser
-settings, weight files).
+"""The library's argument checks, in one place: numbers, radii, step sizes, labels, weight files, image
+batches. Every constructor of the library (models, attacks, objectives, modules, data modules, callbacks,
+defenses, certification, order books) checks its arguments with these functions.
 
-Every error is a ``ValueError`` that names the parameter, the value it got and what
-would work (design decision 8: errors name the fix). A value of the wrong type raises
-:class:`ArgumentTypeError`, both a ``TypeError`` and a ``ValueError``, with the value's ``repr``
-(``steps='10'`` is a string, not the integer 10).
+Every error names the parameter, the value it got and what would work, on one line (design decision 8:
+errors name the fix). A value of the wrong type raises :class:`ArgumentTypeError`, both a ``TypeError``
+and a ``ValueError``, with the value's ``repr`` (``steps='10'`` is a string, not the integer 10).
+
+One rule for booleans: a bool is never a number. ``steps: true`` in a config is a mistake, not 1, and
+``eps: false`` is not 0; :func:`check_int` and :func:`check_real` refuse them by name.
 
 Radii (:func:`check_radius`): an Linf radius lies in [0, 1] (the image box is [0, 1]); an L2 or L1
 radius at most the box's diameter in that norm for the input's size (``sqrt(d)``, ``d``), checked
@@ -45,29 +48,37 @@ class ArgumentTypeError(TypeError, ValueError):
     and ``train.py``'s one-line errors also catch."""
 
 
+def _bool_error(name: str, value: bool, kind: str, example: str, fix: str) -> ArgumentTypeError:
+    return ArgumentTypeError(f"{name} must be {kind}, got {name}={value!r} (a bool, not a number); "
+                             f"write a number such as {name}={example}{fix}")
+
+
 def check_int(name: str, value: Any, minimum: int, hint: str = "", whole_floats: bool = False) -> int:
-    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise."""
-    # bool is an int subclass; ``num_classes=True`` is a bug, not 1. With ``whole_floats`` a float with an
-    # integer value (attack ``steps=10.0``) is accepted; ``2.5`` never is.
+    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise naming ``name``.
+    A bool is refused (``steps=True`` is a bug, not 1). With ``whole_floats`` a float with an integer
+    value (attack ``steps=10.0``) is accepted; ``2.5`` never is."""
+    fix = f"; {hint}" if hint else ""
+    if isinstance(value, bool):
+        raise _bool_error(name, value, f"an integer >= {minimum}", str(max(minimum, 1)), fix)
     whole_float = whole_floats and isinstance(value, float) and math.isfinite(value) and value == int(value)
-    if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or whole_float):
+    if not (isinstance(value, numbers.Integral) or whole_float):
         error = ValueError if isinstance(value, numbers.Number) else ArgumentTypeError
-        raise error(
-            f"{name} must be an integer >= {minimum}, got {name}={value!r} ({type(value).__name__})"
-            + (f"; {hint}" if hint else "")
-        )
+        raise error(f"{name} must be an integer >= {minimum}, got {name}={value!r} ({type(value).__name__}){fix}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {name}={value!r}" + (f"; {hint}" if hint else ""))
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}{fix}")
     return int(value)
 
 
 def check_real(name: str, value: Any, minimum: Optional[float] = None, positive: bool = False,
-               hint: str = "") -> float:
-    """A finite real number (``>= minimum``; ``> 0`` with ``positive``) as a float, else raise naming ``name``.
-    A string or another non-number is an :class:`ArgumentTypeError` (``eps='8/255'``: write ``8/255`` as
-    ``0.0314`` or compute it in Python); ``nan``/``inf`` are refused by name."""
+               hint: str = "", maximum: Optional[float] = None, below_max: bool = False) -> float:
+    """A finite real number as a float, else raise naming ``name``: ``>= minimum`` (``> 0`` with
+    ``positive``), ``<= maximum`` (``< maximum`` with ``below_max``). A bool is refused (``eps=False`` is
+    not 0); a string or another non-number is an :class:`ArgumentTypeError` (``eps='8/255'``: write
+    ``8/255`` as ``0.0314`` or compute it in Python); ``nan``/``inf`` are refused by name."""
     fix = f"; {hint}" if hint else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool):
+        raise _bool_error(name, value, "a number", "0.1", fix)
+    if not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"{name} must be a number, got {name}={value!r} ({type(value).__name__}); "
                                 f"give a float such as 0.1{fix}")
     value = float(value)
@@ -75,9 +86,13 @@ def check_real(name: str, value: Any, minimum: Optional[float] = None, positive:
         raise ValueError(f"{name}=nan is not allowed (nan is not a number); give a finite float{fix}")
     if not math.isfinite(value):
         raise ValueError(f"{name}={value} is not a finite number; give a finite float{fix}")
-    if (positive and value <= 0) or (minimum is not None and value < minimum):
-        bound = "> 0" if positive else f">= {minimum:g}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {name}={value:g}{fix}")
+    low = (positive and value <= 0) or (minimum is not None and value < minimum)
+    high = maximum is not None and (value >= maximum if below_max else value > maximum)
+    if low or high:
+        bounds = [("> 0" if positive else f">= {minimum:g}") if positive or minimum is not None else "",
+                  "" if maximum is None else f"{'<' if below_max else '<='} {maximum:g}"]
+        raise ValueError(f"{name} must be a finite number {' and '.join(b for b in bounds if b)}, "
+                         f"got {name}={value!r}{fix}")
     return value
 
 
