@@ -1,10 +1,16 @@
 """The documentation points at things that exist: every relative link of README.md and docs/*.md
 (and its #anchor), every config file it names, and the shape of every documented `python train.py`
-command line (subcommand, `--config` files, top-level option groups of the CLI). Fast: text only."""
+command line (subcommand, `--config` files, top-level option groups of the CLI). Fast: text only.
+
+The `python train.py` command lines that the code shows (docstrings of train.py, lightning_adv/,
+callbacks/, datamodules/ and the messages of lightning_adv/cli_errors.py) are executed as written
+through the real CLI, in-process, up to the trainer call; the quickstart is really trained."""
 from __future__ import annotations
 
+import ast
 import itertools
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -92,30 +98,127 @@ def _cli_groups() -> set[str]:
             "lr_scheduler", *added}
 
 
+TRAIN_COMMAND = re.compile(r"python train\.py[^\n#`]*")
+
+
+def _commands_in(text: str) -> list[str]:
+    """Every `python train.py ...` line of ``text``, continuation lines joined, trailing punctuation dropped."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [m.group(0).strip().rstrip(".,;:)") for m in TRAIN_COMMAND.finditer(joined)]
+
+
 def _train_commands(text: str) -> list[str]:
-    """Every `python train.py ...` line of the fenced blocks, continuation lines joined."""
-    cmds = []
-    for block in FENCE.findall(text):
-        joined = re.sub(r"\\\n\s*", " ", block)
-        cmds += [m.group(0) for m in re.finditer(r"python train\.py[^\n#]*", joined)]
-    return cmds
+    """Every `python train.py ...` line of the fenced blocks of a page."""
+    return [cmd for block in FENCE.findall(text) for cmd in _commands_in(block)]
+
+
+def _shape_errors(cmd: str, groups: set[str]) -> list[str]:
+    """What is wrong with the shape of one command line (subcommand, option groups, --config files)."""
+    words, bad = cmd.split(), []
+    if len(words) < 3 or words[2] not in SUBCOMMANDS:
+        return [f"{cmd!r}: subcommand must be one of {sorted(SUBCOMMANDS)}"]
+    for i, w in enumerate(words):
+        if w.startswith("--") and w[2:].split(".")[0].split("=")[0] not in groups:
+            bad.append(f"{cmd!r}: unknown option group {w}")
+        if w == "--config" and i + 1 < len(words) and "<" not in words[i + 1]:
+            if not (REPO / words[i + 1]).is_file():
+                bad.append(f"{cmd!r}: {words[i + 1]} does not exist")
+    return bad
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_documented_train_commands_are_well_formed(page):
-    groups, bad = _cli_groups(), []
-    for cmd in _train_commands(page.read_text()):
-        words = cmd.split()
-        if len(words) < 3 or words[2] not in SUBCOMMANDS:
-            bad.append(f"{cmd!r}: subcommand must be one of {sorted(SUBCOMMANDS)}")
-            continue
-        for i, w in enumerate(words):
-            if w.startswith("--") and w[2:].split(".")[0].split("=")[0] not in groups:
-                bad.append(f"{cmd!r}: unknown option group {w}")
-            if w == "--config" and i + 1 < len(words) and "<" not in words[i + 1]:
-                if not (REPO / words[i + 1]).is_file():
-                    bad.append(f"{cmd!r}: {words[i + 1]} does not exist")
+    groups = _cli_groups()
+    bad = [err for cmd in _train_commands(page.read_text()) for err in _shape_errors(cmd, groups)]
     assert not bad, f"{page.name}: " + "; ".join(bad)
+
+
+#: where the code shows command lines: docstrings and messages of these files
+EXAMPLE_SOURCES = [REPO / "train.py", *sorted(f for d in ("lightning_adv", "callbacks", "datamodules")
+                                              for f in (REPO / d).rglob("*.py"))]
+#: the placeholders the messages use, and what the test puts there (anything else in <...> fails)
+PLACEHOLDERS = {"<class_path>": "lightning_adv.modules.AdvTraining"}
+
+
+def _strings(path: Path) -> list[str]:
+    """Every string literal of a source file; an f-string whole, its fields as ``{}``."""
+    tree = ast.parse(path.read_text())
+    parts = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts:
+            out.append(node.value)
+        elif isinstance(node, ast.JoinedStr):
+            out.append("".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values))
+    return out
+
+
+def _code_examples() -> dict[str, str]:
+    """``command line -> file`` for every `python train.py` line the code shows."""
+    return {cmd: path.relative_to(REPO).as_posix() for path in EXAMPLE_SOURCES for text in _strings(path)
+            for cmd in _commands_in(text)}
+
+
+def test_code_examples_are_found_and_well_formed():
+    examples, groups = _code_examples(), _cli_groups()
+    shown = {f for f in examples.values()}
+    assert {"train.py", "lightning_adv/cli.py", "lightning_adv/cli_errors.py", "callbacks/smoothing.py"} <= shown
+    assert any("--model.objective.init_args.attack.steps 7" in c for c in examples)
+    bad = [f"{where}: {err}" for cmd, where in examples.items() for err in _shape_errors(cmd, groups)]
+    bad += [f"{where}: {cmd!r} has a field or placeholder that is not runnable as written"
+            for cmd, where in examples.items() if "{" in cmd or re.search(r"<[^>]*>", _filled(cmd))]
+    assert not bad, "; ".join(bad)
+
+
+def _filled(cmd: str) -> str:
+    for placeholder, value in PLACEHOLDERS.items():
+        cmd = cmd.replace(placeholder, value)
+    return cmd
+
+
+def _execute(cmd: str) -> None:
+    """``cmd`` through :func:`lightning_adv.cli.cli_main` as train.py runs it: parsed, checked (config files,
+    class paths, ``--ckpt_path``), the model, data and trainer built; the trainer call itself is left out."""
+    from lightning_adv import cli
+
+    with pytest.MonkeyPatch.context() as mp:
+        ran = []
+        mp.setattr(cli.AdvLightningCLI, "_run_subcommand", lambda self, sub: ran.append(sub))
+        try:
+            cli.cli_main(shlex.split(_filled(cmd))[2:])
+        except SystemExit as exc:
+            assert exc.code in (0, None) and ".help" in cmd, f"{cmd!r} exited with {exc.code}"
+            return
+        assert ran == [shlex.split(cmd)[2]], f"{cmd!r} did not reach its subcommand"
+
+
+def _fit_briefly(config: str) -> None:
+    """A real run of ``config``: one training batch and one validation batch, writing its last.ckpt."""
+    from lightning_adv.cli import cli_main
+
+    cli_main(["fit", "--config", config, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+              "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+              "--trainer.enable_progress_bar", "false"])
+
+
+def test_code_examples_run_as_written(tmp_path, monkeypatch, capsys):
+    """Every command line the code shows, executed as written from a fresh directory; the checkpoints
+    that the `test --ckpt_path runs/<name>/version_0/checkpoints/last.ckpt` examples name are written
+    first by real (one-batch) fits of the same configs, so the paths are checked as written too."""
+    monkeypatch.chdir(tmp_path)  # runs/ lands here; --config configs/X.yaml finds the shipped configs
+    examples = sorted(_code_examples())
+    for cmd in examples:
+        ckpt = re.search(r"--ckpt_path (runs/([\w-]+)/version_0/checkpoints/last\.ckpt)", cmd)
+        if ckpt and not Path(ckpt.group(1)).is_file():
+            _fit_briefly(f"configs/{ckpt.group(2)}.yaml")
+            assert Path(ckpt.group(1)).is_file(), f"a fit of configs/{ckpt.group(2)}.yaml did not write {ckpt.group(1)}"
+    failed = []
+    for cmd in examples:
+        try:
+            _execute(cmd)
+        except (SystemExit, AssertionError) as exc:
+            failed.append(f"{cmd!r}: {exc} {capsys.readouterr().err.strip().splitlines()[-1:]}")
+    assert not failed, "\n".join(failed)
 
 
 def test_the_checks_see_the_pages():
