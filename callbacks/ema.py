@@ -36,6 +36,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
+
 from lightning_adv.validation import check_int, check_real
 
 __all__ = ["EMA", "WarmupEMA"]

@@ -39,6 +39,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_adv.attacks.pgd import _as_normal, module_mode
 from lightning_adv.certify import ABSTAIN, SmoothingResult, check_smoothing, smoothing_certify
 from lightning_adv.logging_utils import run_dir
+from lightning_adv.validation import check_int, check_real
 
 __all__ = ["SmoothingCertification", "write_smoothing_curve"]
 
@@ -89,11 +90,9 @@ class SmoothingCertification(Callback):
         check_smoothing(sigma, alpha, n, n0, batch_size)
         if not radii or any(r < 0 for r in radii):
             raise ValueError(f"SmoothingCertification.radii must be non-empty and >= 0, got radii={radii}")
-        if limit_examples < 1:
-            raise ValueError(f"SmoothingCertification.limit_examples must be >= 1, got {limit_examples}")
-        if not curve_step > 0:
-            raise ValueError(f"SmoothingCertification.curve_step must be > 0 (the radius grid of the curve, e.g. "
-                             f"0.05), got curve_step={curve_step}")
+        check_int("SmoothingCertification.limit_examples", limit_examples, 1)
+        check_real("SmoothingCertification.curve_step", curve_step, positive=True,
+                   hint="the radius grid of the curve, e.g. 0.05")
         self.sigma, self.n0, self.n, self.alpha = float(sigma), n0, n, float(alpha)
         self.radii, self.limit_examples, self.batch_size = [float(r) for r in radii], limit_examples, batch_size
         self.curve_step, self.output_dir = float(curve_step), output_dir

@@ -28,6 +28,7 @@ from torchvision import transforms
 
 from .augment import AugmentName, MixName, augment_transforms
 from .base import ImageClassificationDataModule, Transform
+from lightning_adv.validation import check_real
 
 __all__ = ["DigitsDataModule"]
 
@@ -73,11 +74,8 @@ class DigitsDataModule(ImageClassificationDataModule):
         mix_alpha: float = 1.0,
         test_size: float = 0.25,
     ) -> None:
-        if isinstance(test_size, bool) or not isinstance(test_size, (float, int)) or not 0.0 < test_size < 1.0:
-            raise ValueError(
-                f"test_size={test_size!r} is invalid: expected the fraction of the {self.total_size} "
-                "images used for testing, a float in (0, 1) such as 0.25."
-            )
+        check_real("test_size", test_size, positive=True, maximum=1.0, below_max=True,
+                   hint=f"the fraction of the {self.total_size} images used for testing, such as 0.25")
         # Set before the base class validates val_size against the training size.
         self.test_size = float(test_size)
         super().__init__(

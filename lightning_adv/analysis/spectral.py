@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validation import check_int
+
 __all__ = [
     "conv_transfer_matrices",
     "conv_singular_values",
@@ -56,11 +58,8 @@ RANK_MODES = ("min", "max")
 def _check_conv_weight(weight: Tensor, n: int) -> None:
     if weight.dim() != 4:
         raise ValueError(f"a conv2d weight of shape (c_out, c_in, k, k) is needed, got shape {tuple(weight.shape)}")
-    if isinstance(n, bool) or int(n) != n or n < max(weight.shape[-2:]):
-        raise ValueError(
-            f"input size n={n} must be an integer >= the kernel size {tuple(weight.shape[-2:])}; pass the spatial "
-            f"size of the layer's input"
-        )
+    check_int("n", n, max(weight.shape[-2:]), f"the input size, at least the kernel size {tuple(weight.shape[-2:])}: "
+              f"pass the spatial size of the layer's input", whole_floats=True)
 
 
 def conv_transfer_matrices(weight: Tensor, n: int) -> Tensor:

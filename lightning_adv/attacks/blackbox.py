@@ -154,9 +154,7 @@ class Square(Attack):
                  seed: int = 0, name: Optional[str] = None, bn_mode: str = "eval") -> None:
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
         self.n_queries = check_int("n_queries", n_queries, 1, whole_floats=True)
-        if not 0 < p_init <= 1:
-            raise ValueError(f"p_init must be in (0, 1], got p_init={p_init}")
-        self.p_init = float(p_init)
+        self.p_init = check_real("p_init", p_init, positive=True, maximum=1.0)
         self.seed = int(seed)
 
     def default_label(self) -> str:

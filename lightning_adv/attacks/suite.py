@@ -53,6 +53,7 @@ from .pgd import _as_normal, attack_grad_context, module_mode
 from .report import (AttackRow, Records, SanityFlag, SuiteReport, concat_records, dedup_records, extra_means,
                      threat_key, worst_case)
 from .whitebox import PGDAttack
+from ..validation import check_real
 
 __all__ = [
     "AttackSuite", "AttackRow", "SuiteReport", "SanityFlag", "GradientMaskingWarning", "FewShotLearnerModule",
@@ -128,8 +129,7 @@ class AttackSuite:
         labels = [a.label for a in attacks]
         if len(set(labels)) != len(labels):
             raise ValueError(f"AttackSuite.attacks have duplicate names {labels}; set `name` on each attack")
-        if not 0 <= tolerance < 1:
-            raise ValueError(f"tolerance must be in [0, 1), got tolerance={tolerance}")
+        check_real("tolerance", tolerance, minimum=0.0, maximum=1.0, below_max=True)
         self.attacks = attacks
         self.cascade = cascade
         self.sanity_checks = sanity_checks

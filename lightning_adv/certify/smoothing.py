@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor
-from ..validation import check_int
+
+from ..validation import check_int, check_real
 
 __all__ = ["ABSTAIN", "SmoothingResult", "check_smoothing", "sample_counts", "clopper_pearson_lower", "predict",
            "certify"]
@@ -51,11 +52,8 @@ class SmoothingResult:
 
 def check_smoothing(sigma: float, alpha: float, n: int, n0: int = 1, batch_size: int = 1) -> None:
     """The errors of the bad inputs: sigma <= 0, alpha outside (0, 1), n0 > n, counts < 1."""
-    if not sigma > 0:
-        raise ValueError(f"smoothing: sigma must be > 0 (the noise standard deviation in [0, 1] pixel units, e.g. "
-                         f"0.25), got sigma={sigma}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"smoothing: alpha must be in (0, 1) (the failure probability, e.g. 0.001), got alpha={alpha}")
+    check_real("sigma", sigma, positive=True, hint="the noise standard deviation in [0, 1] pixel units, e.g. 0.25")
+    check_real("alpha", alpha, positive=True, maximum=1.0, below_max=True, hint="the failure probability, e.g. 0.001")
     for name, v in (("n", n), ("n0", n0), ("batch_size", batch_size)):
         check_int(name, v, 1, "a number of noise samples" if name != "batch_size" else "")
     if n0 > n:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..attacks import attack_grad_context, module_mode
 from ..models import load_model_weights
-from ..validation import check_int, load_weights_file
+from ..validation import check_int, check_real, load_weights_file
 from .gan import Generator
 
 __all__ = ["DefenseGAN", "load_generator"]
@@ -59,10 +59,8 @@ class DefenseGAN(nn.Module):
         super().__init__()
         self.restarts = check_int("restarts", restarts, 1, "Samangouei et al.: restarts 10")
         self.steps = check_int("steps", steps, 1, "Samangouei et al.: steps 200")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"projection lr must be a finite number > 0, got lr={lr} (Samangouei et al.: 10)")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"projection momentum must be in [0, 1), got momentum={momentum} (authors: 0.7)")
+        check_real("lr", lr, positive=True, hint="the projection's step; Samangouei et al.: 10")
+        check_real("momentum", momentum, minimum=0.0, maximum=1.0, below_max=True, hint="the projection's; authors: 0.7")
         if not (0 < lr_decay <= 1 and 0 < decay_at <= 1):
             raise ValueError(f"lr_decay={lr_decay} and decay_at={decay_at} must be in (0, 1]")
         latent_dim = latent_dim if latent_dim is not None else getattr(generator, "latent_dim", None)

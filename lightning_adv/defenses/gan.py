@@ -14,6 +14,7 @@ implemented here: the CIFAR config uses a wider generator of the same shape (a d
 from __future__ import annotations
 
 from torch import Tensor, nn
+
 from ..validation import check_int
 
 __all__ = ["Generator", "Critic", "GAN_LOSSES"]

@@ -9,11 +9,11 @@
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn
-from ..validation import check_int
+
+from ..validation import check_int, check_real
 
 __all__ = ["Quantize", "GaussianNoise"]
 
@@ -38,9 +38,7 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, sigma: float = 0.1, clamp: bool = True) -> None:
         super().__init__()
-        if not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"GaussianNoise.sigma must be a finite number > 0, got sigma={sigma}")
-        self.sigma = float(sigma)
+        self.sigma = check_real("GaussianNoise.sigma", sigma, positive=True)
         self.clamp = bool(clamp)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -27,7 +27,8 @@ import numpy as np
 import pywt
 import torch
 from torch import Tensor, nn
-from ..validation import check_int
+
+from ..validation import check_int, check_real
 
 __all__ = ["WaveletDenoise", "wavelet_denoise", "check_wavelet", "WAVELET_METHODS", "WAVELET_MODES"]
 
@@ -47,8 +48,8 @@ def check_wavelet(wavelet: str, method: str = "BayesShrink", mode: str = "soft",
         raise ValueError(f"wavelet_method={method!r} must be one of {WAVELET_METHODS} (the authors: 'BayesShrink')")
     if mode not in WAVELET_MODES:
         raise ValueError(f"wavelet_mode={mode!r} must be one of {WAVELET_MODES} (the authors: 'soft')")
-    if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"wavelet_sigma={sigma} must be a finite number > 0 (the authors: 0.04), or null to estimate it")
+    if sigma is not None:
+        check_real("wavelet_sigma", sigma, positive=True, hint="the authors: 0.04, or null to estimate it")
     if levels is not None:
         check_int("wavelet_levels", levels, 1, "or null for max(dwt_max_level - 3, 1)", whole_floats=True)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..extras import require_fewshot
+from ..validation import check_real
 
 __all__ = ["FewShotHead", "R2D2Head", "ProtoNetHead", "MetaOptNetHead", "ridge_regression_logits", "ridge_dual_weights",
            "HEADS"]
@@ -74,8 +75,7 @@ class R2D2Head(FewShotHead):
 
     def __init__(self, lam: float = 50.0, learn_lambda: bool = False, scale: float = 1.0) -> None:
         super().__init__(scale)
-        if not lam > 0:
-            raise ValueError(f"R2-D2 lambda must be > 0, got lam={lam} (the authors use 50)")
+        check_real("lam", lam, positive=True, hint="R2-D2's ridge lambda; the authors use 50")
         self.log_lam = nn.Parameter(torch.tensor(float(lam)).log(), requires_grad=bool(learn_lambda))
 
     @property

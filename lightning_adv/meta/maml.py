@@ -25,7 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..attacks import attack_grad_context
 from ..extras import require_fewshot
 from .learners import Learner, _normal
-from ..validation import check_int
+from ..validation import check_int, check_real
 
 __all__ = ["MAML", "batch_statistics", "EVAL_BN"]
 
@@ -100,8 +100,7 @@ class MAML(Learner):
             check_int(f"MAML {name}", value, minimum)
         if layers not in ("all", "last"):
             raise ValueError(f"MAML layers={layers!r} must be 'all' (MAML) or 'last' (last layer only)")
-        if not lr > 0:
-            raise ValueError(f"MAML lr must be > 0, got lr={lr}")
+        check_real("MAML lr", lr, positive=True)
         if eval_bn not in EVAL_BN:
             raise ValueError(f"MAML eval_bn={eval_bn!r} is not one of {EVAL_BN} ('batch': the authors' transductive "
                              f"statistics, 'running': the running statistics)")

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..validation import check_image_batch, check_in_channels, check_int, check_num_classes, check_positive_ints
+from ..validation import (check_image_batch, check_in_channels, check_int, check_num_classes, check_positive_ints,
+                          check_real)
 from .normalize import Normalize
 from .registry import register_model
 
@@ -268,8 +269,7 @@ class ResNet12(FewShotBackbone):
     ) -> None:
         super().__init__(in_channels, mean, std, num_classes, input_size)
         self.channels = check_positive_ints("channels", channels, length=4)
-        if not 0 <= drop_rate < 1:
-            raise ValueError(f"drop_rate must be in [0, 1), got drop_rate={drop_rate}")
+        check_real("drop_rate", drop_rate, minimum=0.0, maximum=1.0, below_max=True)
         check_int("dropblock_size", dropblock_size, 1, "authors: 5 for 84x84 images, 2 for 32x32")
         widths = (self.in_channels, *self.channels)
         blocks = []

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from ..validation import check_real
+from ..validation import check_int, check_real
 
 __all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "optimizers_and_schedule"]
 
@@ -46,23 +46,21 @@ class OptimConfig:
         if self.lr > 10:
             raise ValueError(f"optim.lr={self.lr:g} is far above any learning rate that trains (thesis: 0.1 with SGD, "
                              f"1e-3 with Adam); the weights would diverge to NaN. Use a value <= 10")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"optim.momentum must be in [0, 1), got momentum={self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"optim.weight_decay must be >= 0, got weight_decay={self.weight_decay}")
+        check_real("optim.momentum", self.momentum, minimum=0.0, maximum=1.0, below_max=True)
+        check_real("optim.weight_decay", self.weight_decay, minimum=0.0)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("optim.nesterov=true needs optimizer 'sgd' with momentum > 0")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"optim.scheduler={self.scheduler!r} is not one of {SCHEDULERS}")
         if self.milestones is not None:
             ms = list(self.milestones)
-            if any(int(m) != m or m <= 0 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:])):
+            ms = [check_int(f"optim.milestones[{i}]", m, 1, "positive epochs", whole_floats=True) for i, m in enumerate(ms)]
+            if any(b <= a for a, b in zip(ms, ms[1:])):
                 raise ValueError(
                     f"optim.milestones must be strictly increasing positive epochs, got milestones={ms}"
                 )
-            self.milestones = [int(m) for m in ms]
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"optim.gamma must be in (0, 1], got gamma={self.gamma}")
+            self.milestones = ms
+        check_real("optim.gamma", self.gamma, positive=True, maximum=1.0, hint="the factor of each LR step")
         if self.lr_factors is not None:
             factors = [float(f) for f in self.lr_factors]
             if self.scheduler != "multistep" or len(factors) != len(self.milestones or []) or min(factors, default=1) <= 0:

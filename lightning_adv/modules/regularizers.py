@@ -10,11 +10,12 @@ module logs ``train/regularizer`` and ``train/param_norm`` besides.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from ..validation import check_real
 
 __all__ = ["Regularizer", "NormBias", "coerce_regularizer"]
 
@@ -67,10 +68,8 @@ class NormBias(Regularizer):
     """
 
     def __init__(self, coef: float = 0.005, mu_squared: float = 2500.0) -> None:
-        if not math.isfinite(coef) or coef <= 0:
-            raise ValueError(f"NormBias.coef must be > 0, got coef={coef}; the thesis uses 0.0005 to 0.005")
-        if not math.isfinite(mu_squared) or mu_squared < 0:
-            raise ValueError(f"NormBias.mu_squared must be >= 0, got mu_squared={mu_squared}; the thesis uses 1000 to 8100")
+        check_real("NormBias.coef", coef, positive=True, hint="the thesis uses 0.0005 to 0.005")
+        check_real("NormBias.mu_squared", mu_squared, minimum=0.0, hint="the thesis uses 1000 to 8100")
         self.coef = float(coef)
         self.mu_squared = float(mu_squared)
 

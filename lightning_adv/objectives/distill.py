@@ -60,9 +60,8 @@ class KD(Objective):
 
     def __init__(self, temperature: float = 30.0, alpha: float = 1.0, kl_reduction: str = "elementwise_mean") -> None:
         self.temperature = check_real("temperature", temperature, positive=True)
-        if isinstance(alpha, bool) or not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (weight of the distillation term; thesis: 1), got alpha={alpha}")
-        self.alpha = float(alpha)
+        self.alpha = check_real("alpha", alpha, minimum=0.0, maximum=1.0,
+                                hint="the weight of the distillation term; thesis: 1")
         if kl_reduction not in KL_REDUCTIONS:
             raise ValueError(f"kl_reduction={kl_reduction!r} is not one of {KL_REDUCTIONS}; 'elementwise_mean' "
                              f"reproduces the thesis (the authors' nn.KLDivLoss() default)")

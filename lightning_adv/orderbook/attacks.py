@@ -16,7 +16,6 @@ column is the relative size in percent.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
@@ -28,7 +27,7 @@ from .book import BookSnippet
 from .measures import capital as capital_of
 from .measures import measures
 from .propagation import Routing, placement_prices, propagate, routing
-from ..validation import check_int
+from ..validation import check_int, check_real
 
 __all__ = ["OrderBookAttack", "RandomOrders", "CapitalBoundedAttack", "round_shares"]
 
@@ -103,11 +102,8 @@ class RandomOrders(OrderBookAttack):
     def __init__(self, capital: float = 2_000_000.0, order_size: int = 100, levels: int = 10,
                  name: Optional[str] = None) -> None:
         super().__init__(levels=levels, name=name)
-        if not math.isfinite(capital) or capital <= 0:
-            raise ValueError(f"capital must be > 0 dollars (thesis: over 2,000,000), got capital={capital}")
-        if int(order_size) != order_size or order_size < 1:
-            raise ValueError(f"order_size must be a whole number of shares >= 1, got order_size={order_size}")
-        self.capital, self.order_size = float(capital), int(order_size)
+        self.capital = check_real("capital", capital, positive=True, hint="dollars; thesis: over 2,000,000")
+        self.order_size = check_int("order_size", order_size, 1, "a whole number of shares", whole_floats=True)
 
     def default_label(self) -> str:
         return f"random_c{self.capital:g}"
@@ -154,13 +150,9 @@ class CapitalBoundedAttack(OrderBookAttack):
     def __init__(self, capital: float = 100_000.0, r: float = 0.95, alpha0: float = 1.0, steps: int = 200,
                  levels: int = 10, normalize: bool = True, name: Optional[str] = None) -> None:
         super().__init__(levels=levels, name=name)
-        if not math.isfinite(capital) or capital <= 0:
-            raise ValueError(f"capital must be > 0 dollars (thesis: 100000), got capital={capital}")
-        if not 0 <= r < 1:
-            raise ValueError(f"r must be in [0, 1) (R_r(a) = floor(a + r); thesis: 0.95), got r={r}")
-        if not math.isfinite(alpha0) or alpha0 <= 0:
-            raise ValueError(f"alpha0 must be > 0 (alpha ~ U(0, alpha0)), got alpha0={alpha0}")
-        self.capital, self.r, self.alpha0 = float(capital), float(r), float(alpha0)
+        self.capital = check_real("capital", capital, positive=True, hint="dollars; thesis: 100000")
+        self.r = check_real("r", r, minimum=0.0, maximum=1.0, below_max=True, hint="R_r(a) = floor(a + r); thesis: 0.95")
+        self.alpha0 = check_real("alpha0", alpha0, positive=True, hint="alpha ~ U(0, alpha0)")
         self.steps = check_int("steps", steps, 1, whole_floats=True)
         self.normalize = bool(normalize)
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .book import BookSnippet, swa
-from ..validation import check_int
+from ..validation import check_int, check_real
 
 __all__ = ["SWAFeatures", "LinearValuation", "MLPValuation", "LSTMValuation", "VALUATION_MODELS",
            "create_valuation_model"]
@@ -31,9 +31,7 @@ class SWAFeatures(nn.Module):
 
     def __init__(self, scale: float = 1e4) -> None:
         super().__init__()
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0 (1e4 = basis points), got scale={scale}")
-        self.scale = float(scale)
+        self.scale = check_real("scale", scale, positive=True, hint="1e4 = basis points")
 
     def forward(self, x: Union[BookSnippet, Tensor]) -> Tensor:
         s = swa(x) if isinstance(x, BookSnippet) else x.to(torch.float64)

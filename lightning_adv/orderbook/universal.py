@@ -16,7 +16,6 @@ not the target: the fraction the perturbation moves into the target class.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, Optional
 
 import torch
@@ -28,7 +27,7 @@ from ..attacks.pgd import module_mode
 from .book import BookSnippet
 from .measures import relative_size
 from .propagation import placement_prices, propagate, propagate_delta, routing
-from ..validation import check_int
+from ..validation import check_int, check_real
 
 __all__ = ["placements_from_universal", "train_universal", "fool_rate", "transfer_table"]
 
@@ -51,10 +50,8 @@ def train_universal(model: nn.Module, batches: Iterable[tuple[BookSnippet, Tenso
     if target not in (0, 1, 2):
         raise ValueError(f"target must be a class 0 (down), 1 (flat) or 2 (up), got target={target}")
     check_int("steps", steps, 1, whole_floats=True)
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma (relative size penalty) must be >= 0, got gamma={gamma}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0 shares per step, got lr={lr}")
+    check_real("gamma", gamma, minimum=0.0, hint="the relative size penalty")
+    check_real("lr", lr, positive=True, hint="Adam's step in shares")
     data = list(batches)
     if not data:
         raise ValueError("train_universal got no training batches")
