@@ -53,3 +53,25 @@ def test_the_rule_and_the_shape():
     assert check_int("steps", 10.0, 1, whole_floats=True) == 10 and check_real("beta", 6) == 6.0
     with pytest.raises(ValueError, match=r"^drop must be a finite number >= 0 and < 1, got drop=1.0$"):
         check_real("drop", 1.0, minimum=0.0, maximum=1.0, below_max=True)
+
+
+def test_nothing_below_the_command_line_imports_it():
+    """Library code raises the errors of lightning_adv/errors.py; only the command line's own modules
+    (cli.py, cli_errors.py, cli_logging.py) import cli or cli_errors (callbacks/resume.py did)."""
+    import ast
+
+    from conftest import REPO
+
+    cli_modules = {"cli", "cli_errors", "cli_logging"}
+    bad = []
+    for folder in ("lightning_adv", "callbacks", "datamodules"):
+        for path in (REPO / folder).rglob("*.py"):
+            if folder == "lightning_adv" and path.parent.name == "lightning_adv" and path.stem in cli_modules:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] + [f"{node.module or ''}.{a.name}" for a in node.names]
+                         if isinstance(node, ast.ImportFrom) else [])
+                if any(set(n.strip(".").split(".")) & {"cli", "cli_errors"} for n in names):
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not bad, f"below the command line, imports of cli/cli_errors: {bad}"
