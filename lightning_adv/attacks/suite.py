@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from .base import Attack, Model
 from .certified import certified_but_broken, is_certifier
 from .losses import cross_entropy_loss, margin_loss
-from .pgd import _as_normal, attack_grad_context, module_mode
+from .context import as_normal, attack_grad_context, module_mode
 from .report import (AttackRow, Records, SanityFlag, SuiteReport, concat_records, dedup_records, extra_means,
                      threat_key, worst_case)
 from .whitebox import PGDAttack
@@ -165,7 +165,7 @@ class AttackSuite:
 
     def _run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor],
                    mode_module: Optional[nn.Module], adv_sink: Optional[dict[str, tuple[Tensor, Tensor]]]) -> Records:
-        x, y = _as_normal(x), _as_normal(y)
+        x, y = as_normal(x), as_normal(y)
         b = y.shape[0]
         if index is None:
             index = torch.arange(b)
