@@ -52,7 +52,7 @@ from .losses import cross_entropy_loss, margin_loss
 from .context import as_normal, attack_grad_context, module_mode
 from .report import (AttackRow, Records, SanityFlag, SuiteReport, concat_records, dedup_records, extra_means,
                      threat_key, worst_case)
-from .whitebox import PGDAttack
+from .whitebox import PGD
 
 __all__ = [
     "AttackSuite", "AttackRow", "SuiteReport", "SanityFlag", "GradientMaskingWarning", "FewShotLearnerModule",
@@ -173,7 +173,7 @@ class AttackSuite:
             clean = model(x).argmax(1) == y
         rec: Records = {"index": index.detach().cpu().long(), "label": y.detach().cpu().long(), "clean": clean.cpu()}
         if self.sanity_checks:
-            zero = PGDAttack(eps=0.0, steps=1, bn_mode=self.bn_mode).run(model, x, y, mode_module=mode_module).x_adv
+            zero = PGD(eps=0.0, steps=1, bn_mode=self.bn_mode).run(model, x, y, mode_module=mode_module).x_adv
             with torch.no_grad(), module_mode(mode_module, self.bn_mode):
                 rec["sanity/eps0_correct"] = (model(zero).argmax(1) == y).cpu()
             with attack_grad_context(), module_mode(mode_module, self.bn_mode):
@@ -315,7 +315,7 @@ class AttackSuite:
                     f"white-box attack failed on them: the gradients are likely masked", frac))
         if not self.cascade:
             by_acc = {r.name: r.robust_acc for r in report.rows}
-            pgds = [a for a in self.attacks if isinstance(a, PGDAttack)]
+            pgds = [a for a in self.attacks if isinstance(a, PGD)]
             for a in pgds:
                 for b in pgds:
                     same = (a.norm, a.eps, a.loss) == (b.norm, b.eps, b.loss)
