@@ -279,9 +279,9 @@ def main(args: Optional[list[str]] = None, run: bool = True,
 
 #: renamed classes, old class path -> new (besides the first version's top-level ``datamodules.X`` /
 #: ``callbacks.X``, now ``lightning_adv.datamodules.X`` / ``lightning_adv.callbacks.X``)
-RENAMED_CLASS_PATHS = {
-    f"lightning_adv.attacks{module}.{old}": f"lightning_adv.attacks{module}.{new}"
-    for module in ("", ".whitebox") for old, new in (("PGDAttack", "PGD"), ("FGSMAttack", "FGSM"))
+RENAMED_CLASS_PATHS = {  # built, not written out: the migration script would rewrite a literal old path
+    f"{module}.{old}": f"{module}.{new}" for module in ("lightning_adv.attacks", "lightning_adv.attacks.whitebox")
+    for old, new in (("PGDAttack", "PGD"), ("FGSMAttack", "FGSM"))
 }
 _OLD_CLASS_PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(map(re.escape, RENAMED_CLASS_PATHS)) +
                              r")(?!\w)|(?:datamodules|callbacks)\.[A-Za-z_][\w.]*)")
