@@ -41,7 +41,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from bench_adv_training import configure_runtime  # noqa: E402
 
-from lightning_adv.attacks import AUTOATTACK_COMPONENTS, PGD, AutoAttack, PGDAttack  # noqa: E402
+from lightning_adv.attacks import AUTOATTACK_COMPONENTS, PGD, AutoAttack  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -66,7 +66,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
-def _model_and_data(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor, str]:
+def model_and_data(args: argparse.Namespace) -> tuple[nn.Module, Tensor, Tensor, str]:
     import lightning.pytorch as pl
 
     from lightning_adv.datamodules import DigitsDataModule
@@ -120,7 +120,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tensor]:
+def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tensor]:
     _sync(device)
     t0 = time.perf_counter()
     out = fn()
@@ -128,11 +128,11 @@ def _timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tenso
     return time.perf_counter() - t0, out
 
 
-def _batched(attack: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, bs: int) -> Tensor:
+def batched(attack: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, bs: int) -> Tensor:
     return torch.cat([attack(x[i:i + bs], y[i:i + bs]) for i in range(0, x.shape[0], bs)])
 
 
-def _acc(model: nn.Module, x: Tensor, y: Tensor) -> float:
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
 
@@ -140,33 +140,33 @@ def _acc(model: nn.Module, x: Tensor, y: Tensor) -> float:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     cuda = configure_runtime(args)
-    model, x, y, what = _model_and_data(args)
+    model, x, y, what = model_and_data(args)
     n, eps, bs = x.shape[0], args.eps, args.batch_size
     per_k = 1000.0 / n
     dev = torch.cuda.get_device_name(args.device) if cuda else (platform.processor() or platform.machine())
     print(f"torch {torch.__version__} | device {args.device} ({dev}) | threads {args.threads}\n"
-          f"model: {what}\n{n} examples, Linf eps {eps:g}, batch {bs}; clean accuracy {_acc(model, x, y):.2%}")
+          f"model: {what}\n{n} examples, Linf eps {eps:g}, batch {bs}; clean accuracy {accuracy(model, x, y):.2%}")
     results: dict[str, float] = {}
 
-    pgd = PGDAttack(eps=eps, steps=20, step_size=eps / 8)
+    pgd = PGD(eps=eps, steps=20, step_size=eps / 8)
     torch.manual_seed(0)
-    t_pgd, adv = _timed(lambda: _batched(lambda a, b: pgd.run(model, a, b).x_adv, x, y, bs), args.device)
-    results.update(pgd20_s_per_1000=t_pgd * per_k, pgd20_acc=_acc(model, adv, y))
+    t_pgd, adv = timed(lambda: batched(lambda a, b: pgd.run(model, a, b).x_adv, x, y, bs), args.device)
+    results.update(pgd20_s_per_1000=t_pgd * per_k, pgd20_acc=accuracy(model, adv, y))
     print(f"\nPGD-20:               {t_pgd * per_k:8.2f} s / 1000 examples, robust acc {results['pgd20_acc']:.2%}")
     if not args.skip_autoattack:
         aa = AutoAttack(eps=eps)
-        t_aa, adv = _timed(lambda: _batched(lambda a, b: aa.run(model, a, b).x_adv, x, y, bs), args.device)
-        results.update(autoattack_s_per_1000=t_aa * per_k, autoattack_acc=_acc(model, adv, y),
+        t_aa, adv = timed(lambda: batched(lambda a, b: aa.run(model, a, b).x_adv, x, y, bs), args.device)
+        results.update(autoattack_s_per_1000=t_aa * per_k, autoattack_acc=accuracy(model, adv, y),
                        autoattack_over_pgd20=t_aa / t_pgd)
         print(f"AutoAttack standard:  {t_aa * per_k:8.2f} s / 1000 examples, robust acc "
               f"{results['autoattack_acc']:.2%}  -> {t_aa / t_pgd:.1f}x PGD-20")
     if not args.skip_components and not args.skip_autoattack:
         for comp in AUTOATTACK_COMPONENTS:  # each alone on every clean-correct point (no cascade)
             one = AutoAttack(eps=eps, components=[comp])
-            t, adv = _timed(lambda: _batched(lambda a, b: one.run(model, a, b).x_adv, x, y, bs), args.device)
+            t, adv = timed(lambda: batched(lambda a, b: one.run(model, a, b).x_adv, x, y, bs), args.device)
             results[f"{comp}_s_per_1000"] = t * per_k
-            results[f"{comp}_acc"] = _acc(model, adv, y)
-            print(f"  {comp:8s} alone:      {t * per_k:8.2f} s / 1000 examples, robust acc {results[f'{comp}_acc']:.2%}")
+            results[f"{comp}accuracy"] = accuracy(model, adv, y)
+            print(f"  {comp:8s} alone:      {t * per_k:8.2f} s / 1000 examples, robust acc {results[f'{comp}accuracy']:.2%}")
 
     try:
         import torchattacks
@@ -181,11 +181,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             for which in order:
                 torch.manual_seed(r)
                 if which == 0:
-                    t, adv = _timed(lambda: _batched(lambda a, b: pgd.run(model, a, b).x_adv, x, y, bs), args.device)
-                    ours_t.append(t), ours_acc.append(_acc(model, adv, y))
+                    t, adv = timed(lambda: batched(lambda a, b: pgd.run(model, a, b).x_adv, x, y, bs), args.device)
+                    ours_t.append(t), ours_acc.append(accuracy(model, adv, y))
                 else:
-                    t, adv = _timed(lambda: _batched(lambda a, b: ta(a, b), x, y, bs), args.device)
-                    theirs_t.append(t), theirs_acc.append(_acc(model.eval(), adv, y))
+                    t, adv = timed(lambda: batched(lambda a, b: ta(a, b), x, y, bs), args.device)
+                    theirs_t.append(t), theirs_acc.append(accuracy(model.eval(), adv, y))
         mo, mt = statistics.median(ours_t), statistics.median(theirs_t)
         results.update(pgd20_ours_s_per_1000=mo * per_k, pgd20_torchattacks_s_per_1000=mt * per_k,
                        ours_over_torchattacks=mo / mt, pgd20_ours_acc=statistics.mean(ours_acc),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of the evaluation path against the references, on the same model and data.
 
-1. PGD-20 (Linf, step eps/8, random start): ours (``PGDAttack``) vs ``torchattacks.PGD`` with
+1. PGD-20 (Linf, step eps/8, random start): ours (``PGD``) vs ``torchattacks.PGD`` with
    the same eps, step, steps and random start; seconds per 1,000 examples (medians of
    ``--repeats`` ABBA-alternated runs), the ratio ours / torchattacks, both robust accuracies.
    torchattacks is NOT a project dependency (it pins ``requests~=2.25.1``, a release with a
@@ -45,9 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 from bench_adv_training import configure_runtime  # noqa: E402
-from bench_attacks import _acc, _batched, _model_and_data, _timed  # noqa: E402
+from bench_attacks import accuracy, batched, model_and_data, timed  # noqa: E402
 
-from lightning_adv.attacks import AttackSuite, AutoAttack, PGDAttack  # noqa: E402
+from lightning_adv.attacks import PGD, AttackSuite, AutoAttack  # noqa: E402
 
 TORCHATTACKS = "torchattacks==3.5.1"
 
@@ -96,7 +96,7 @@ def import_torchattacks(target: Optional[str]) -> Any:
 def bench_pgd(args: argparse.Namespace, model: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     ta_mod = import_torchattacks(args.torchattacks_dir)
     eps, bs, per_k = args.eps, args.batch_size, 1000.0 / x.shape[0]
-    ours = PGDAttack(eps=eps, steps=20, step_size=eps / 8, random_start=True)
+    ours = PGD(eps=eps, steps=20, step_size=eps / 8, random_start=True)
     theirs = ta_mod.PGD(model, eps=eps, alpha=eps / 8, steps=20, random_start=True)
     times: dict[str, list[float]] = {"ours": [], "torchattacks": []}
     accs: dict[str, list[float]] = {"ours": [], "torchattacks": []}
@@ -104,9 +104,9 @@ def bench_pgd(args: argparse.Namespace, model: Any, x: torch.Tensor, y: torch.Te
         for which in (["ours", "torchattacks"] if r % 2 == 0 else ["torchattacks", "ours"]):
             torch.manual_seed(r)
             fn = (lambda a, b: ours.run(model, a, b).x_adv) if which == "ours" else (lambda a, b: theirs(a, b))
-            t, adv = _timed(lambda: _batched(fn, x, y, bs), args.device)
+            t, adv = timed(lambda: batched(fn, x, y, bs), args.device)
             times[which].append(t * per_k)
-            accs[which].append(_acc(model.eval(), adv, y))  # torchattacks leaves the model in train mode
+            accs[which].append(accuracy(model.eval(), adv, y))  # torchattacks leaves the model in train mode
     mo, mt = statistics.median(times["ours"]), statistics.median(times["torchattacks"])
     print(f"\n(1) PGD-20, Linf eps {eps:g}, step eps/8, random start; ours vs torchattacks {ta_mod.__version__} "
           f"(median of {args.repeats}):\n"
@@ -124,7 +124,7 @@ def bench_autoattack(args: argparse.Namespace, model: Any, x: torch.Tensor, y: t
     eps, bs, n = args.eps, args.batch_size, x.shape[0]
     suite = AttackSuite([AutoAttack(eps=eps, seed=0, square_queries=args.square_queries)], sanity_checks=False)
     c0 = time.process_time()
-    t_ours, (report, records) = _timed(lambda: suite.evaluate(model, x, y, batch_size=bs, warn=False), args.device)
+    t_ours, (report, records) = timed(lambda: suite.evaluate(model, x, y, batch_size=bs, warn=False), args.device)
     c_ours = time.process_time() - c0
     ours_ok = records[f"{suite.labels[0]}/correct"].to(x.device)
 
@@ -137,7 +137,7 @@ def bench_autoattack(args: argparse.Namespace, model: Any, x: torch.Tensor, y: t
         return x_adv
 
     c0 = time.process_time()
-    t_theirs, adv = _timed(authors, args.device)
+    t_theirs, adv = timed(authors, args.device)
     c_theirs = time.process_time() - c0
     with torch.no_grad():
         theirs_ok = model.eval()(adv).argmax(1) == y
@@ -159,10 +159,10 @@ def bench_autoattack(args: argparse.Namespace, model: Any, x: torch.Tensor, y: t
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     configure_runtime(args)
-    model, x, y, what = _model_and_data(args)
+    model, x, y, what = model_and_data(args)
     model.eval()
     print(f"torch {torch.__version__} | device {args.device} | threads {args.threads}\nmodel: {what}\n"
-          f"{x.shape[0]} examples, clean accuracy {_acc(model, x, y):.2%}")
+          f"{x.shape[0]} examples, clean accuracy {accuracy(model, x, y):.2%}")
     results: dict[str, float] = {}
     if not args.skip_torchattacks:
         results.update(bench_pgd(args, model, x, y))

@@ -28,8 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.utils.data import RandomSampler
 
-from lightning_adv.attacks import AttackSuite, SuiteReport, attack_grad_context, concat_records, dedup_records, is_few_shot
-from lightning_adv.attacks.pgd import _as_normal
+from lightning_adv.attacks import AttackSuite, SuiteReport, as_normal, attack_grad_context, concat_records, dedup_records, is_few_shot
 from lightning_adv.meta import episode_accuracy
 
 __all__ = ["SuiteCallback", "gather_records", "episode_results", "Records"]
@@ -191,7 +190,7 @@ class SuiteCallback(Callback):
                 # adaptation may need autograd (MAML's inner loop, a differentiable solver head), and
                 # its outputs must be normal tensors: the attacks backpropagate through them
                 with attack_grad_context():
-                    learner = pl_module.adapted_learner(_as_normal(sx), _as_normal(sy), **kwargs)
+                    learner = pl_module.adapted_learner(as_normal(sx), as_normal(sy), **kwargs)
                 task_sink = sink if (task == 0 and not variant) else None
                 rec = self._suite.run_batch(learner, qx, qy, index=index, mode_module=learner, adv_sink=task_sink)
                 rec["episode"] = torch.full((qy.shape[0],), episode, dtype=torch.long)

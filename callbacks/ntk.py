@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from lightning_adv.analysis import empirical_ntk, kernel_correlation, kernel_relative_change, parameter_norm
-from lightning_adv.analysis._utils import trainable_parameters
+from lightning_adv.analysis import (empirical_ntk, kernel_correlation, kernel_relative_change, parameter_norm,
+                                    trainable_parameters)
 
 from ._analysis_common import epoch_due, fixed_sample, log_figure, log_scalars, output_dir, training_dataset
 

@@ -36,7 +36,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_adv.attacks.pgd import _as_normal, module_mode
+from lightning_adv.attacks import as_normal, module_mode
 from lightning_adv.certify import ABSTAIN, SmoothingResult, check_smoothing, smoothing_certify
 from lightning_adv.logging_utils import run_dir
 from lightning_adv.validation import check_int, check_real
@@ -107,7 +107,7 @@ class SmoothingCertification(Callback):
         done = sum(int(r[2].shape[0]) for r in self.results)
         if done >= self.limit_examples:
             return
-        x, y = _as_normal(batch[0][:self.limit_examples - done]), _as_normal(batch[1][:self.limit_examples - done])
+        x, y = as_normal(batch[0][:self.limit_examples - done]), as_normal(batch[1][:self.limit_examples - done])
         with torch.inference_mode(False), module_mode(pl_module, "eval"):
             res = smoothing_certify(pl_module, x, int(pl_module.hparams.num_classes), self.sigma, self.n0, self.n,
                                     self.alpha, self.batch_size)

@@ -60,7 +60,7 @@ from .cli_logging import (SaveConfigToRunDir, keep_csv_metrics, logger_follows_c
 from .quiet import quiet_start
 from .shipped import resolve_config_args
 
-__all__ = ["AdvLightningCLI", "main", "cli_main", "check_checkpoint", "TRAINER_DEFAULTS"]
+__all__ = ["AdvLightningCLI", "main", "cli_main", "check_checkpoint", "RENAMED_CLASS_PATHS", "TRAINER_DEFAULTS"]
 
 #: modules whose pre-objectives checkpoints need scripts/convert_checkpoint.py (issue 11)
 LEGACY_CHECKED = ("AdvTraining", "KnowledgeDistillation", "ARD", "FastARD", "AdversarialQuerying")
@@ -76,7 +76,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 
 def _check_legacy_checkpoint(path: str) -> None:
-    """A checkpoint written before objectives were parts (issue 11): say how to convert it."""
+    """A checkpoint written before objectives were parts (issue 11) or naming a renamed class: say how to convert it."""
     if not Path(path).is_file():
         return
     try:
@@ -84,6 +84,8 @@ def _check_legacy_checkpoint(path: str) -> None:
     except Exception:  # not a checkpoint at all: check_checkpoint names the problem
         return
     hparams = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    for key, class_path in _class_path_values(hparams):
+        _check_old_class_path(f"ckpt_path={path}: hyper_parameters.{key}", f"class_path: {class_path}")
     cls = str(hparams.get("_class_path", "module")).rsplit(".", 1)[-1]
     if cls in LEGACY_CHECKED:
         from lightning_adv.modules.objective_training import legacy_checkpoint_error
@@ -276,18 +278,27 @@ def main(args: Optional[list[str]] = None, run: bool = True,
     )
 
 
-_OLD_CLASS_PATH = re.compile(r"(?<![\w./-])((?:datamodules|callbacks)\.[A-Za-z_][\w.]*)")
+#: renamed classes, old class path -> new (besides the first version's top-level ``datamodules.X`` /
+#: ``callbacks.X``, now ``lightning_adv.datamodules.X`` / ``lightning_adv.callbacks.X``)
+RENAMED_CLASS_PATHS = {  # built, not written out: the migration script would rewrite a literal old path
+    f"{module}.{old}": f"{module}.{new}" for module in ("lightning_adv.attacks", "lightning_adv.attacks.whitebox")
+    for old, new in (("PGDAttack", "PGD"), ("FGSMAttack", "FGSM"))
+}
+_OLD_CLASS_PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(map(re.escape, RENAMED_CLASS_PATHS)) +
+                             r")(?!\w)|(?:datamodules|callbacks)\.[A-Za-z_][\w.]*)")
 
 
 def _check_old_class_path(where: str, text: str) -> None:
-    """The first version's top-level ``datamodules.X`` / ``callbacks.X`` class paths, named with the fix."""
+    """A renamed class path (:data:`RENAMED_CLASS_PATHS`, the first version's top-level ``datamodules.X`` /
+    ``callbacks.X``), named with the fix."""
     for line in text.splitlines():
         if "class_path" not in line and not where.startswith("--"):
             continue
         found = _OLD_CLASS_PATH.search(line.split("#")[0])
         if found:
             old = found.group(1)
-            raise ConfigError(f"{where}: class path {old!r} is now 'lightning_adv.{old}'; write that "
+            new = RENAMED_CLASS_PATHS.get(old, f"lightning_adv.{old}")
+            raise ConfigError(f"{where}: class path {old!r} is now {new!r}; write that "
                               "(python scripts/migrate_class_paths.py <file> rewrites a config)")
 
 

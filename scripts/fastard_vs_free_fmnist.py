@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightning_adv.datamodules import FashionMNISTDataModule  # noqa: E402
-from lightning_adv.attacks import PGD, AttackSuite, PGDAttack  # noqa: E402
+from lightning_adv.attacks import PGD, AttackSuite  # noqa: E402
 from lightning_adv.modules import AdvTraining, KnowledgeDistillation, OptimConfig  # noqa: E402
 from lightning_adv.objectives import PGDAT, FastARD, Free  # noqa: E402
 
@@ -42,7 +42,7 @@ def fit(module: pl.LightningModule, epochs: int, batches: int) -> pl.LightningMo
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     torch.manual_seed(0)
-    report, _ = AttackSuite([PGDAttack(eps=EPS, steps=20, step_size=EPS / 4, name="pgd20")],
+    report, _ = AttackSuite([PGD(eps=EPS, steps=20, step_size=EPS / 4, name="pgd20")],
                             sanity_checks=False).evaluate(model.eval(), x, y, warn=False)
     return report.clean_acc, report.worst_case_acc
 

@@ -10,6 +10,8 @@ them). This script rewrites configs, scripts and notes in place:
 
 * ``class_path: datamodules.CIFAR10DataModule`` -> ``lightning_adv.datamodules.CIFAR10DataModule``
 * ``from callbacks import PGDEvaluation`` -> ``from lightning_adv.callbacks import PGDEvaluation``
+* renamed classes (``lightning_adv.cli.RENAMED_CLASS_PATHS``):
+  ``class_path: lightning_adv.attacks.PGDAttack`` -> ``lightning_adv.attacks.PGD`` (and ``FGSMAttack`` -> ``FGSM``)
 
 Only dotted names that start one of the two packages' known submodules or exported names
 are rewritten (``trainer.callbacks``, ``lightning.pytorch.callbacks.X`` or a local list
@@ -23,6 +25,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # a checkout that is not installed
+
+from lightning_adv.cli import RENAMED_CLASS_PATHS  # noqa: E402
+
 SUFFIXES = {".py", ".yaml", ".yml", ".md", ".sh", ".txt", ".toml", ".cfg", ".ipynb"}
 
 
@@ -47,6 +53,8 @@ def _patterns() -> list[tuple[re.Pattern, str]]:
         # dotted names in configs, strings and docs
         alternatives = "|".join(sorted(_names(package), key=len, reverse=True))
         rules.append((re.compile(rf"(?<![\w./-]){package}\.(?=(?:{alternatives})\b)"), f"lightning_adv.{package}."))
+    for old, new in RENAMED_CLASS_PATHS.items():  # dotted class paths only: a bare Python name is left alone
+        rules.append((re.compile(rf"(?<![\w./-]){re.escape(old)}(?!\w)"), new))
     return rules
 
 

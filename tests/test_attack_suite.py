@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lightning_adv.attacks import (
-    AttackSuite, AutoAttack, CarliniWagnerL2, DeepFool, FGSMAttack, GradientMaskingWarning, MIFGSM, PGDAttack, Square,
+    FGSM, MIFGSM, PGD, AttackSuite, AutoAttack, CarliniWagnerL2, DeepFool, GradientMaskingWarning, Square,
     ZerothOrder, dedup_records, zo_gradient,
 )
 
@@ -35,7 +35,7 @@ def _norm(delta: torch.Tensor, p: str) -> torch.Tensor:
 
 
 BOUNDED = [
-    FGSMAttack(eps=0.05), PGDAttack(eps=0.05, steps=10), PGDAttack(eps=0.5, steps=10, norm="l2", restarts=2),
+    FGSM(eps=0.05), PGD(eps=0.05, steps=10), PGD(eps=0.5, steps=10, norm="l2", restarts=2),
     MIFGSM(eps=0.05, steps=10), MIFGSM(eps=0.5, steps=10, norm="l2"), DeepFool(norm="linf", eps=0.03),
     DeepFool(norm="l2", eps=0.2), CarliniWagnerL2(steps=20, search_steps=2, eps=0.3),
     ZerothOrder(eps=0.05, max_queries=200, samples=5), ZerothOrder(eps=0.4, norm="l2", max_queries=100, two_point=False),
@@ -85,7 +85,7 @@ def test_attacks_keep_rng_state_and_reject_bad_values():
     torch.manual_seed(123)
     AutoAttack(eps=0.05, components=["apgd-ce"]).run(model, x, y)  # ... and the library's reseeding stays in a fork
     assert torch.equal(torch.rand(3), expected)
-    for bad in [lambda: PGDAttack(eps=-1), lambda: PGDAttack(eps=2.0), lambda: MIFGSM(steps=0),
+    for bad in [lambda: PGD(eps=-1), lambda: PGD(eps=2.0), lambda: MIFGSM(steps=0),
                 lambda: DeepFool(norm="l3"), lambda: CarliniWagnerL2(target_mode="x"), lambda: Square(p_init=0),
                 lambda: ZerothOrder(max_queries=3, samples=10), lambda: AutoAttack(eps=0.1, components=["fab"])]:
         with pytest.raises(ValueError):
@@ -154,7 +154,7 @@ def test_zeroth_order_attack_query_count_is_exact():
 
 
 def _suite(cascade: bool) -> AttackSuite:
-    return AttackSuite([FGSMAttack(eps=0.03), PGDAttack(eps=0.03, steps=10), Square(eps=0.03, n_queries=50)],
+    return AttackSuite([FGSM(eps=0.03), PGD(eps=0.03, steps=10), Square(eps=0.03, n_queries=50)],
                        cascade=cascade)
 
 
@@ -221,8 +221,8 @@ def test_sanity_flags_on_a_randomised_model_and_budget_inversion():
         def forward(self, z):
             return self.net(z + 0.5 * torch.randn_like(z))  # randomised defense
 
-    suite = AttackSuite([PGDAttack(eps=0.02, steps=1, random_start=False, name="weak"),
-                         PGDAttack(eps=0.02, steps=20, name="strong")], cascade=False, tolerance=0.0)
+    suite = AttackSuite([FGSM(eps=0.02, name="weak"),
+                         PGD(eps=0.02, steps=20, name="strong")], cascade=False, tolerance=0.0)
     with pytest.warns(GradientMaskingWarning, match="eps0_not_clean"):
         report, _ = suite.evaluate(Noisy().eval(), x, y)
     assert "eps0_not_clean" in {f.check for f in report.flags}
@@ -230,12 +230,12 @@ def test_sanity_flags_on_a_randomised_model_and_budget_inversion():
     # a clean deterministic model raises no flag
     with warnings.catch_warnings():
         warnings.simplefilter("error", GradientMaskingWarning)
-        clean_report, _ = AttackSuite([PGDAttack(eps=0.02, steps=1, random_start=False, name="weak"),
-                                       PGDAttack(eps=0.02, steps=20, name="strong")], cascade=False).evaluate(model, x, y)
+        clean_report, _ = AttackSuite([FGSM(eps=0.02, name="weak"),
+                                       PGD(eps=0.02, steps=20, name="strong")], cascade=False).evaluate(model, x, y)
     assert clean_report.flags == []
     # more budget with higher accuracy is flagged (here by giving the 'stronger' attack a useless step)
-    inverted = AttackSuite([PGDAttack(eps=0.02, steps=1, random_start=False, name="fgsm_like"),
-                            PGDAttack(eps=0.02, steps=20, step_size=1e-6, random_start=False, name="pgd_tiny_steps")],
+    inverted = AttackSuite([FGSM(eps=0.02, name="fgsm"),
+                            PGD(eps=0.02, steps=20, step_size=1e-6, random_start=False, name="pgd_tiny_steps")],
                            cascade=False, tolerance=0.0, sanity_checks=False)
     with pytest.warns(GradientMaskingWarning):
         inv_report, _ = inverted.evaluate(model, x, y)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from lightning_adv.callbacks import AttackSuiteEvaluation
 from conftest import REPO
 from lightning_adv.datamodules import DigitsDataModule
-from lightning_adv.attacks import FGSMAttack, FewShotLearnerModule, PGDAttack
+from lightning_adv.attacks import FGSM, PGD, FewShotLearnerModule
 from lightning_adv.cli import main
 from lightning_adv.modules import Classifier
 
@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 
 
 def _suite_callback(out_dir=None, **kw) -> AttackSuiteEvaluation:
-    return AttackSuiteEvaluation([FGSMAttack(eps=0.1, name="fgsm"), PGDAttack(eps=0.1, steps=5, name="pgd5")],
+    return AttackSuiteEvaluation([FGSM(eps=0.1, name="fgsm"), PGD(eps=0.1, steps=5, name="pgd5")],
                                  output_dir=out_dir, print_table=False, **kw)
 
 
@@ -111,8 +111,8 @@ def test_ddp_report_covers_every_test_example_once(tmp_path):
     suite_cfg.write_text(
         "trainer:\n  callbacks:\n    - class_path: lightning_adv.callbacks.AttackSuiteEvaluation\n      init_args:\n"
         f"        output_dir: {tmp_path / 'report'}\n        cascade: false\n        attacks:\n"
-        "          - {class_path: lightning_adv.attacks.FGSMAttack, init_args: {eps: 0.15, name: fgsm}}\n"
-        "          - {class_path: lightning_adv.attacks.PGDAttack, init_args: {eps: 0.15, steps: 3, name: pgd3}}\n")
+        "          - {class_path: lightning_adv.attacks.FGSM, init_args: {eps: 0.15, name: fgsm}}\n"
+        "          - {class_path: lightning_adv.attacks.PGD, init_args: {eps: 0.15, steps: 3, name: pgd3}}\n")
     cmd = [sys.executable, "train.py", "test", "--config", "configs/quickstart.yaml", "--config", str(suite_cfg),
            "--data.test_size", str(test_size), "--data.eval_batch_size", "16",
            "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
@@ -189,7 +189,7 @@ class PrototypeFewShot(pl.LightningModule):
 def test_few_shot_queries_are_attacked_through_the_adapted_learner(tmp_path):
     module = PrototypeFewShot()
     assert isinstance(module, FewShotLearnerModule)
-    cb = AttackSuiteEvaluation([PGDAttack(eps=0.2, steps=5, name="pgd5")], cascade=False, output_dir=str(tmp_path),
+    cb = AttackSuiteEvaluation([PGD(eps=0.2, steps=5, name="pgd5")], cascade=False, output_dir=str(tmp_path),
                                print_table=False)
     trainer = pl.Trainer(accelerator="cpu", devices=1, limit_test_batches=2, logger=False, callbacks=[cb],
                          enable_progress_bar=False, enable_model_summary=False)

@@ -8,8 +8,8 @@ from torch import nn
 
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import (
-    PGD, AttackSuite, AutoAttack, CarliniWagnerL2, DeepFool, FGSMAttack, GradientMaskingWarning, MIFGSM, PGDAttack,
-    Square, ZerothOrder,
+    FGSM, MIFGSM, PGD, AttackSuite, AutoAttack, CarliniWagnerL2, DeepFool, GradientMaskingWarning, Square,
+    ZerothOrder,
 )
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
 from lightning_adv.objectives import PGDAT
@@ -46,7 +46,7 @@ def natural_model(tmp_path_factory) -> nn.Module:
 def test_every_white_box_attack_breaks_a_natural_model(natural_model, digits_test):
     x, y = digits_test
     eps = 0.3  # about 5 grey levels of digits' 16
-    attacks = [FGSMAttack(eps=eps), PGDAttack(eps=eps, steps=20, step_size=eps / 8), PGDAttack(eps=2.0, norm="l2"),
+    attacks = [FGSM(eps=eps), PGD(eps=eps, steps=20, step_size=eps / 8), PGD(eps=2.0, norm="l2"),
                MIFGSM(eps=eps, steps=20), DeepFool(norm="linf", steps=50), DeepFool(norm="l2", steps=50),
                CarliniWagnerL2(steps=50, search_steps=4, lr=0.05), AutoAttack(eps=eps, components=["apgd-ce", "apgd-t"])]
     report, _ = AttackSuite(attacks, cascade=False).evaluate(natural_model, x, y, batch_size=150)
@@ -76,7 +76,7 @@ def test_gradient_masked_model_is_flagged(natural_model, digits_test):
             return self.net(torch.round(z * 3) / 3)
 
     masked = Quantised(natural_model).eval()
-    suite = AttackSuite([PGDAttack(eps=0.3, steps=20, random_start=False, name="pgd20"),
+    suite = AttackSuite([PGD(eps=0.3, steps=20, random_start=False, name="pgd20"),
                          Square(eps=0.3, n_queries=300, name="square")], cascade=True)
     with pytest.warns(GradientMaskingWarning):
         report, _ = suite.evaluate(masked, x[:150], y[:150])
@@ -95,7 +95,7 @@ def test_autoattack_at_most_pgd20_on_a_pgd_trained_model(digits_test, tmp_path):
     module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM,
                          objective=PGDAT(attack=PGD(eps=eps, steps=5, step_size=eps / 2.5, bn_mode="train")))
     model = _fit(module, 8, tmp_path)
-    suite = AttackSuite([PGDAttack(eps=eps, steps=20, step_size=eps / 8, name="pgd20"),
+    suite = AttackSuite([PGD(eps=eps, steps=20, step_size=eps / 8, name="pgd20"),
                          # standard AutoAttack but Square with 500 queries (5000 take ~40 s on CPU)
                          AutoAttack(eps=eps, square_queries=500, name="autoattack"),
                          ZerothOrder(eps=eps, max_queries=500, step_size=eps / 10, name="zo500")], cascade=False)

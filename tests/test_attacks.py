@@ -200,6 +200,23 @@ def test_fgsm_is_one_sign_step(digits_model):
     assert torch.allclose(FGSM(eps=eps)(model, x, y), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
+def test_fgsm_is_the_one_step_pgd_configs_wrote_before(norm, eps, digits_model):
+    """quickstart's ``fgsm`` was ``PGD(steps: 1, step_size: eps, random_start: false)``: ``FGSM`` gives the
+    same points bit for bit, so the same per-example results, and the suite takes the two for one attack."""
+    from lightning_adv.callbacks.attack_suite import same_attack
+
+    model, x, y = digits_model
+    old = PGD(eps=eps, norm=norm, steps=1, step_size=eps, random_start=False, name="fgsm")
+    new = FGSM(eps=eps, norm=norm, name="fgsm")
+    a, b = old(model, x, y), new(model, x, y)
+    assert torch.equal(a, b)
+    assert torch.equal(model(a).argmax(1) == y, model(b).argmax(1) == y)
+    assert (model(b).argmax(1) != y).sum() > (model(x).argmax(1) != y).sum()  # the attack does something
+    assert same_attack(old, new)
+    assert PGD(eps=eps, norm=norm, steps=1, random_start=False).label == FGSM(eps=eps, norm=norm).label
+
+
 def test_targeted_attack_reaches_target(digits_model):
     model, x, y = digits_model
     x, y = x[:64], y[:64]

@@ -22,8 +22,7 @@ from torch import nn
 from lightning_adv.callbacks import AttackSuiteEvaluation
 from conftest import REPO, load_config
 from lightning_adv.datamodules import DigitsDataModule
-from lightning_adv.attacks import (AttackSuite, CarliniWagnerL2, FGSMAttack, GradientMaskingWarning, PGDAttack,
-                                   Square)
+from lightning_adv.attacks import FGSM, PGD, AttackSuite, CarliniWagnerL2, GradientMaskingWarning, Square
 from lightning_adv.cli import main
 from lightning_adv.models import create_model
 from lightning_adv.modules import AdvTraining, Classifier, KnowledgeDistillation, OptimConfig, distillation_kl
@@ -112,7 +111,7 @@ def test_vanishing_ce_gradient_flags_a_saturated_softmax_only(scale):
     x = torch.rand(64, 1, 8, 8)
     with torch.no_grad():
         y = model(x).argmax(1)  # every point clean-correct
-    suite = AttackSuite([PGDAttack(eps=0.1, steps=5, name="pgd5")], cascade=False)
+    suite = AttackSuite([PGD(eps=0.1, steps=5, name="pgd5")], cascade=False)
     report, records = suite.evaluate(model, x, y, warn=False)
     checks = {f.check for f in report.flags}
     assert "zero_gradients" not in checks  # the margin gradient is the same direction at any scale
@@ -154,7 +153,7 @@ def test_configs_follow_papernots_recipe():
     attacks = load_config(EVAL)["trainer"]["callbacks"][0]["init_args"]
     assert attacks["cascade"] is False
     kinds = [(a["class_path"].rsplit(".", 1)[1], a["init_args"].get("loss", "ce")) for a in attacks["attacks"]]
-    assert kinds == [("FGSMAttack", "ce"), ("PGDAttack", "ce"), ("PGDAttack", "margin"), ("CarliniWagnerL2", "ce"),
+    assert kinds == [("FGSM", "ce"), ("PGD", "ce"), ("PGD", "margin"), ("CarliniWagnerL2", "ce"),
                      ("Square", "ce")]
 
 
@@ -229,8 +228,8 @@ def test_defensive_distillation_masks_cross_entropy_gradients_on_digits(one_thre
     # the mechanism: trained at T, the student's raw (T = 1) logits are ~T times larger
     assert _median_margin(distilled, x) > 10 * _median_margin(natural, x)
 
-    suite = AttackSuite([FGSMAttack(eps=EPS, name="fgsm"), PGDAttack(eps=EPS, steps=20, step_size=EPS / 8, name="pgd"),
-                         PGDAttack(eps=EPS, steps=20, step_size=EPS / 8, loss="margin", name="pgd_margin"),
+    suite = AttackSuite([FGSM(eps=EPS, name="fgsm"), PGD(eps=EPS, steps=20, step_size=EPS / 8, name="pgd"),
+                         PGD(eps=EPS, steps=20, step_size=EPS / 8, loss="margin", name="pgd_margin"),
                          CarliniWagnerL2(steps=30, search_steps=3, lr=0.05, name="cw")], cascade=False)
     dist, _ = suite.evaluate(distilled, x, y, batch_size=N_TEST, warn=False)
     nat, _ = suite.evaluate(natural, x, y, batch_size=N_TEST, warn=False)
@@ -250,7 +249,7 @@ def test_defensive_distillation_masks_cross_entropy_gradients_on_digits(one_thre
     assert d["cw"].robust_acc < 0.05 and d["cw"].mean_norm < 2 * n["cw"].mean_norm
 
     # with cross-entropy attacks only, the black-box Square attack beats them: flagged as well
-    ce_only = AttackSuite([PGDAttack(eps=EPS, steps=20, step_size=EPS / 8, name="pgd"),
+    ce_only = AttackSuite([PGD(eps=EPS, steps=20, step_size=EPS / 8, name="pgd"),
                            Square(eps=EPS, n_queries=300, name="square")], cascade=True)
     report, _ = ce_only.evaluate(distilled, x, y, batch_size=N_TEST, warn=False)
     print(report.table())

@@ -14,7 +14,7 @@ from lightning_adv.callbacks import AttackSuiteEvaluation
 from conftest import REPO
 from lightning_adv.datamodules.fewshot import OmniglotFewShot
 from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
-from lightning_adv.attacks import PGD, DeepFool, PGDAttack, is_few_shot
+from lightning_adv.attacks import PGD, DeepFool, is_few_shot
 from lightning_adv.cli import main
 from lightning_adv.modules import AdversarialQuerying
 from lightning_adv.meta import MAML, HeadLearner
@@ -50,7 +50,7 @@ def test_suite_attacks_queries_through_the_adapted_learner(head, omniglot_standi
         return adapt(support_x, support_y)
 
     module.adapted_learner = spy  # type: ignore[method-assign]
-    suite = AttackSuiteEvaluation(attacks=[PGDAttack(eps=0.1, steps=5, step_size=0.04, name="pgd5"),
+    suite = AttackSuiteEvaluation(attacks=[PGD(eps=0.1, steps=5, step_size=0.04, name="pgd5"),
                                            DeepFool(norm="linf", steps=2, name="deepfool2")],
                                   cascade=False, output_dir=str(tmp_path), print_table=False)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_adv.callbacks import PGDEvaluation
 from lightning_adv.datamodules import DigitsDataModule
-from lightning_adv.attacks import PGD
+from lightning_adv.attacks import FGSM, PGD
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
 from lightning_adv.objectives import PGDAT, TRADES, Free
 
@@ -134,7 +134,7 @@ def test_pgd_evaluation_matches_manual_computation(tmp_path):
                         optim=OptimConfig(optimizer="adam", lr=1e-2, scheduler="constant", weight_decay=0))
     dm = DigitsDataModule(batch_size=64)
     attacks = [PGD(eps=0.1, steps=5, step_size=0.03, random_start=False),
-               PGD(eps=0.1, steps=1, step_size=0.1, random_start=False, name="fgsm")]
+               FGSM(eps=0.1, name="fgsm")]
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     trainer = _trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[PGDEvaluation(attacks=attacks)])
     trainer.fit(module, dm)

@@ -17,7 +17,7 @@ from torch import Tensor
 from lightning_adv.callbacks import RobustnessReport
 from conftest import REPO
 from lightning_adv.datamodules import DigitsDataModule
-from lightning_adv.attacks import Attack, AttackOutput, AttackSuite, AutoAttack, PGDAttack
+from lightning_adv.attacks import PGD, Attack, AttackOutput, AttackSuite, AutoAttack
 from lightning_adv.attacks.robustness import format_eps, robustness_curve
 from lightning_adv.cli import main
 from lightning_adv.modules import AdvTraining
@@ -125,7 +125,7 @@ class FadingAttack(Attack):
         assert self.eps is not None
         if self.eps > 0.1:
             return AttackOutput(x.clone())
-        return PGDAttack(eps=self.eps, steps=10).run(model, x, y)
+        return PGD(eps=self.eps, steps=10).run(model, x, y)
 
 
 def test_accuracy_rising_with_eps_is_flagged(tested):

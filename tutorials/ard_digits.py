@@ -21,7 +21,7 @@ import tempfile
 import lightning.pytorch as pl
 import torch
 
-from lightning_adv.attacks import PGD
+from lightning_adv.attacks import FGSM, PGD
 from lightning_adv.callbacks import PGDEvaluation
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.modules import AdvTraining, KnowledgeDistillation, OptimConfig
@@ -44,7 +44,7 @@ def trainer(epochs: int, limit_batches: float | int, root: str) -> pl.Trainer:
 def test_accuracy(module: pl.LightningModule, limit_batches: float | int, root: str) -> dict[str, float]:
     """Clean and robust test accuracy through the evaluator: PGD-20 and FGSM, worst case per example."""
     evaluator = PGDEvaluation(attacks=[PGD(eps=EPS, steps=20, step_size=EPS / 8, name="pgd20"),
-                                       PGD(eps=EPS, steps=1, step_size=EPS, random_start=False, name="fgsm")],
+                                       FGSM(eps=EPS, name="fgsm")],
                               on_validation=False, num_images=0)
     t = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                    enable_model_summary=False, default_root_dir=root, callbacks=[evaluator],

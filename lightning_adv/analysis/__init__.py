@@ -9,6 +9,7 @@
 
 The callbacks in ``callbacks/`` schedule these during training.
 """
+from ._utils import trainable_parameters
 from .hessian import DatasetHessian, EigenResult, extreme_eigenvalues, full_hessian, lanczos, power_iteration
 from .local_minima import (
     INIT_KINDS,
@@ -47,4 +48,5 @@ __all__ = [
     "RANK_MODES", "conv_operator_matrix", "conv_singular_values", "conv_transfer_matrices", "effective_rank",
     "effective_ranks", "layer_input_sizes", "layer_singular_values", "linear_singular_values", "operator_layers",
     "project_conv", "project_linear", "project_model_", "project_singular_values",
+    "trainable_parameters",
 ]

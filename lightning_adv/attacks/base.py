@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..validation import check_labels, check_radius_for_input
 from .losses import LossFn
-from .pgd import BN_MODES, _as_normal, attack_grad_context, module_mode
+from .context import BN_MODES, as_normal, attack_grad_context, module_mode
 from .threat import make_threat
 
 __all__ = ["Attack", "AttackOutput", "frozen_parameters", "perturbation_norm", "Model"]
@@ -194,14 +194,14 @@ class Attack(ABC):
             if on_cuda:
                 torch.cuda.default_generators[x.device.index if x.device.index is not None
                                               else torch.cuda.current_device()].manual_seed(seed)
-            x = _as_normal(x)
-            y = _as_normal(y)
+            x = as_normal(x)
+            y = as_normal(y)
             if check:
                 self.check_inputs(x)
             self.check_batch(model if mode_module is None else mode_module, x, y)  # first batch only
             extra = {"loss_fn": loss_fn} if loss_fn is not None else {}
             try:
-                out = self._perturb(model, x, y, _as_normal(targets), **extra)
+                out = self._perturb(model, x, y, as_normal(targets), **extra)
             except IndexError as err:  # a label outside the logits (cross-entropy's "Target 15 is out of bounds")
                 if isinstance(y, Tensor) and not y.is_floating_point() and "out of bounds" in str(err):
                     raise ValueError(f"{self.label}: labels must be class indices of the model's outputs; got labels "

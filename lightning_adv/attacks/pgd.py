@@ -31,54 +31,16 @@ is a per-example mean-free sum, irrelevant under sign steps.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from .context import as_normal, attack_grad_context, module_mode
 from .losses import LossFn
 from .threat import ThreatModel, clamp_to_image
 
-__all__ = ["pgd", "input_gradient", "fp16_autocast", "FP16_GRAD_SCALE", "success", "module_mode", "attack_grad_context", "BN_MODES"]
-
-BN_MODES = ("train", "eval", "keep")
-
-
-@contextlib.contextmanager
-def module_mode(module: Optional[nn.Module], mode: str) -> Iterator[None]:
-    """Put ``module`` in train or eval mode for the block; restore every submodule's mode.
-
-    ``mode='keep'`` (or ``module=None``) leaves modes untouched.
-    """
-    if mode not in BN_MODES:
-        raise ValueError(f"bn_mode must be one of {BN_MODES}, got bn_mode={mode!r}")
-    if module is None or mode == "keep":
-        yield
-        return
-    saved = [(m, m.training) for m in module.modules()]
-    module.train(mode == "train")
-    try:
-        yield
-    finally:
-        for m, was_training in saved:
-            m.training = was_training
-
-
-@contextlib.contextmanager
-def attack_grad_context() -> Iterator[None]:
-    """Autograd on, inside Lightning's ``no_grad`` validation or ``inference_mode`` test."""
-    with torch.inference_mode(False), torch.enable_grad():
-        yield
-
-
-def _as_normal(t: Any) -> Any:
-    """A detached tensor usable by autograd (inference tensors are cloned)."""
-    if isinstance(t, Tensor):
-        if t.is_inference():
-            t = t.clone()
-        return t.detach()
-    return t
+__all__ = ["pgd", "input_gradient", "fp16_autocast", "FP16_GRAD_SCALE", "success"]
 
 
 def _objective(model: Callable[[Tensor], Tensor], x: Tensor, target: Any, loss_fn: LossFn,
@@ -202,8 +164,8 @@ def pgd(
     if mode_module is None and isinstance(model, nn.Module):
         mode_module = model
     with attack_grad_context(), module_mode(mode_module, bn_mode):
-        x = _as_normal(x)
-        target = _as_normal(target)
+        x = as_normal(x)
+        target = as_normal(target)
         need_final = restarts > 1 or return_loss
         best_x: Optional[Tensor] = None
         best_obj: Optional[Tensor] = None

@@ -31,7 +31,7 @@ from .autoattack import AUTOATTACK_COMPONENTS, AutoAttack
 from .base import Attack
 from .report import SuiteReport, worst_case
 from .threat import make_threat
-from .whitebox import FGSMAttack, PGDAttack
+from .whitebox import FGSM, PGD
 
 __all__ = ["CURVE_ATTACKS", "RobustnessCurve", "check_eps_list", "curve_attack_family", "format_eps",
            "robustness_curve", "robustbench_entry", "plot_curve", "write_curve", "versions", "sha256_file"]
@@ -84,9 +84,9 @@ def curve_attack_family(names: Sequence[str], eps: float, norm: str = "linf", pg
     for n in names:
         if n == "pgd":
             label = f"pgd{pgd_steps}" + (f"_r{pgd_restarts}" if pgd_restarts > 1 else "")
-            out.append(PGDAttack(eps=eps, norm=norm, steps=pgd_steps, restarts=pgd_restarts, name=label))
+            out.append(PGD(eps=eps, norm=norm, steps=pgd_steps, restarts=pgd_restarts, name=label))
         elif n == "fgsm":
-            out.append(FGSMAttack(eps=eps, norm=norm, name="fgsm"))
+            out.append(FGSM(eps=eps, norm=norm, name="fgsm"))
         else:
             comps = None if n == "autoattack" else [n]
             out.append(AutoAttack(eps=eps, norm=norm, components=comps, seed=seed, square_queries=square_queries,

@@ -49,10 +49,10 @@ from torch import Tensor, nn
 from .base import Attack, Model
 from .certified import certified_but_broken, is_certifier
 from .losses import cross_entropy_loss, margin_loss
-from .pgd import _as_normal, attack_grad_context, module_mode
+from .context import as_normal, attack_grad_context, module_mode
 from .report import (AttackRow, Records, SanityFlag, SuiteReport, concat_records, dedup_records, extra_means,
                      threat_key, worst_case)
-from .whitebox import PGDAttack
+from .whitebox import PGD
 from ..validation import check_real
 
 __all__ = [
@@ -165,7 +165,7 @@ class AttackSuite:
 
     def _run_batch(self, model: Model, x: Tensor, y: Tensor, index: Optional[Tensor],
                    mode_module: Optional[nn.Module], adv_sink: Optional[dict[str, tuple[Tensor, Tensor]]]) -> Records:
-        x, y = _as_normal(x), _as_normal(y)
+        x, y = as_normal(x), as_normal(y)
         b = y.shape[0]
         if index is None:
             index = torch.arange(b)
@@ -173,7 +173,7 @@ class AttackSuite:
             clean = model(x).argmax(1) == y
         rec: Records = {"index": index.detach().cpu().long(), "label": y.detach().cpu().long(), "clean": clean.cpu()}
         if self.sanity_checks:
-            zero = PGDAttack(eps=0.0, steps=1, bn_mode=self.bn_mode).run(model, x, y, mode_module=mode_module).x_adv
+            zero = PGD(eps=0.0, steps=1, bn_mode=self.bn_mode).run(model, x, y, mode_module=mode_module).x_adv
             with torch.no_grad(), module_mode(mode_module, self.bn_mode):
                 rec["sanity/eps0_correct"] = (model(zero).argmax(1) == y).cpu()
             with attack_grad_context(), module_mode(mode_module, self.bn_mode):
@@ -315,7 +315,7 @@ class AttackSuite:
                     f"white-box attack failed on them: the gradients are likely masked", frac))
         if not self.cascade:
             by_acc = {r.name: r.robust_acc for r in report.rows}
-            pgds = [a for a in self.attacks if isinstance(a, PGDAttack)]
+            pgds = [a for a in self.attacks if isinstance(a, PGD)]
             for a in pgds:
                 for b in pgds:
                     same = (a.norm, a.eps, a.loss) == (b.norm, b.eps, b.loss)

@@ -1,6 +1,6 @@
 """White-box attacks of the suite (thesis tables 4.11 and 5.11; lecture 8.2.1-8.2.2).
 
-* :class:`PGDAttack` / :class:`FGSMAttack` -- the foundation's :func:`~.pgd.pgd` loop
+* :class:`PGD` / :class:`FGSM` -- the foundation's :func:`~.pgd.pgd` loop
   (Linf or L2, random restarts keeping the worst restart per example);
 * :class:`MIFGSM` -- momentum iterative FGSM (Dong et al. 2018): the gradient is
   L1-normalised and accumulated with decay ``mu``; the step follows the threat model's
@@ -31,7 +31,7 @@ from .losses import LossFn, get_attack_loss
 from .pgd import input_gradient, pgd
 from .threat import ThreatModel, clamp_to_image, make_threat
 
-__all__ = ["PGD", "FGSM", "PGDAttack", "FGSMAttack", "MIFGSM", "DeepFool", "CarliniWagnerL2", "choose_targets", "TARGET_MODES"]
+__all__ = ["PGD", "FGSM", "MIFGSM", "DeepFool", "CarliniWagnerL2", "choose_targets", "TARGET_MODES"]
 
 
 class PGD(Attack):
@@ -122,11 +122,6 @@ class FGSM(PGD):
     @property
     def effective_step_size(self) -> float:
         return float(self.eps or 0.0)
-
-
-#: the names of the first version's evaluation classes (configs may still name them)
-PGDAttack = PGD
-FGSMAttack = FGSM
 
 
 class MIFGSM(Attack):

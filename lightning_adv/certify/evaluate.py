@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks.base import Attack, AttackOutput
-from ..attacks.pgd import module_mode
+from ..attacks.context import module_mode
 from .crown import crown_margin
 from .ibp import ibp_margin
 from .network import BoundNetwork

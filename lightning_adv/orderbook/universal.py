@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks.base import frozen_parameters
-from ..attacks.pgd import module_mode
+from ..attacks.context import module_mode
 from .book import BookSnippet
 from .measures import relative_size
 from .propagation import placement_prices, propagate, propagate_delta, routing
