@@ -41,7 +41,8 @@ class PGDEvaluation(SuiteCallback):
     are handed to it (they run in its suite and its worst case covers them) and this
     callback does not evaluate the test set itself: ``test/robust_acc`` is logged once.
 
-    An image grid (``val/adversarial_examples``, to every logger: see :mod:`lightning_adv.logging_utils`) shows, for ``num_images`` fixed validation images (the first
+    An image grid (``val/adversarial_examples``, to every logger: see :mod:`lightning_adv.logging_utils`) shows, for
+    ``num_images`` fixed validation images (the first
     of the first batch), the clean image, the adversarial image of the first attack and
     the perturbation amplified to the full [0, 1] range.
 

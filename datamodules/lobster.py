@@ -285,7 +285,7 @@ class LOBSTERDataModule(pl.LightningDataModule):
         messages, book = self._read(day)
         bounds = self.start_ns + self.grid_ns * np.rint(steps * np.cumsum([0, *self.hparams.time_split])).astype(np.int64)
         grids, self.days = {}, {}
-        for k, (name, lo, hi) in enumerate(zip(("train", "val", "test"), bounds[:-1].tolist(), bounds[1:].tolist())):
+        for name, lo, hi in zip(("train", "val", "test"), bounds[:-1].tolist(), bounds[1:].tolist()):
             if hi > lo:
                 label = f"{day.date} [{lo / 1e9:g}, {hi / 1e9:g}) s"
                 grids[name], self.days[name] = [self._grid(day, label, messages, book, lo, hi)], [label]

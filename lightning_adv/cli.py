@@ -138,7 +138,8 @@ class AdvLightningCLI(LightningCLI):
         if getattr(self, "_resumed", False):
             keep_csv_metrics(self.trainer.loggers)
         have = {type(c) for c in self.trainer.callbacks}
-        for cb in (ResumeState(), FiniteGuard(), RankErrorReport(), HparamsMetrics(), CollapseWarning()):  # first: checkpoint callbacks must run after the guard
+        # first: checkpoint callbacks must run after the guard
+        for cb in (ResumeState(), FiniteGuard(), RankErrorReport(), HparamsMetrics(), CollapseWarning()):
             if type(cb) not in have:
                 self.trainer.callbacks.insert(0, cb)
 

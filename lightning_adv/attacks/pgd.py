@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from .losses import LossFn
 from .threat import ThreatModel, clamp_to_image
 
-__all__ = ["pgd", "input_gradient", "fp16_autocast", "FP16_GRAD_SCALE", "success", "module_mode", "attack_grad_context", "BN_MODES"]
+__all__ = ["pgd", "input_gradient", "fp16_autocast", "FP16_GRAD_SCALE", "success", "module_mode", "attack_grad_context",
+           "BN_MODES"]
 
 BN_MODES = ("train", "eval", "keep")
 

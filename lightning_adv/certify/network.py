@@ -38,7 +38,8 @@ __all__ = ["BoundNetwork", "AffineOp", "ReLUOp", "MaxPoolOp", "SEQUENTIAL_MODELS
 #: module classes whose forward is the composition of their children in registration order
 SEQUENTIAL_MODELS: tuple[type, ...] = (nn.Sequential, SmallCNN, MLP, ConvNet6, MadryCNN)
 SUPPORTED = ("Linear, Conv2d, ReLU, BatchNorm1d/2d (eval), Flatten, MaxPool2d, AvgPool2d, AdaptiveAvg/MaxPool2d "
-             "(divisible sizes), Normalize, Identity, Dropout (eval), inside nn.Sequential / small_cnn / mlp / convnet6 / madry_cnn")
+             "(divisible sizes), Normalize, Identity, Dropout (eval), inside nn.Sequential / small_cnn / mlp / convnet6 / "
+             "madry_cnn")
 
 
 class AffineOp:

@@ -129,10 +129,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     entry = _entry(name)
     clash = {k: v for k, v in kwargs.items() if k in entry.preset and entry.preset[k] != v}
     if clash:
+        generic = [n for n in list_models() if _REGISTRY[n].factory is entry.factory and not _REGISTRY[n].preset]
         raise ValueError(
             f"model {name!r} fixes {dict(entry.preset)}, but got {clash}; "
             f"use the generic registration of {getattr(entry.factory, '__name__', 'this model')} "
-            f"({', '.join(n for n in list_models() if _REGISTRY[n].factory is entry.factory and not _REGISTRY[n].preset) or 'none'})"
+            f"({', '.join(generic) or 'none'})"
             f" to choose these arguments freely"
         )
     accepted = _accepted_parameters(entry.factory)

@@ -220,9 +220,11 @@ def calibrate(days: Sequence[Day], base: Optional[SimulatorConfig] = None, ancho
 
     ``refine`` > 0 adds that many rounds of simulation (``refine_seconds`` each, seeded) that correct
     what an L-level file hides: ``depth_decay`` (mid anchor; ``cancel_rate`` for the best anchor) is
-    scaled until the simulated L-level view (:func:`lobster_view`) has the days' mean spread, then the rates (limit, market, cancel) are scaled
+    scaled until the simulated L-level view (:func:`lobster_view`) has the days' mean spread, then the rates (limit, market,
+    cancel) are scaled
     by one common factor (a change of time scale, which leaves the book's shape alone) to the days'
-    message rate, and ``market_rate`` alone to the days' share of executions (types 4 and 5). Without it, the fit is the moments alone (exact for complete simulated histories)."""
+    message rate, and ``market_rate`` alone to the days' share of executions (types 4 and 5). Without it, the fit is the
+    moments alone (exact for complete simulated histories)."""
     if not days:
         raise ValueError("calibrate needs at least one day: pass LobsterDay objects (find_lobster_days) or "
                          "(messages, book) pairs")
