@@ -1,7 +1,7 @@
 """Robust accuracy under a list of attacks during validation and test: the light preset of the suite."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -92,8 +92,8 @@ class PGDEvaluation(SuiteCallback):
         self.test_suite = self._preset(attacks + test_attacks)
 
     @staticmethod
-    def _preset(attacks: list[Attack]) -> AttackSuite:
-        return AttackSuite(attacks, cascade=False, sanity_checks=False, attack_misclassified=True)
+    def _preset(attacks: Sequence[Attack]) -> AttackSuite:
+        return AttackSuite(list(attacks), cascade=False, sanity_checks=False, attack_misclassified=True)
 
     def test_stage_attacks(self) -> list[Attack]:
         """The attacks of the test stage (what an AttackSuiteEvaluation takes over)."""

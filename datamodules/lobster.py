@@ -185,7 +185,9 @@ class LOBSTERDataModule(pl.LightningDataModule):
         self.thresholds: Optional[tuple[float, float]] = None
         self.class_counts: dict[str, list[int]] = {}
         self.days: dict[str, list[str]] = {}
-        self.train_dataset = self.val_dataset = self.test_dataset = None
+        self.train_dataset: Optional[SnippetDataset] = None
+        self.val_dataset: Optional[SnippetDataset] = None
+        self.test_dataset: Optional[SnippetDataset] = None
 
     @staticmethod
     def _check_args(levels: int, snippet: float, horizon: float, grid: float, window: tuple, flat: float,
@@ -318,6 +320,7 @@ class LOBSTERDataModule(pl.LightningDataModule):
                           persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None, "LOBSTERDataModule.setup() runs first"
         return self._loader(self.train_dataset, self.hparams.batch_size, EpochKeySampler(len(self.train_dataset)))
 
     def val_dataloader(self) -> Union[DataLoader, list]:
@@ -326,4 +329,5 @@ class LOBSTERDataModule(pl.LightningDataModule):
         return self._loader(self.val_dataset, self.hparams.eval_batch_size or self.hparams.batch_size)
 
     def test_dataloader(self) -> DataLoader:
+        assert self.test_dataset is not None, "LOBSTERDataModule.setup() runs first"
         return self._loader(self.test_dataset, self.hparams.eval_batch_size or self.hparams.batch_size)

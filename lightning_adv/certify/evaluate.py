@@ -71,6 +71,8 @@ class Certify(Attack):
 
     kind = "certified"
 
+    eps: float  # never None (checked in __init__)
+
     def __init__(self, method: str = "crown", norm: str = "linf", eps: float = 0.1, name: Optional[str] = None,
                  batch_size: int = 64, bn_mode: str = "eval") -> None:
         if eps is None or isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:

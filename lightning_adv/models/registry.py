@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -229,11 +230,11 @@ def _fmt_keys(items: list[str], limit: int = 5, quote: bool = True) -> str:
 
 
 def load_model_weights(
-    model: nn.Module,
+    model: M,
     path_or_state_dict: Union[str, os.PathLike, Mapping[str, Any]],
     strict: bool = True,
     key_prefix: Optional[str] = None,
-) -> nn.Module:
+) -> M:
     """Load weights into ``model`` in place and return it.
 
     Args:

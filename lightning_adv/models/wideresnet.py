@@ -143,7 +143,7 @@ class WideResNet(nn.Module):
             )
         self.depth = depth
         self.widen_factor = check_int("widen_factor", widen_factor, 1, "TRADES/ARD use widen_factor=10")
-        if isinstance(drop_rate, bool) or not isinstance(drop_rate, numbers.Real) or not 0.0 <= float(drop_rate) < 1.0:
+        if isinstance(drop_rate, bool) or not isinstance(drop_rate, (numbers.Real, float)) or not 0.0 <= float(drop_rate) < 1.0:
             raise ValueError(f"drop_rate must be a probability in [0, 1), got {drop_rate!r}; TRADES/ARD use 0.0")
         self.drop_rate = float(drop_rate)
         self.num_classes = check_num_classes(num_classes)

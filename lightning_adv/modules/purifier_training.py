@@ -72,9 +72,9 @@ class GANTraining(pl.LightningModule):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
         _positive("lr", lr)
-        for name, value in (("beta1", beta1), ("beta2", beta2)):  # Adam's betas: torch would not name them
-            if not 0 <= check_real(name, value, minimum=0.0) < 1:
-                raise ValueError(f"{name} must be in [0, 1) (Adam's moment decay), got {name}={value:g}; "
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):  # Adam's betas: torch would not name them
+            if not 0 <= check_real(name, beta, minimum=0.0) < 1:
+                raise ValueError(f"{name} must be in [0, 1) (Adam's moment decay), got {name}={beta:g}; "
                                  f"WGAN-GP: beta1 0.5, beta2 0.9")
         if gp_weight < 0:
             raise ValueError(f"gp_weight must be >= 0, got gp_weight={gp_weight}")
