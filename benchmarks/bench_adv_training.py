@@ -448,7 +448,7 @@ def sync_debug_run(args: argparse.Namespace, loader: DataLoader) -> None:
         if "synchroniz" in str(w.message).lower():
             key = f"{w.filename}:{w.lineno}"
             sites[key] = sites.get(key, 0) + 1
-    print(f"\n=== GPU synchronisations in one Trainer AT step (torch.cuda.set_sync_debug_mode) ===")
+    print("\n=== GPU synchronisations in one Trainer AT step (torch.cuda.set_sync_debug_mode) ===")
     if not sites:
         print("none recorded")
     for key, n in sorted(sites.items(), key=lambda kv: -kv[1]):

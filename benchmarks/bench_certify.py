@@ -3,7 +3,8 @@
 the ratio CROWN / IBP, and how full CROWN's cost grows with the width.
 
 Model: small_cnn with random weights (full CROWN's cost depends on how many neurons are unstable:
-on random weights nearly all are, the worst case) on 1x8x8 inputs (digits) by default, Linf eps ``--eps``. For each width of ``--widths``: seconds
+on random weights nearly all are, the worst case) on 1x8x8 inputs (digits) by default, Linf eps ``--eps``. For each width of
+``--widths``: seconds
 per example of each method and the examples per second; full CROWN back-substitutes one row per
 unstable neuron, so its cost grows about with width^2 (neurons x the width of every layer walked).
 

@@ -40,8 +40,8 @@ for p in (_ROOT, _ROOT / "benchmarks"):
 import bench_adv_training as bat  # noqa: E402  (configure_runtime, median)
 from lightning_adv.attacks import PGD  # noqa: E402
 from lightning_adv.modules import AdversarialQuerying, OptimConfig  # noqa: E402
-from lightning_adv.meta import MAML, HeadLearner
-from lightning_adv.objectives import AQ, MetaNatural
+from lightning_adv.meta import MAML, HeadLearner  # noqa: E402
+from lightning_adv.objectives import AQ, MetaNatural  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

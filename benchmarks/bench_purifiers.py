@@ -51,7 +51,7 @@ def main() -> None:
     gan_ms = per_image_ms(defensegan, x, 1)
     print(f"{args.batch} images {args.size}x{args.size}, {torch.get_num_threads()} thread(s)")
     print(f"{'step':<44} {'ms/image':>10} {'x forward':>10}")
-    for name, ms in ((f"Conv-4 forward (reference)", forward), ("wavelet denoising (numpy)", wavelet),
+    for name, ms in (("Conv-4 forward (reference)", forward), ("wavelet denoising (numpy)", wavelet),
                      ("SR defense (wavelet + SRResNet x2 + area)", sr_ms),
                      (f"DefenseGAN R={args.restarts} L={args.steps}", gan_ms)):
         print(f"{name:<44} {ms:>10.3f} {ms / forward:>10.1f}")

@@ -106,7 +106,7 @@ def _agree(cfg: dict[str, Any], compute: ComputeConfig) -> float:
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         worst = 0.0
-        for attempt in range(2):  # the second call runs the compiled graph from the cache
+        for _attempt in range(2):  # the second call runs the compiled graph from the cache
             outs = []
             for model in (ref, other):
                 xg = x.clone().requires_grad_(True)

@@ -17,7 +17,9 @@ from .robustness_report import RobustnessReport
 from .smoothing import SmoothingCertification
 
 __all__ = [
-    "AttackSuiteEvaluation", "CollapseWarning", "EMA", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "HparamsMetrics", "LocalMinimumInit", "NTKSnapshot",
-    "PGDEvaluation", "RankErrorReport", "RankProjection", "ResumeState", "RobustCheckpoint", "RobustnessReport", "SmoothingCertification",
+    "AttackSuiteEvaluation", "CollapseWarning", "EMA", "EffectiveRank", "FiniteGuard", "HessianEigenvalues", "HparamsMetrics",
+    "LocalMinimumInit", "NTKSnapshot",
+    "PGDEvaluation", "RankErrorReport", "RankProjection", "ResumeState", "RobustCheckpoint", "RobustnessReport",
+    "SmoothingCertification",
     "SuiteCallback", "WarmupEMA", "default_eval_attacks", "gather_records", "load_ntk_snapshots",
 ]

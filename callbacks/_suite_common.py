@@ -28,7 +28,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.utils.data import RandomSampler
 
-from lightning_adv.attacks import AttackSuite, SuiteReport, as_normal, attack_grad_context, concat_records, dedup_records, is_few_shot
+from lightning_adv.attacks import (AttackSuite, SuiteReport, as_normal, attack_grad_context, concat_records, dedup_records,
+                                   is_few_shot)
 from lightning_adv.meta import episode_accuracy
 
 __all__ = ["SuiteCallback", "gather_records", "episode_results", "Records"]
@@ -185,7 +186,7 @@ class SuiteCallback(Callback):
             # one id per (rank, batch, task): tasks are sampled per rank, nothing to de-duplicate
             episode = (trainer.global_rank * 100_000 + batch_idx) * 1_000 + task + dataloader_idx * _LOADER_STRIDE
             index = torch.arange(qy.shape[0]) + episode * _QUERY_STRIDE
-            variants = [("", {})] + ([("advtuned", {"adv_finetune": True})] if advtune else [])
+            variants: list[tuple[str, dict[str, Any]]] = [("", {})] + ([("advtuned", {"adv_finetune": True})] if advtune else [])
             for variant, kwargs in variants:
                 # adaptation may need autograd (MAML's inner loop, a differentiable solver head), and
                 # its outputs must be normal tensors: the attacks backpropagate through them

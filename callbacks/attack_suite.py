@@ -24,7 +24,7 @@ the support set is never attacked.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
@@ -39,7 +39,7 @@ __all__ = ["AttackSuiteEvaluation", "gather_records", "same_attack"]
 
 def same_attack(a: Attack, b: Attack) -> bool:
     """Whether two attacks are the same attack (FGSM equals PGD with one step of eps, no random start)."""
-    def key(x: Attack) -> object:
+    def key(x: Any) -> object:  # duck-typed: any attack with the PGD family's attributes
         cfg = x.config()
         if hasattr(x, "effective_step_size") and hasattr(x, "budget"):  # the PGD family
             return ("pgd", x.norm, x.eps, x.steps, x.effective_step_size, x.random_start, x.restarts,
@@ -99,7 +99,7 @@ class AttackSuiteEvaluation(SuiteCallback):
         for cb in trainer.callbacks:
             if cb is self or not (isinstance(cb, SuiteCallback) and cb.hands_test_attacks):
                 continue
-            for a in cb.test_stage_attacks():  # type: ignore[attr-defined]
+            for a in cb.test_stage_attacks():
                 other = own.get(a.label) or next((e for e in extra if e.label == a.label), None)
                 if other is None:
                     extra.append(a)

@@ -1,7 +1,7 @@
 """Robust accuracy under a list of attacks during validation and test: the light preset of the suite."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -41,7 +41,8 @@ class PGDEvaluation(SuiteCallback):
     are handed to it (they run in its suite and its worst case covers them) and this
     callback does not evaluate the test set itself: ``test/robust_acc`` is logged once.
 
-    An image grid (``val/adversarial_examples``, to every logger: see :mod:`lightning_adv.logging_utils`) shows, for ``num_images`` fixed validation images (the first
+    An image grid (``val/adversarial_examples``, to every logger: see :mod:`lightning_adv.logging_utils`) shows, for
+    ``num_images`` fixed validation images (the first
     of the first batch), the clean image, the adversarial image of the first attack and
     the perturbation amplified to the full [0, 1] range.
 
@@ -91,8 +92,8 @@ class PGDEvaluation(SuiteCallback):
         self.test_suite = self._preset(attacks + test_attacks)
 
     @staticmethod
-    def _preset(attacks: list[Attack]) -> AttackSuite:
-        return AttackSuite(attacks, cascade=False, sanity_checks=False, attack_misclassified=True)
+    def _preset(attacks: Sequence[Attack]) -> AttackSuite:
+        return AttackSuite(list(attacks), cascade=False, sanity_checks=False, attack_misclassified=True)
 
     def test_stage_attacks(self) -> list[Attack]:
         """The attacks of the test stage (what an AttackSuiteEvaluation takes over)."""

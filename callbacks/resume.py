@@ -28,7 +28,8 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_adv.errors import NonFiniteTrainingError, error_line
 
-__all__ = ["FiniteGuard", "RankErrorReport", "ResumeState", "apply_rng_state", "at_epoch_end", "collect_rng_state", "peer_error", "this_rank"]
+__all__ = ["FiniteGuard", "RankErrorReport", "ResumeState", "apply_rng_state", "at_epoch_end", "collect_rng_state",
+           "peer_error", "this_rank"]
 
 
 def collect_rng_state() -> dict[str, torch.Tensor]:

@@ -101,8 +101,8 @@ class RobustnessReport(SuiteCallback):
                                                              seed), cascade=False, sanity_checks=False,
                                          tolerance=tolerance) for e in (self.eps_curve or [])]
         self.output_dir, self.print_summary = output_dir, print_summary
-        self.meta = dict(name=model_name, link=link, authors=authors, venue=venue, additional_data=additional_data,
-                         reported=reported, footnote=footnote)
+        self.meta: dict[str, Any] = dict(name=model_name, link=link, authors=authors, venue=venue,
+                                         additional_data=additional_data, reported=reported, footnote=footnote)
         self.dataset, self.architecture = dataset, architecture
         self.report: Optional[SuiteReport] = None
         self.curve: Optional[RobustnessCurve] = None
@@ -167,7 +167,7 @@ class RobustnessReport(SuiteCallback):
                     warnings.warn(f"robustness curve [{f['check']}] eps={f['eps']:g}: {f['message']}",
                                   GradientMaskingWarning, stacklevel=2)
             worst_at_eps = self._worst_at_eps(records)
-        self._log(pl_module)
+        self._log_report(pl_module)
         if zero:
             self._write(trainer, pl_module, worst_at_eps)
 
@@ -180,7 +180,7 @@ class RobustnessReport(SuiteCallback):
                 return float(both.float().mean())
         return None
 
-    def _log(self, pl_module: pl.LightningModule) -> None:
+    def _log_report(self, pl_module: pl.LightningModule) -> None:
         assert self.report is not None
         pl_module.log("test/robustbench/clean_acc", self.report.clean_acc)
         pl_module.log("test/robustbench/autoattack_acc", self.report.rows[0].robust_acc)

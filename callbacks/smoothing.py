@@ -84,7 +84,8 @@ class SmoothingCertification(Callback):
     """
 
     def __init__(self, sigma: float = 0.25, n0: int = 100, n: int = 10000, alpha: float = 0.001,
-                 radii: list[float] = [0.0, 0.25, 0.5, 1.0], limit_examples: int = 500,
+                 radii: list[float] = [0.0, 0.25, 0.5, 1.0],  # noqa: B006 (copied below, never mutated)
+                 limit_examples: int = 500,
                  batch_size: int = 1000, curve_step: float = 0.05, output_dir: Optional[str] = None) -> None:
         super().__init__()
         check_smoothing(sigma, alpha, n, n0, batch_size)

@@ -420,7 +420,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         return loader_cls(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            **(shuffle_kwargs(dataset, self) if train else {}),
+            **(shuffle_kwargs(dataset, self) if train else {}),  # type: ignore[arg-type]  # map-style: has a len
             drop_last=self.drop_last if train else False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -44,16 +44,16 @@ class _StandInChecksums:
     """
 
     def __init__(self, root: str, *, checksums: Mapping[str, str], **kwargs: Any) -> None:
-        cls = type(self)
+        cls: Any = type(self)  # a torchvision CIFAR subclass: the class attributes below are its own
 
         def expected(filename: str) -> str:
             if filename not in checksums:
                 raise KeyError(f"stand-in marker has no md5 sum for '{filename}'")
             return str(checksums[filename])
 
-        self.train_list = [[name, expected(name)] for name, _ in cls.train_list]  # type: ignore[attr-defined]
-        self.test_list = [[name, expected(name)] for name, _ in cls.test_list]  # type: ignore[attr-defined]
-        meta = dict(cls.meta)  # type: ignore[attr-defined]
+        self.train_list = [[name, expected(name)] for name, _ in cls.train_list]
+        self.test_list = [[name, expected(name)] for name, _ in cls.test_list]
+        meta = dict(cls.meta)
         meta["md5"] = expected(meta["filename"])
         self.meta = meta
         super().__init__(root, **kwargs)  # type: ignore[call-arg]

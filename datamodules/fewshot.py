@@ -257,7 +257,7 @@ class _Omniglot:
     """torchvision ``Omniglot`` accepting an extracted tree without the archive (offline)."""
 
     @staticmethod
-    def make(root: str, background: bool, transform: Any, download: bool) -> Dataset:
+    def make(root: str, background: bool, transform: Any, download: bool) -> Any:  # a torchvision Omniglot
         from torchvision.datasets import Omniglot
 
         class LocalOmniglot(Omniglot):
@@ -442,7 +442,7 @@ class _L2LFewShot(FewShotDataModule):
         return [transforms.RandomCrop(self.image_size, padding=self._pad),
                 transforms.ColorJitter(0.4, 0.4, 0.4), transforms.RandomHorizontalFlip()]
 
-    def _eval_transform(self) -> Callable[[Any], torch.Tensor]:
+    def _eval_transform(self) -> transforms.Compose:
         steps: list[Any] = [transforms.ToTensor()]
         if self.image_size != self.default_image_size:
             steps.append(transforms.Resize(self.image_size, antialias=True))
@@ -622,7 +622,7 @@ class MetaTrainClassification(pl.LightningDataModule):
         self.val_dataset = _Relabel(eval_data, val_idx, label_of)
 
     def train_dataloader(self) -> DataLoader:
-        return StatefulDataLoader(self.train_dataset, batch_size=self.batch_size,  # type: ignore[arg-type]
+        return StatefulDataLoader(self.train_dataset, batch_size=self.batch_size,
                                   **shuffle_kwargs(self.train_dataset, self),  # type: ignore[arg-type]
                                   num_workers=self.episodes.num_workers)
 

@@ -186,7 +186,9 @@ class LOBSTERDataModule(pl.LightningDataModule):
         self.thresholds: Optional[tuple[float, float]] = None
         self.class_counts: dict[str, list[int]] = {}
         self.days: dict[str, list[str]] = {}
-        self.train_dataset = self.val_dataset = self.test_dataset = None
+        self.train_dataset: Optional[SnippetDataset] = None
+        self.val_dataset: Optional[SnippetDataset] = None
+        self.test_dataset: Optional[SnippetDataset] = None
 
     @staticmethod
     def _check_args(levels: int, snippet: float, horizon: float, grid: float, window: tuple, flat: float,
@@ -284,7 +286,7 @@ class LOBSTERDataModule(pl.LightningDataModule):
         messages, book = self._read(day)
         bounds = self.start_ns + self.grid_ns * np.rint(steps * np.cumsum([0, *self.hparams.time_split])).astype(np.int64)
         grids, self.days = {}, {}
-        for k, (name, lo, hi) in enumerate(zip(("train", "val", "test"), bounds[:-1].tolist(), bounds[1:].tolist())):
+        for name, lo, hi in zip(("train", "val", "test"), bounds[:-1].tolist(), bounds[1:].tolist()):
             if hi > lo:
                 label = f"{day.date} [{lo / 1e9:g}, {hi / 1e9:g}) s"
                 grids[name], self.days[name] = [self._grid(day, label, messages, book, lo, hi)], [label]
@@ -317,6 +319,7 @@ class LOBSTERDataModule(pl.LightningDataModule):
                           persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None, "LOBSTERDataModule.setup() runs first"
         return self._loader(self.train_dataset, self.hparams.batch_size, EpochKeySampler(len(self.train_dataset)))
 
     def val_dataloader(self) -> Union[DataLoader, list]:
@@ -325,4 +328,5 @@ class LOBSTERDataModule(pl.LightningDataModule):
         return self._loader(self.val_dataset, self.hparams.eval_batch_size or self.hparams.batch_size)
 
     def test_dataloader(self) -> DataLoader:
+        assert self.test_dataset is not None, "LOBSTERDataModule.setup() runs first"
         return self._loader(self.test_dataset, self.hparams.eval_batch_size or self.hparams.batch_size)

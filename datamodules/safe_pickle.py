@@ -65,13 +65,14 @@ class SafeCIFARLoading:
 
     def __init__(self, root: Union[str, Path], train: bool = True, transform: Optional[Callable] = None,
                  target_transform: Optional[Callable] = None, download: bool = False) -> None:
-        VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)  # type: ignore[arg-type]
+        VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
         if download:
             self.download()  # type: ignore[attr-defined]
         if not self._check_integrity():  # type: ignore[attr-defined]
             raise RuntimeError("Dataset not found or corrupted (md5 mismatch). You can use download=True to download it")
-        data, self.targets = [], []
+        data: list[np.ndarray] = []
+        self.targets: list[int] = []
         for file_name, _ in (self.train_list if train else self.test_list):  # type: ignore[attr-defined]
             entry = load_data_pickle(Path(self.root, self.base_folder, file_name))  # type: ignore[attr-defined]
             data.append(np.asarray(entry["data"], dtype=np.uint8))

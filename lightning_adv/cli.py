@@ -133,7 +133,8 @@ class AdvLightningCLI(LightningCLI):
         self._resumed = bool(sub) and logger_resumes_run(sub, cfg, self._given_args) is not None
         if sub and logger_follows_checkpoint(sub, cfg, self._given_args) is not None:
             # the fit's config.yaml stays; this run's config goes next to it
-            self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config_{sub}.yaml"}
+            # checker: LightningCLI's attribute (lightning is not followed: pyproject's mypy section)
+            self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"config_{sub}.yaml"}  # type: ignore[has-type]
         _check_cross_config(cfg)
 
     def after_instantiate_classes(self) -> None:
@@ -141,7 +142,8 @@ class AdvLightningCLI(LightningCLI):
         if getattr(self, "_resumed", False):
             keep_csv_metrics(self.trainer.loggers)
         have = {type(c) for c in self.trainer.callbacks}
-        for cb in (ResumeState(), FiniteGuard(), RankErrorReport(), HparamsMetrics(), CollapseWarning()):  # first: checkpoint callbacks must run after the guard
+        # first: checkpoint callbacks must run after the guard
+        for cb in (ResumeState(), FiniteGuard(), RankErrorReport(), HparamsMetrics(), CollapseWarning()):
             if type(cb) not in have:
                 self.trainer.callbacks.insert(0, cb)
 
@@ -242,6 +244,7 @@ def _optim_nulls(args: list[str]) -> list[str]:
     while i < len(args):
         flag, value = (args[i].split("=", 1) + [None])[:2] if args[i].startswith("--") and "=" in args[i] \
             else (args[i], args[i + 1] if i + 1 < len(args) else None)
+        assert flag is not None  # split() gives at least one part
         found = _OPTIM_NULL.match(flag)
         if found and value is not None and value.strip().lower() in ("null", "none", "~"):
             out += [flag.rsplit(".", 1)[0], f"{{{found.group(1)}: null}}"]

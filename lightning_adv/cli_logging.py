@@ -24,7 +24,8 @@ from lightning.pytorch.cli import SaveConfigCallback
 
 from lightning_adv.logging_utils import run_dir
 
-__all__ = ["logger_follows_root", "logger_follows_checkpoint", "logger_resumes_run", "keep_csv_metrics", "no_hp_metric", "SaveConfigToRunDir", "DEFAULT_ROOT"]
+__all__ = ["logger_follows_root", "logger_follows_checkpoint", "logger_resumes_run", "keep_csv_metrics", "no_hp_metric",
+           "SaveConfigToRunDir", "DEFAULT_ROOT"]
 
 DEFAULT_ROOT = "runs"
 _TB = "TensorBoardLogger"

@@ -44,7 +44,8 @@ def _loggers(target: Target) -> tuple[list[Any], Optional[int]]:
     if target is None:
         return [], None
     if hasattr(target, "loggers") and hasattr(target, "is_global_zero"):  # a Trainer
-        return (list(target.loggers) if target.is_global_zero else []), int(target.global_step)
+        # checker: a Trainer (tested above by its attributes)
+        return (list(target.loggers) if target.is_global_zero else []), int(target.global_step)  # type: ignore[union-attr]
     if isinstance(target, (list, tuple)):
         return list(target), None
     return [target], None

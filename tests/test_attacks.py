@@ -286,6 +286,7 @@ def test_losses_match_torch():
     [
         (dict(eps=-0.1), "eps"),
         (dict(eps=2.0), "eps"),
+        (dict(eps=None), "eps"),  # accepted before, then a TypeError in effective_step_size
         (dict(steps=-1), "steps"),
         (dict(step_size=0.0), "step_size"),
         (dict(restarts=0), "restarts"),

@@ -10,7 +10,6 @@ from scipy.optimize import LinearConstraint, milp
 from torch import nn
 
 from lightning_adv.attacks import PGD, AttackSuite
-from lightning_adv.attacks.base import Attack, AttackOutput
 from lightning_adv.certify import (BoundNetwork, Certify, certified, certified_loss, crown_margin, ibp_margin,
                                    interval_bounds, margin_lower_bound, ramp)
 from lightning_adv.certify.network import AffineOp, ReLUOp

@@ -103,7 +103,8 @@ def test_every_floor_is_above_the_known_advisories():
 
 def test_the_check_catches_a_lowered_floor():
     """The old floors of this project, each caught with its advisory (the check can fail)."""
-    for old, advisory in [("torch>=2.1", "CVE-2025-32434"), ("lightning>=2.4,<3", "VU#252619"), ("lightning>=2.2", "CVE-2024-5452"),
+    for old, advisory in [("torch>=2.1", "CVE-2025-32434"), ("lightning>=2.4,<3", "VU#252619"),
+                          ("lightning>=2.2", "CVE-2024-5452"),
                           ("lightning>=2.6.1", "GHSA-w37p-236h-pfx3"), ("scikit-learn>=1.3", "CVE-2024-5206"),
                           ("setuptools>=65", "CVE-2025-47273"), ("torch>=2.12.0", "CVE-2025-3000"),
                           ("lightning", "no floor")]:

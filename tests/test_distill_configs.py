@@ -138,7 +138,7 @@ def test_distillation_config_matches_the_thesis_recipe(config):
     expected = next((a for suffix, a in aug_rows.items() if config.stem.endswith(suffix)), True)
     assert dm.get("augment", True) == expected
     if expected is not True:
-        assert f"table 4.14, row" in comment
+        assert "table 4.14, row" in comment
     optim = init["optim"]
     assert (optim["optimizer"], optim["lr"], optim["momentum"], optim["weight_decay"]) == ("sgd", 0.1, 0.9, 2e-4)
     m = obj.get("replays", 1)

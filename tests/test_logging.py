@@ -188,7 +188,8 @@ def fitted_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("logging_run")
     both = tmp / "both.yaml"
     both.write_text(yaml.safe_dump({"trainer": {"logger": [
-        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "name": "q", "version": 0}},
+        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+         "init_args": {"save_dir": "runs", "name": "q", "version": 0}},
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "q", "version": 0}}]}}))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)

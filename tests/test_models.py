@@ -165,10 +165,12 @@ def test_wideresnet_sub_block1_is_unused_and_frozen() -> None:
 
 def test_authors_key_names_for_resnet18_and_mobilenetv2() -> None:
     r = ResNet18().state_dict()
-    assert {"conv1.weight", "bn1.running_var", "layer2.0.shortcut.0.weight", "layer2.0.shortcut.1.bias", "linear.weight"} <= set(r)
+    assert {"conv1.weight", "bn1.running_var", "layer2.0.shortcut.0.weight", "layer2.0.shortcut.1.bias",
+            "linear.weight"} <= set(r)
     assert not any(k.startswith("layer1.0.shortcut") for k in r)  # identity shortcut: no keys
     m = MobileNetV2().state_dict()
-    assert {"conv1.weight", "layers.0.shortcut.0.weight", "layers.1.shortcut.1.running_mean", "conv2.weight", "linear.bias"} <= set(m)
+    assert {"conv1.weight", "layers.0.shortcut.0.weight", "layers.1.shortcut.1.running_mean", "conv2.weight",
+            "linear.bias"} <= set(m)
     assert not any(k.startswith("layers.2.shortcut") or k.startswith("layers.3.shortcut") for k in m)
     assert m["conv2.weight"].shape == (1280, 320, 1, 1)
     assert len([k for k in m if re.fullmatch(r"layers\.\d+\.conv1\.weight", k)]) == 17

@@ -147,7 +147,9 @@ def test_rank_projection_callback_moves_every_layers_effective_rank(mode, tmp_pa
 
     torch.manual_seed(0)
     module = AdvTraining(arch="small_cnn", num_classes=10, in_channels=1, arch_kwargs={"width": 4},
-                         objective={"class_path": "lightning_adv.objectives.PGDAT", "init_args": {"attack": {"eps": 0.1, "steps": 1, "step_size": 0.1}}}, track_clean_acc=False,
+                         objective={"class_path": "lightning_adv.objectives.PGDAT",
+                                    "init_args": {"attack": {"eps": 0.1, "steps": 1, "step_size": 0.1}}},
+                         track_clean_acc=False,
                          optim={"optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0, "scheduler": "constant"})
     ranks = EffectiveRank()
     proj = RankProjection(mode=mode, threshold=0.5 if mode == "min" else 0.2, start_epoch=1, final_projection=True)

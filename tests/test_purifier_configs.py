@@ -19,7 +19,7 @@ from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.cli import main
 from lightning_adv.modules import AdversarialQuerying, GANTraining, SRTraining
 from lightning_adv.meta import HeadLearner
-from lightning_adv.objectives import AQ, MetaNatural
+from lightning_adv.objectives import MetaNatural
 
 warnings.filterwarnings("ignore", category=UserWarning)
 PURIFIER_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name.startswith(PURIFIER_PREFIXES))

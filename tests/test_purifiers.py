@@ -14,7 +14,7 @@ from lightning_adv.defenses import (DefenseGAN, Generator, Purified, PurifierUna
                                     WaveletDenoise, adaptive_purifier, load_generator, load_sr_net, wavelet_denoise)
 from lightning_adv.modules import AdversarialQuerying, GANTraining, PurifiedFewShot, SRTraining
 from lightning_adv.meta import HeadLearner
-from lightning_adv.objectives import AQ, MetaNatural
+from lightning_adv.objectives import MetaNatural
 
 
 @pytest.fixture(autouse=True)

@@ -86,7 +86,8 @@ def test_bad_checkpoints_are_named(quick_ckpt, tmp_path, capsys):
              "--model.init_args.in_channels", "1"]
     cfg = tmp_path / "natural.yaml"
     cfg.write_text("model:\n  class_path: lightning_adv.modules.Classifier\n  init_args: {in_channels: 1}\n")
-    code, line = _last_line(capsys, ["validate", "--config", str(cfg), "--data.class_path", "lightning_adv.datamodules.DigitsDataModule",
+    code, line = _last_line(capsys, ["validate", "--config", str(cfg),
+                                     "--data.class_path", "lightning_adv.datamodules.DigitsDataModule",
                                      "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
                                      "--ckpt_path", str(quick_ckpt)])
     assert code == 2 and "AdvTraining" in line and "Classifier" in line, (line, other)

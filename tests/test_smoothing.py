@@ -63,7 +63,8 @@ def test_certified_radius_of_a_constant_and_a_linear_classifier():
 
 
 @pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"sigma": 0.0}, "sigma must be a finite number > 0"), ({"sigma": -1.0}, "sigma=-1.0"), ({"alpha": 1.0}, "alpha must be a finite number > 0 and < 1"),
+    ({"sigma": 0.0}, "sigma must be a finite number > 0"), ({"sigma": -1.0}, "sigma=-1.0"),
+    ({"alpha": 1.0}, "alpha must be a finite number > 0 and < 1"),
     ({"alpha": 0.0}, "alpha=0.0"), ({"n0": 200, "n": 100}, "n0=200"), ({"n": 0}, "n must be an integer"),
 ])
 def test_smoothing_bad_input(kwargs, needle):

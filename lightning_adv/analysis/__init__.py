@@ -42,7 +42,8 @@ from .spectral import (
 
 __all__ = [
     "DatasetHessian", "EigenResult", "extreme_eigenvalues", "full_hessian", "lanczos", "power_iteration",
-    "INIT_KINDS", "first_linear_inputs", "fit_linear_classifier", "he_uniform_init_", "init_biases_", "lemma61_init_", "lemma61_layers",
+    "INIT_KINDS", "first_linear_inputs", "fit_linear_classifier", "he_uniform_init_", "init_biases_", "lemma61_init_",
+    "lemma61_layers",
     "linear_layers", "zero_init_",
     "empirical_ntk", "empirical_ntk_loop", "kernel_correlation", "kernel_relative_change", "parameter_norm",
     "RANK_MODES", "conv_operator_matrix", "conv_singular_values", "conv_transfer_matrices", "effective_rank",

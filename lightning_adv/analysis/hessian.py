@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +94,7 @@ class DatasetHessian:
             for x, y in self.batches:
                 loss = self.loss_fn(self.model(x), y)
                 g = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-                dot = sum((gi * vi).sum() for gi, vi in zip(g, vs) if gi is not None)
+                dot = cast(Tensor, sum((gi * vi).sum() for gi, vi in zip(g, vs) if gi is not None))
                 hv = torch.autograd.grad(dot, self.params, allow_unused=True)
                 out += self._flat(hv).double()
         return self.reduce(out) / self.count

@@ -16,7 +16,7 @@ Jacobians, with the same values:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -108,4 +108,5 @@ def kernel_relative_change(initial: Tensor, current: Tensor) -> float:
 
 def parameter_norm(model: nn.Module) -> float:
     """Euclidean norm of all trainable parameters."""
-    return float(torch.sqrt(sum(p.detach().double().square().sum() for p in trainable_parameters(model).values())))
+    total = sum(p.detach().double().square().sum() for p in trainable_parameters(model).values())
+    return float(torch.sqrt(cast(Tensor, total)))

@@ -67,13 +67,15 @@ def _layer_kernel(m: nn.Module, a: Tensor, g: Tensor) -> Tensor:
         parts["weight"] = torch.einsum("nkto,nti->nkoi", g4, a3)
         parts["bias"] = g4.sum(2)
     elif isinstance(m, nn.Conv2d):
-        cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)  # (N, Ci*kk, L)
+        # checker: string paddings ('same') are not among the supported convolutions
+        cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)  # type: ignore[arg-type]  # (N, Ci*kk, L)
         g4 = g.reshape(n, c * g.shape[2], -1)  # (N, C*Co, L)
         parts["weight"] = torch.bmm(g4, cols.transpose(1, 2))  # (N, C*Co, Ci*kk)
         parts["bias"] = g4.sum(-1)
     else:  # eval-mode BatchNorm: y = xhat * w + b per channel
         shape = (1, -1) + (1,) * (a.dim() - 2)
-        xhat = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)
+        # checker: m is the eval-mode BatchNorm here (supported() admits no other layer)
+        xhat = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)  # type: ignore[operator]
         dims = tuple(range(3, g.dim()))
         parts["weight"] = (g * xhat.unsqueeze(1)).sum(dims) if dims else g * xhat.unsqueeze(1)
         parts["bias"] = g.sum(dims) if dims else g

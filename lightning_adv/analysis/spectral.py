@@ -166,7 +166,7 @@ def layer_input_sizes(model: nn.Module, example: Tensor) -> dict[str, int]:
     return sizes
 
 
-def operator_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def operator_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
     """The ``Conv2d`` (groups 1) and ``Linear`` layers of ``model`` with a trainable weight, in order."""
     return [
         (name, m) for name, m in model.named_modules()

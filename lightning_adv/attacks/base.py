@@ -18,7 +18,7 @@ import importlib
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,8 @@ from ..validation import check_labels, check_radius_for_input
 from .losses import LossFn
 from .context import BN_MODES, as_normal, attack_grad_context, module_mode
 from .threat import make_threat
+
+_A = TypeVar("_A", bound="Attack")
 
 __all__ = ["Attack", "AttackOutput", "frozen_parameters", "perturbation_norm", "Model"]
 
@@ -229,7 +231,7 @@ class Attack(ABC):
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": {p: getattr(self, p) for p in params}}
 
     @classmethod
-    def coerce(cls, value: Any, param: str = "attack") -> "Attack":
+    def coerce(cls: type[_A], value: Any, param: str = "attack") -> _A:
         """An attack of class ``cls`` from an instance, its :meth:`config`, or a plain mapping of
         ``cls``'s constructor arguments (as checkpoints of the first version stored them)."""
         if isinstance(value, dict):

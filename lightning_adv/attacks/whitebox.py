@@ -58,11 +58,14 @@ class PGD(Attack):
     """
 
     supports_loss_fn = True
+    eps: float  # never None (checked in __init__)
 
     def __init__(self, eps: float = 8 / 255, steps: int = 10, step_size: Optional[float] = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = 1, targeted: bool = False,
                  loss: str = "ce", eot_samples: int = 1, name: Optional[str] = None, bn_mode: str = "eval",
                  start_sigma: float = 0.0) -> None:
+        if eps is None:  # the base class takes None for unbounded attacks; PGD projects onto its ball
+            raise ValueError("PGD.eps must be a number >= 0 (the radius in [0, 1] pixel units), got eps=None; e.g. eps 0.031")
         super().__init__(norm=norm, eps=eps, name=name, bn_mode=bn_mode)
         self.steps = check_int("steps", steps, 1, whole_floats=True)
         self.restarts = check_int("restarts", restarts, 1, whole_floats=True)

@@ -87,7 +87,7 @@ def _backsub(ops: list, shapes: list, k: int, A: Tensor, pre: dict, x: Tensor, e
         elif isinstance(op, ReLUOp):
             A, c = _relu_back(A, *pre[i])
         else:
-            A, c = _maxpool_back(A, *pre[i], op)
+            A, c = _maxpool_back(A, pre[i][0], pre[i][1], op)
         const = const + c
     return _concretize(A, const, x, eps, norm)
 
@@ -174,7 +174,7 @@ def crown_layer_bounds(net: BoundNetwork, x: Tensor, eps: float, norm: str = "li
         if isinstance(op, AffineOp):
             continue
         if intermediate == "ibp":
-            pre[k] = boxes[k]
+            pre[k] = boxes[k]  # type: ignore[index]  # IBP boxes: norm is linf (checked above)
             continue
         pre[k] = _crown_box(ops, shapes, k, pre, x, eps, norm, None if boxes is None else boxes[k])
     return ops, shapes, pre

@@ -72,6 +72,8 @@ class Certify(Attack):
 
     kind = "certified"
 
+    eps: float  # never None (checked in __init__)
+
     def __init__(self, method: str = "crown", norm: str = "linf", eps: float = 0.1, name: Optional[str] = None,
                  batch_size: int = 64, bn_mode: str = "eval") -> None:
         check_real("Certify.eps", eps, minimum=0.0, hint="the radius in [0, 1] pixel units")

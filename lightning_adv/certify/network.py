@@ -38,7 +38,8 @@ __all__ = ["BoundNetwork", "AffineOp", "ReLUOp", "MaxPoolOp", "SEQUENTIAL_MODELS
 #: module classes whose forward is the composition of their children in registration order
 SEQUENTIAL_MODELS: tuple[type, ...] = (nn.Sequential, SmallCNN, MLP, ConvNet6, MadryCNN)
 SUPPORTED = ("Linear, Conv2d, ReLU, BatchNorm1d/2d (eval), Flatten, MaxPool2d, AvgPool2d, AdaptiveAvg/MaxPool2d "
-             "(divisible sizes), Normalize, Identity, Dropout (eval), inside nn.Sequential / small_cnn / mlp / convnet6 / madry_cnn")
+             "(divisible sizes), Normalize, Identity, Dropout (eval), inside nn.Sequential / small_cnn / mlp / convnet6 / "
+             "madry_cnn")
 
 
 class AffineOp:
@@ -143,11 +144,13 @@ def _batchnorm(name: str, m: nn.modules.batchnorm._BatchNorm, dims: int) -> Affi
                          "bounds need BatchNorm in eval mode (call model.eval())")
 
     def scale() -> Tensor:
-        s = torch.rsqrt(m.running_var + m.eps)
+        # checker: running statistics checked above; read when called (after .to(device))
+        s = torch.rsqrt(m.running_var + m.eps)  # type: ignore[operator, arg-type]
         return s * m.weight if m.weight is not None else s
 
     def shift() -> Tensor:
-        b = -m.running_mean * scale()
+        # checker: running statistics checked above; read when called (after .to(device))
+        b = -m.running_mean * scale()  # type: ignore[operator]
         return b + m.bias if m.bias is not None else b
 
     return _channel_affine(name, scale, shift, dims)
@@ -195,7 +198,8 @@ def _make_op(name: str, m: nn.Module, in_shape: tuple, out_shape: tuple):
     if isinstance(m, nn.ReLU):
         return ReLUOp(name)
     if isinstance(m, Normalize):
-        return _channel_affine(name, lambda: 1.0 / m.std.flatten(), lambda: -m.mean.flatten() / m.std.flatten(), 4)
+        # checker: a Normalize with mean and std (an identity Normalize is not an affine op here)
+        return _channel_affine(name, lambda: 1.0 / m.std.flatten(), lambda: -m.mean.flatten() / m.std.flatten(), 4)  # type: ignore[union-attr]
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return _batchnorm(name, m, len(in_shape) + 1)
     if isinstance(m, nn.Flatten):

@@ -117,7 +117,8 @@ class SRDefense(nn.Module):
         finally:
             self.sr_net.train(training)
         if self.resize_back:
-            up = F.adaptive_avg_pool2d(up, x.shape[-2:])
+            # checker: torch's stubs: a Size is a tuple of ints
+            up = F.adaptive_avg_pool2d(up, x.shape[-2:])  # type: ignore[arg-type]
         return up.clamp(0.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:

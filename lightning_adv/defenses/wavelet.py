@@ -74,7 +74,7 @@ def _denoise_channel(img: np.ndarray, wavelet: pywt.Wavelet, method: str, mode: 
         level = []
         for d in details:
             if method == "BayesShrink":
-                t = var / math.sqrt(max(float(np.mean(d * d)) - var, np.finfo(np.float64).eps))
+                t = var / math.sqrt(max(float(np.mean(d * d)) - var, float(np.finfo(np.float64).eps)))
             else:
                 t = universal
             level.append(pywt.threshold(d, value=t, mode=mode))

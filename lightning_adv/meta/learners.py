@@ -86,7 +86,8 @@ class _FittedHead(nn.Module):
 
     def forward(self, query_x: Tensor) -> Tensor:
         t, q = query_x.shape[:2]
-        return self.query_fn(self.backbone.embed(query_x.flatten(0, 1)).view(t, q, -1))
+        # checker: few-shot backbones have embed(); nn.Module.__getattr__ is typed Tensor | Module
+        return self.query_fn(self.backbone.embed(query_x.flatten(0, 1)).view(t, q, -1))  # type: ignore[operator]
 
 
 class HeadLearner(Learner):
@@ -127,7 +128,8 @@ class HeadLearner(Learner):
             support_x, support_y = _normal(support_x), _normal(support_y)
             t, s = support_x.shape[:2]
             with torch.no_grad() if evaluating else contextlib.nullcontext():
-                emb = backbone.embed(support_x.flatten(0, 1)).view(t, s, -1)
+                # checker: few-shot backbones have embed(); nn.Module.__getattr__ is typed Tensor | Module
+                emb = backbone.embed(support_x.flatten(0, 1)).view(t, s, -1)  # type: ignore[operator]
                 query_fn = self.head.fit(emb, support_y, ways, fast=evaluating)
         return _FittedHead(backbone, query_fn)
 

@@ -55,7 +55,8 @@ class _Net(nn.Module):
         self.backbone, self.linear = backbone, linear
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear(self.backbone.embed(x))
+        # checker: few-shot backbones have embed(); nn.Module.__getattr__ is typed Tensor | Module
+        return self.linear(self.backbone.embed(x))  # type: ignore[operator]
 
 
 class _Adapted(nn.Module):
@@ -75,7 +76,8 @@ class _Adapted(nn.Module):
             if self.backbone is None:
                 return torch.stack([c(q) for c, q in zip(self.clones, query_x)])
             t, q = query_x.shape[:2]
-            feats = self.backbone.embed(query_x.flatten(0, 1)).view(t, q, -1)
+            # checker: few-shot backbones have embed(); nn.Module.__getattr__ is typed Tensor | Module
+            feats = self.backbone.embed(query_x.flatten(0, 1)).view(t, q, -1)  # type: ignore[operator]
             return torch.stack([c(f) for c, f in zip(self.clones, feats)])
 
 
@@ -109,7 +111,8 @@ class MAML(Learner):
         self.linear: Optional[nn.Linear] = None
 
     def bind(self, backbone: nn.Module, image_size: int) -> None:
-        self.linear = nn.Linear(backbone.feature_dim(image_size), self.ways)
+        # checker: few-shot backbones have feature_dim(); nn.Module.__getattr__ is typed Tensor | Module
+        self.linear = nn.Linear(backbone.feature_dim(image_size), self.ways)  # type: ignore[operator]
 
     def describe(self) -> str:
         return "maml" if self.layers == "all" else "maml_last"
@@ -141,16 +144,19 @@ class MAML(Learner):
         clone = l2l.algorithms.MAML(net, lr=self.lr, first_order=first_order, allow_unused=not last_only).clone()
         bn = (lambda: batch_statistics(clone, backbone)) if transductive else contextlib.nullcontext
         with bn():
-            inputs = backbone.embed(sx) if last_only else sx
+            # checker: as above
+            inputs = backbone.embed(sx) if last_only else sx  # type: ignore[operator]
         for _ in range(self.test_steps if evaluating else self.steps):
             if adv_support is not None:  # the support attacked against the current fast weights
                 def fn(x: Tensor, c: nn.Module = clone) -> Tensor:
                     with bn():
-                        return c(backbone.embed(x)) if last_only else c(x)
+                        # checker: as above
+                        return c(backbone.embed(x)) if last_only else c(x)  # type: ignore[operator]
 
                 adv = adv_support(fn, sx, sy, mode_module=backbone if last_only else clone)
                 with bn():
-                    inputs = backbone.embed(adv) if last_only else adv
+                    # checker: few-shot backbones have embed(); nn.Module.__getattr__ is typed Tensor | Module
+                    inputs = backbone.embed(adv) if last_only else adv  # type: ignore[operator]
             with bn():
                 loss = F.cross_entropy(clone(inputs), sy)
             clone.adapt(loss)

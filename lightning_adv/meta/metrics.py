@@ -25,13 +25,13 @@ class EpisodeAccuracy(Metric):
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total_sq", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, episode_acc: Tensor) -> None:  # type: ignore[override]
+    def update(self, episode_acc: Tensor) -> None:
         acc = episode_acc.detach().double().flatten()
         self.n += acc.numel()
         self.total += acc.sum()
         self.total_sq += (acc * acc).sum()
 
-    def compute(self) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def compute(self) -> tuple[Tensor, Tensor, Tensor]:
         n = self.n.clamp_min(1.0)
         mean = self.total / n
         var = (self.total_sq / n - mean * mean).clamp_min(0.0)

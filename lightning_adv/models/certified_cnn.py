@@ -68,7 +68,7 @@ class CertifiedCNN(nn.Sequential):
 
     @property
     def normalize(self) -> Normalize:
-        return self[0]
+        return self[0]  # type: ignore[return-value]  # built with its Normalize first
 
     def forward(self, x: Tensor) -> Tensor:
         check_image_batch(x, self.in_channels, f"dm_{self.size}")

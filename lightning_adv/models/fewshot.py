@@ -24,7 +24,7 @@ weights are dropped). Without ``num_classes``, ``forward`` returns the features.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ __all__ = ["FeatureDenoise", "FewShotBackbone", "R2D2Embedding", "Conv4", "ResNe
 
 
 def _activation(name: str) -> nn.Module:
-    acts = {"leaky_relu": lambda: nn.LeakyReLU(0.1), "relu": nn.ReLU, "softplus": nn.Softplus}
+    acts: dict[str, Callable[[], nn.Module]] = {"leaky_relu": lambda: nn.LeakyReLU(0.1), "relu": nn.ReLU, "softplus": nn.Softplus}
     if name not in acts:
         raise ValueError(f"activation={name!r} is not one of {sorted(acts)} (the authors' default is 'leaky_relu')")
     return acts[name]()

@@ -75,7 +75,8 @@ class Normalize(nn.Module):
             given, missing = ("mean", "std") if mean is not None else ("std", "mean")
             value = mean if mean is not None else std
             raise ValueError(
-                f"{missing} must be given together with {given} (got {given}={value!r}, {missing}=None); pass both, e.g. mean=[0.4914, 0.4822, 0.4465], std=[0.2471, 0.2435, 0.2616] "
+                f"{missing} must be given together with {given} (got {given}={value!r}, {missing}=None); pass both, "
+                f"e.g. mean=[0.4914, 0.4822, 0.4465], std=[0.2471, 0.2435, 0.2616] "
                 f"for CIFAR-10, or neither for no normalisation (the authors' default)"
             )
         if mean is None:

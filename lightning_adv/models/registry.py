@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     entry = _entry(name)
     clash = {k: v for k, v in kwargs.items() if k in entry.preset and entry.preset[k] != v}
     if clash:
+        generic = [n for n in list_models() if _REGISTRY[n].factory is entry.factory and not _REGISTRY[n].preset]
         raise ValueError(
             f"model {name!r} fixes {dict(entry.preset)}, but got {clash}; "
             f"use the generic registration of {getattr(entry.factory, '__name__', 'this model')} "
-            f"({', '.join(n for n in list_models() if _REGISTRY[n].factory is entry.factory and not _REGISTRY[n].preset) or 'none'})"
+            f"({', '.join(generic) or 'none'})"
             f" to choose these arguments freely"
         )
     accepted = _accepted_parameters(entry.factory)
@@ -228,11 +230,11 @@ def _fmt_keys(items: list[str], limit: int = 5, quote: bool = True) -> str:
 
 
 def load_model_weights(
-    model: nn.Module,
+    model: M,
     path_or_state_dict: Union[str, os.PathLike, Mapping[str, Any]],
     strict: bool = True,
     key_prefix: Optional[str] = None,
-) -> nn.Module:
+) -> M:
     """Load weights into ``model`` in place and return it.
 
     Args:

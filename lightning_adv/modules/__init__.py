@@ -14,7 +14,8 @@ from .robust import RobustTrainingMixin
 from .teacher import load_teacher
 
 __all__ = [
-    "AdvTraining", "CertifiedTraining", "Classifier", "ComputeConfig", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation", "AdversarialQuerying",
+    "AdvTraining", "CertifiedTraining", "Classifier", "ComputeConfig", "FreeReplay", "KL_REDUCTIONS", "KnowledgeDistillation",
+    "AdversarialQuerying",
     "NormBias", "ObjectiveTraining", "Regularizer", "coerce_regularizer", "OptimConfig", "PricePrediction",
     "RobustTrainingMixin", "build_optimizer", "build_scheduler", "distillation_kl", "load_teacher",
     "optimizers_and_schedule",

@@ -13,7 +13,8 @@ from .regularizers import Regularizer
 __all__ = ["AdvTraining"]
 
 
-class AdvTraining(ObjectiveTraining, Classifier):
+# checker: ObjectiveTraining's objective and training_step replace Classifier's (the MRO's order)
+class AdvTraining(ObjectiveTraining, Classifier):  # type: ignore[misc]
     """Adversarial training of a registered architecture.
 
     Args (besides :class:`Classifier`'s):

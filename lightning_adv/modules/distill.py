@@ -30,7 +30,8 @@ from .teacher import check_teacher_args, freeze, load_teacher
 __all__ = ["KnowledgeDistillation", "KL_REDUCTIONS", "distillation_kl"]
 
 
-class KnowledgeDistillation(ObjectiveTraining, Classifier):
+# checker: ObjectiveTraining's objective and training_step replace Classifier's (the MRO's order)
+class KnowledgeDistillation(ObjectiveTraining, Classifier):  # type: ignore[misc]
     """A student distilled from a frozen teacher.
 
     Args (besides :class:`Classifier`'s, which describe the student):

@@ -94,7 +94,8 @@ class ObjectiveTraining(RobustTrainingMixin):
 
     def on_train_batch_end(self: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.objective.after_batch(self)  # AWP takes its weight perturbation off after the step
-        super().on_train_batch_end(outputs, batch, batch_idx)
+        # checker: a mixin: the next class in the MRO is the LightningModule
+        super().on_train_batch_end(outputs, batch, batch_idx)  # type: ignore[misc]
 
     def on_load_checkpoint(self: Any, checkpoint: dict) -> None:
         msg = legacy_checkpoint_error(checkpoint.get("hyper_parameters"), type(self).__name__)

@@ -119,7 +119,8 @@ class PurifiedFewShot(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         shape = getattr(dm, "input_shape", None)
         if shape is not None and self.purifier is not None:
-            self.purifier.check_input_shape(tuple(shape))
+            # checker: the purifiers of lightning_adv.defenses have check_input_shape()
+            self.purifier.check_input_shape(tuple(shape))  # type: ignore[operator]
         if shape is not None and tuple(shape) != self.fewshot_shape:
             raise ValueError(f"the few-shot checkpoint takes images of shape {self.fewshot_shape} but the data has "
                              f"shape {tuple(shape)}; set --data.image_size {self.fewshot_shape[1]}")

@@ -1,4 +1,5 @@
-"""Training the purifiers of thesis section 5.5 through the CLI (``python train.py fit --config configs/purifier_defensegan_omniglot.yaml``).
+"""Training the purifiers of thesis section 5.5 through the CLI
+(``python train.py fit --config configs/purifier_defensegan_omniglot.yaml``).
 
 * :class:`GANTraining`: DefenseGAN's generator, WGAN-GP (Gulrajani et al.; Samangouei et al.'s choice:
   5 critic updates per generator update, gradient penalty 10, Adam 1e-4, betas (0.5, 0.9)) or the
@@ -64,8 +65,8 @@ class GANTraining(pl.LightningModule):
                             ("val_steps", val_steps), ("val_images", val_images)):
             check_int(name, value, 1)
         check_real("lr", lr, positive=True)
-        for name, value in (("beta1", beta1), ("beta2", beta2)):  # Adam's betas: torch would not name them
-            check_real(name, value, minimum=0.0, maximum=1.0, below_max=True,
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):  # Adam's betas: torch would not name them
+            check_real(name, beta, minimum=0.0, maximum=1.0, below_max=True,
                        hint="Adam's moment decay; WGAN-GP: beta1 0.5, beta2 0.9")
         check_real("gp_weight", gp_weight, minimum=0.0)
         self.save_hyperparameters()

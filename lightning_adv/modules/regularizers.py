@@ -10,7 +10,7 @@ module logs ``train/regularizer`` and ``train/param_norm`` besides.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -74,7 +74,7 @@ class NormBias(Regularizer):
         self.mu_squared = float(mu_squared)
 
     def penalty(self, params: Sequence[Tensor]) -> Tensor:
-        sq = sum(p.square().sum() for p in params)
+        sq = cast(Tensor, sum(p.square().sum() for p in params))
         return self.coef * (sq - self.mu_squared).abs()
 
     def init_args(self) -> dict[str, Any]:

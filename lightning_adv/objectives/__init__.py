@@ -8,7 +8,8 @@ from .distill import ARD, KD, KL_REDUCTIONS, FastARD, distillation_kl
 from .fewshot import ADML, AQ, MetaNatural, MetaTRADES
 
 __all__ = [
-    "ADML", "AQ", "ARD", "AWP", "CROWNIBP", "CertifiedObjective", "FastARD", "Free", "FreeObjective", "IBP", "KD", "KINDS", "KL_REDUCTIONS", "MART",
+    "ADML", "AQ", "ARD", "AWP", "CROWNIBP", "CertifiedObjective", "FastARD", "Free", "FreeObjective", "IBP", "KD", "KINDS",
+    "KL_REDUCTIONS", "MART",
     "MetaNatural", "MetaTRADES", "Objective", "PGDAT", "PerturbationObjective", "StepOutput", "TRADES",
     "awp_perturbation", "distillation_kl", "mart_loss", "trades_loss",
 ]

@@ -90,7 +90,8 @@ class OrderBookAttack(Attack):
 
     def _output(self, x: BookSnippet, delta: Tensor, route: Routing) -> AttackOutput:
         extras = {k: v.detach() for k, v in measures(x, delta, route).items()}
-        return AttackOutput(x_adv=propagate(x, delta.detach(), route).detach(), extras=extras)
+        # checker: an order-book attack's output is a BookSnippet (AttackOutput is typed on tensors)
+        return AttackOutput(x_adv=propagate(x, delta.detach(), route).detach(), extras=extras)  # type: ignore[arg-type]
 
 
 class RandomOrders(OrderBookAttack):
@@ -162,7 +163,8 @@ class CapitalBoundedAttack(OrderBookAttack):
     def _grad(self, model: Model, x: BookSnippet, a: Tensor, y: Tensor, route: Routing) -> Tensor:
         a = a.detach().requires_grad_(True)
         with torch.backends.cudnn.flags(enabled=False):  # cuDNN's LSTM backward refuses eval mode
-            loss = F.cross_entropy(model(propagate(x, a, route)), y, reduction="sum")
+            # checker: order-book models take the BookSnippet itself (the attack base's Model is typed on tensors)
+            loss = F.cross_entropy(model(propagate(x, a, route)), y, reduction="sum")  # type: ignore[arg-type]
         (g,) = torch.autograd.grad(loss, a)
         return g
 
@@ -179,7 +181,8 @@ class CapitalBoundedAttack(OrderBookAttack):
             rounded = round_shares(a, self.r) * mask
             over = capital_of(x, rounded) > self.capital
             with torch.no_grad():
-                fooled = model(propagate(x, rounded, route)).argmax(1) != y
+                # checker: as above
+                fooled = model(propagate(x, rounded, route)).argmax(1) != y  # type: ignore[arg-type]
             keep = active & ~over
             best = torch.where(keep.view(view), rounded, best)
             active = keep & ~fooled

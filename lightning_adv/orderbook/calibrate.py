@@ -83,7 +83,8 @@ def _prior(a: np.ndarray) -> np.ndarray:
 
 def _before(book: OrderBook) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Best ask/bid price and size before each message."""
-    return tuple(_prior(a)[:, 0] for a in (book.ask_price, book.ask_size, book.bid_price, book.bid_size))
+    # checker: the four arrays of the generator, in order
+    return tuple(_prior(a)[:, 0] for a in (book.ask_price, book.ask_size, book.bid_price, book.bid_size))  # type: ignore[return-value]
 
 
 def day_statistics(messages: Messages, book: OrderBook) -> DayStatistics:
@@ -113,7 +114,7 @@ def day_statistics(messages: Messages, book: OrderBook) -> DayStatistics:
         for p, s, sign in ((book.ask_price, book.ask_size, 1), (book.bid_price, book.bid_size, -1)):
             g.append(sign * np.diff(p, axis=1) / TICK)
             ok.append((s[:, 1:] > 0) & (s[:, :-1] > 0))
-        g, ok = np.concatenate(g, 1), np.concatenate(ok, 1)
+        g, ok = np.concatenate(g, 1), np.concatenate(ok, 1)  # type: ignore[assignment]  # the lists, joined
         gaps = float((g * ok * ww[:, None]).sum() / max((ok * ww[:, None]).sum(), 1e-300))
         s = np.concatenate([book.ask_size, book.bid_size], 1)
         depth = float(((s * ww[:, None]).sum()) / max(((s > 0) * ww[:, None]).sum(), 1e-300))
@@ -220,9 +221,11 @@ def calibrate(days: Sequence[Day], base: Optional[SimulatorConfig] = None, ancho
 
     ``refine`` > 0 adds that many rounds of simulation (``refine_seconds`` each, seeded) that correct
     what an L-level file hides: ``depth_decay`` (mid anchor; ``cancel_rate`` for the best anchor) is
-    scaled until the simulated L-level view (:func:`lobster_view`) has the days' mean spread, then the rates (limit, market, cancel) are scaled
+    scaled until the simulated L-level view (:func:`lobster_view`) has the days' mean spread, then the rates (limit, market,
+    cancel) are scaled
     by one common factor (a change of time scale, which leaves the book's shape alone) to the days'
-    message rate, and ``market_rate`` alone to the days' share of executions (types 4 and 5). Without it, the fit is the moments alone (exact for complete simulated histories)."""
+    message rate, and ``market_rate`` alone to the days' share of executions (types 4 and 5). Without it, the fit is the
+    moments alone (exact for complete simulated histories)."""
     if not days:
         raise ValueError("calibrate needs at least one day: pass LobsterDay objects (find_lobster_days) or "
                          "(messages, book) pairs")

@@ -173,7 +173,7 @@ def _load(path: PathLike, columns: Optional[int], what: str, dtype: type) -> np.
             if text.shape[1] != 7 or not all(_MPID.match(v) for v in np.unique(text[:, 6]).tolist()):
                 raise ValueError
             return text[:, :6].astype(dtype)
-        data = np.loadtxt(path, delimiter=",", dtype=dtype, ndmin=2)
+        data: np.ndarray = np.loadtxt(path, delimiter=",", dtype=dtype, ndmin=2)
     except ValueError:
         raise ValueError(_diagnose(path, columns, what)) from None
     if columns is not None and data.shape[1] != columns:

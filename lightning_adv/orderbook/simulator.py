@@ -162,6 +162,7 @@ class _Market:
         side = self.sides[resting]
         while size > 0 and side.keys:
             price = side.best()
+            assert price is not None  # the side has levels (the loop's condition)
             oid = self.queues[(resting, price)][0]
             fill = min(size, self.orders[oid][2])
             if len(side.keys) == 1 and fill >= side.size[side.keys[0]]:
@@ -264,7 +265,8 @@ def simulate_day(cfg: SimulatorConfig, day: int, open_price: Optional[int] = Non
         m.add(t_warm, -1, ref + k * TICK, 100)
     mu, ref = _run(m, cfg, t_warm, t_open, mu, ref)
     resting = sorted(m.orders.items())  # by id = arrival order, so FIFO priority is kept
-    m.__init__(rnd, cfg.levels)
+    # checker: re-initialises the reused _Market in place (same class)
+    m.__init__(rnd, cfg.levels)  # type: ignore[misc]
     m.recording = True
     for _, (direction, price, size) in resting:
         m.add(t_open, direction, price, size)
@@ -289,7 +291,7 @@ def write_simulated_days(data_dir: str | Path, cfg: SimulatorConfig) -> list[Pat
             msgs, book = simulate_day(cfg, day, price)
             for path, writer, data in zip(names, (write_messages, write_orderbook), (msgs, book)):
                 tmp = path.with_suffix(".tmp")
-                writer(tmp, data)
+                writer(tmp, data)  # type: ignore[operator]  # write_messages / write_orderbook, each its own data
                 tmp.replace(path)
         written.extend(names)
         # next day's open: this day's open moved by a seeded overnight walk (days stay independent)
