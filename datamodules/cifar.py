@@ -28,7 +28,8 @@ from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from .augment import AugmentName, MixName, augment_transforms
-from .base import ImageClassificationDataModule, Transform
+from .base import ImageClassificationDataModule
+from .splits import Transform
 from .safe_pickle import SafeCIFARLoading
 from .standins import read_standin_manifest
 

@@ -27,7 +27,8 @@ from torch.utils.data import TensorDataset
 from torchvision import transforms
 
 from .augment import AugmentName, MixName, augment_transforms
-from .base import ImageClassificationDataModule, Transform
+from .base import ImageClassificationDataModule
+from .splits import Transform
 
 __all__ = ["DigitsDataModule"]
 

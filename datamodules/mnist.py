@@ -37,7 +37,8 @@ from torchvision import transforms
 from torchvision.datasets import MNIST, FashionMNIST
 
 from .augment import AugmentName, MixName, augment_transforms
-from .base import ImageClassificationDataModule, Transform
+from .base import ImageClassificationDataModule
+from .splits import Transform
 from .cleanup import remove_stale
 from .standins import read_standin_manifest
 
