@@ -15,6 +15,11 @@ is missing or cannot be downloaded.
 sets in the original on-disk formats, for tests and benchmarks without a network
 (``standins.py``; the few-shot sets' writers are in ``fewshot_standins.py``).
 
+A subclass declares only the arguments it adds or whose default it changes (MNIST's
+``local_source``, the digits' ``test_size`` and ``augment=False``) and passes the rest on with
+``**kwargs``; the command line reads the base class' parameters, defaults and docstrings through
+it (``--data.help CLASS``; ``--print_config`` lists the subclass' own arguments first).
+
 Modules: ``base.py`` (the base class), ``errors.py``, ``splits.py`` (train/validation views),
 ``augment.py``, ``sampling.py``, ``standins.py``, one module per data set, and the
 episodic few-shot datamodules in the subpackage ``fewshot`` (imported as

@@ -6,7 +6,7 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 from PIL import Image
@@ -73,14 +73,12 @@ class ClassFolderFewShot(FewShotDataModule):
     default_image_size = 28
 
     def __init__(self, train_path: str, test_path: str, data_dir: str = "data/class_folder", in_channels: int = 1,
-                 ways: int = 5, shots: int = 5, queries: int = 15, tasks_per_batch: int = 8,
-                 train_episodes: int = 800, val_shots: int = 5, test_shots: int = 5,
-                 test_ways: Optional[int] = None, test_queries: int = 15, val_episodes: int = 100,
-                 test_episodes: int = 400, eval_tasks_per_batch: int = 1, seed: int = 0, augment: bool = False,
-                 num_workers: int = 0, image_size: Optional[int] = None, val_classes: int = 16) -> None:
-        super().__init__(data_dir, ways, shots, queries, tasks_per_batch, train_episodes, val_shots, test_shots,
-                         test_ways, test_queries, val_episodes, test_episodes, eval_tasks_per_batch, seed, augment,
-                         False, num_workers, image_size)
+                 *, shots: int = 5, queries: int = 15, train_episodes: int = 800, val_shots: int = 5,
+                 val_episodes: int = 100, test_episodes: int = 400, augment: bool = False, val_classes: int = 16,
+                 **kwargs: Any) -> None:
+        super().__init__(data_dir=data_dir, shots=shots, queries=queries, train_episodes=train_episodes,
+                         val_shots=val_shots, val_episodes=val_episodes, test_episodes=test_episodes, augment=augment,
+                         download=False, **kwargs)
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got in_channels={in_channels}")
         self.in_channels = in_channels  # type: ignore[misc]

@@ -6,7 +6,7 @@ FC100 (pickles); each pickle is checked by the data-only unpickler before learn2
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -45,8 +45,19 @@ class _L2LFewShot(FewShotDataModule):
     def _train_transform(self) -> Callable[[Any], torch.Tensor]:
         return transforms.Compose([*self._eval_transform().transforms, *self._augment()])
 
-    def _dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
+    def _pickle(self, mode: str) -> Optional[Path]:
+        """The file learn2learn unpickles for ``mode`` (None: the data set has none)."""
+        return None
+
+    def _l2l_dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
+        """learn2learn's data set of ``mode`` and its labels."""
         raise NotImplementedError
+
+    def _dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
+        pickled = self._pickle(mode)
+        if pickled is not None and pickled.is_file():
+            verify_data_pickle(pickled)  # learn2learn unpickles it with pickle.load: the data-only unpickler first
+        return self._l2l_dataset(mode, transform)
 
     def _data_folder(self) -> Path:
         return self.root
@@ -68,7 +79,8 @@ class _L2LFewShot(FewShotDataModule):
         return ds, labels_to_indices(labels)
 
     def _present(self, mode: str) -> bool:
-        raise NotImplementedError
+        pickled = self._pickle(mode)
+        return pickled is not None and pickled.is_file()
 
 
 class MiniImageNetFewShot(_L2LFewShot):
@@ -82,8 +94,8 @@ class MiniImageNetFewShot(_L2LFewShot):
     default_image_size = 84
     _pad = 8
 
-    def _present(self, mode: str) -> bool:
-        return (self.root / f"mini-imagenet-cache-{mode}.pkl").is_file()
+    def _pickle(self, mode: str) -> Path:
+        return self.root / f"mini-imagenet-cache-{mode}.pkl"
 
     def _eval_transform(self) -> Callable[[Any], torch.Tensor]:
         steps: list[Any] = [_Scale255()]
@@ -91,12 +103,9 @@ class MiniImageNetFewShot(_L2LFewShot):
             steps.append(transforms.Resize(self.image_size, antialias=True))
         return transforms.Compose(steps)
 
-    def _dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
+    def _l2l_dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
         from learn2learn.vision.datasets import MiniImagenet
 
-        cache = self.root / f"mini-imagenet-cache-{mode}.pkl"
-        if cache.is_file():
-            verify_data_pickle(cache)  # learn2learn unpickles it with pickle.load
         ds = MiniImagenet(str(self.root), mode=mode, transform=transform, download=self.download)
         return ds, [int(v) for v in ds.y]
 
@@ -118,7 +127,7 @@ class CIFARFSFewShot(_L2LFewShot):
     def _present(self, mode: str) -> bool:
         return (self.root / "cifarfs" / "processed" / ("val" if mode == "validation" else mode)).is_dir()
 
-    def _dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
+    def _l2l_dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
         from learn2learn.vision.datasets import CIFARFS
 
         ds = CIFARFS(str(self.root), mode=mode, transform=transform, download=self.download)
@@ -135,14 +144,11 @@ class FC100FewShot(_L2LFewShot):
     display_name = "FC100"
     default_image_size = 32
 
-    def _present(self, mode: str) -> bool:
-        return (self.root / f"FC100_{'val' if mode == 'validation' else mode}.pickle").is_file()
+    def _pickle(self, mode: str) -> Path:
+        return self.root / f"FC100_{'val' if mode == 'validation' else mode}.pickle"
 
-    def _dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
+    def _l2l_dataset(self, mode: str, transform: Any) -> tuple[Dataset, Sequence[int]]:
         from learn2learn.vision.datasets import FC100
 
-        cache = self.root / f"FC100_{'val' if mode == 'validation' else mode}.pickle"
-        if cache.is_file():
-            verify_data_pickle(cache)  # learn2learn unpickles it with pickle.load
         ds = FC100(str(self.root), mode=mode, transform=transform, download=self.download)
         return ds, [int(v) for v in ds.labels]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -31,7 +31,8 @@ class OmniglotFewShot(FewShotDataModule):
 
     Args:
         val_classes: background characters held out for validation (seeded split).
-        (others: see :class:`FewShotDataModule`; defaults 5-way, 28x28, no augmentation.)
+        (others: see :class:`FewShotDataModule`; the defaults that differ from it are those of the
+        authors' MAML code on Omniglot: 5-way 5-shot, 32 tasks a step, 28x28, no augmentation.)
     """
 
     name = "omniglot"
@@ -39,15 +40,11 @@ class OmniglotFewShot(FewShotDataModule):
     in_channels = 1
     default_image_size = 28
 
-    def __init__(self, data_dir: str = "data", ways: int = 5, shots: int = 5, queries: int = 15,
-                 tasks_per_batch: int = 32, train_episodes: int = 32000, val_shots: int = 5, test_shots: int = 5,
-                 test_ways: Optional[int] = None, test_queries: int = 15, val_episodes: int = 200,
-                 test_episodes: int = 1000, eval_tasks_per_batch: int = 1, seed: int = 0, augment: bool = False,
-                 download: bool = False, num_workers: int = 0, image_size: Optional[int] = None,
-                 val_classes: int = 100) -> None:
-        super().__init__(data_dir, ways, shots, queries, tasks_per_batch, train_episodes, val_shots, test_shots,
-                         test_ways, test_queries, val_episodes, test_episodes, eval_tasks_per_batch, seed, augment,
-                         download, num_workers, image_size)
+    def __init__(self, *, shots: int = 5, queries: int = 15, tasks_per_batch: int = 32, train_episodes: int = 32000,
+                 val_shots: int = 5, val_episodes: int = 200, augment: bool = False, val_classes: int = 100,
+                 **kwargs: Any) -> None:
+        super().__init__(shots=shots, queries=queries, tasks_per_batch=tasks_per_batch, train_episodes=train_episodes,
+                         val_shots=val_shots, val_episodes=val_episodes, augment=augment, **kwargs)
         self.val_classes = _check_int("val_classes", val_classes, 1)
         self._cache: dict[bool, tuple[Dataset, LabelIndex]] = {}
 
