@@ -16,19 +16,17 @@ Conventions every datamodule of this package follows:
 
 Subclasses describe one data set through a handful of hooks (:meth:`dataset_dir`,
 :meth:`_data_available`, :meth:`_download_data`, :meth:`_load_split`, the two transform
-builders, :meth:`_how_to_get`); the splitting, validation of the arguments, error
-handling and dataloaders live here.
+builders, :meth:`_how_to_get`); the splitting (with ``splits.py``), validation of the arguments,
+error handling (the error itself is in ``errors.py``) and dataloaders live here.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, Sequence, Union
+from typing import Any, ClassVar, Optional, Union
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torch.utils.data import DataLoader, Dataset
@@ -36,125 +34,12 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_adv.validation import check_int, check_real
 
 from .augment import AugmentName, MixCollate, MixName, check_mix, check_soft_labels, resolve_augment
+from .errors import DATA_ERRORS, DataNotFoundError
 from .sampling import shuffle_kwargs
+from .splits import Transform, TransformedSubset, split_pool
+from .standins import StandInDataWarning, StandInRefusedError, check_standin_allowed
 
-__all__ = [
-    "DataNotFoundError",
-    "ImageClassificationDataModule",
-    "StandInDataWarning",
-    "TransformedSubset",
-]
-
-Transform = Callable[[Any], torch.Tensor]
-
-# Exceptions that torchvision's loaders raise on missing, truncated or corrupted files
-# (torchvision reports a failed integrity check as RuntimeError, a short idx file as
-# AssertionError/RuntimeError, a broken pickle as UnpicklingError/EOFError, a failed
-# download as RuntimeError or urllib's URLError, which is an OSError).
-_DATA_ERRORS: tuple[type[BaseException], ...] = (
-    RuntimeError,
-    OSError,
-    ValueError,
-    EOFError,
-    AssertionError,
-    KeyError,
-    pickle.UnpicklingError,
-)
-
-
-class DataNotFoundError(FileNotFoundError):
-    """The data of a datamodule is missing, could not be downloaded, or is unreadable.
-
-    Attributes:
-        dataset: human-readable name of the data set (``"CIFAR-10"``).
-        directory: absolute path of the directory where the data was looked for.
-        how_to_get: instructions to obtain the data.
-        reason: optional detail (``"download failed: ..."``).
-    """
-
-    def __init__(
-        self,
-        dataset: str,
-        directory: Union[str, os.PathLike],
-        how_to_get: str,
-        reason: Optional[str] = None,
-    ) -> None:
-        self.dataset = dataset
-        self.directory = str(directory)
-        self.how_to_get = how_to_get
-        self.reason = reason
-        detail = f": {reason}" if reason else ""
-        message = (
-            f"{dataset} data not found or not readable in {self.directory}{detail}.\n"
-            f"How to get it: {how_to_get}"
-        )
-        super().__init__(message)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions are pickled through ``args``; ours has a richer signature (needed
-        # when the error crosses a process boundary, e.g. in a dataloader worker or DDP).
-        return (type(self), (self.dataset, self.directory, self.how_to_get, self.reason))
-
-    def __str__(self) -> str:
-        # OSError.__str__ would prefix "[Errno ...]" if errno/filename were ever set.
-        return str(self.args[0]) if self.args else super().__str__()
-
-
-#: stand-in data (a folder with a '.standin' marker) is used only when this variable is "1"
-ALLOW_STANDIN_ENV = "LIGHTNING_ADV_ALLOW_STANDIN"
-
-
-class StandInRefusedError(ValueError):
-    """A folder of generated stand-in data met without ``LIGHTNING_ADV_ALLOW_STANDIN=1``."""
-
-
-def check_standin_allowed(display_name: str, folder: Path) -> None:
-    """Refuse generated stand-in data unless asked for: a marker file alone must not make a folder
-    trusted (its manifest's md5 sums replace the published ones)."""
-    if os.environ.get(ALLOW_STANDIN_ENV) != "1":
-        raise StandInRefusedError(f"{display_name}: {folder} holds generated STAND-IN data (marker '.standin'), not the real "
-                         f"data set; set {ALLOW_STANDIN_ENV}=1 to use it on purpose (the tests do), or point data_dir "
-                         f"at the real data")
-
-
-class StandInDataWarning(UserWarning):
-    """Emitted when a datamodule reads generated stand-in data instead of the real set."""
-
-
-class TransformedSubset(Dataset):
-    """A view of ``dataset`` restricted to ``indices`` that applies its own ``transform``.
-
-    Used to give the training and validation splits of one underlying data set
-    different transforms without loading the data twice. Items are returned as
-    ``(transform(x), int(y))``; the default collate function turns the labels into an
-    ``int64`` tensor.
-
-    Args:
-        dataset: map-style data set returning ``(x, y)`` pairs (untransformed).
-        indices: indices into ``dataset``; ``None`` means all of it.
-        transform: applied to ``x``; ``None`` leaves it as it is.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        indices: Optional[Sequence[int]] = None,
-        transform: Optional[Transform] = None,
-    ) -> None:
-        self.dataset = dataset
-        self.indices: Optional[list[int]] = None if indices is None else [int(i) for i in indices]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.indices) if self.indices is not None else len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        source_index = self.indices[index] if self.indices is not None else index
-        x, y = self.dataset[source_index]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, int(y)
-
+__all__ = ["ImageClassificationDataModule"]
 
 class ImageClassificationDataModule(pl.LightningDataModule):
     """Base class: train/val/test dataloaders of a labelled image data set.
@@ -367,7 +252,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             self._download_data()
         except DataNotFoundError:
             raise
-        except _DATA_ERRORS as err:
+        except DATA_ERRORS as err:
             reason = (
                 f"download=True but the download failed ({type(err).__name__}: {str(err).strip()}); "
                 "check the network connection, or get the files another way"
@@ -384,7 +269,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             return self._load_split(train)
         except (DataNotFoundError, StandInRefusedError):
             raise
-        except _DATA_ERRORS as err:
+        except DATA_ERRORS as err:
             raise self._error(
                 f"the files are present but could not be read ({type(err).__name__}: {str(err).strip()}); "
                 "delete them and get the data again"
@@ -399,11 +284,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         if need_fit and self.train_dataset is None:
             pool = self._load(train=True)
             n_pool = len(pool)  # type: ignore[arg-type]
-            n_val = self._num_val(n_pool)
-            generator = torch.Generator().manual_seed(self.seed)
-            order = torch.randperm(n_pool, generator=generator)
-            val_indices = sorted(order[:n_val].tolist())
-            train_indices = sorted(order[n_val:].tolist())
+            train_indices, val_indices = split_pool(n_pool, self._num_val(n_pool), self.seed)
             self.train_dataset = TransformedSubset(pool, train_indices, self._build_train_transform())
             self.val_dataset = TransformedSubset(pool, val_indices, self._build_eval_transform())
         if need_test and self.test_dataset is None:

@@ -14,7 +14,7 @@ A folder written by :func:`lightning_adv.datamodules.standins.write_cifar_standi
 dataset is built through a small subclass of torchvision's class whose file lists carry
 those sums instead, so torchvision's own ``_check_integrity`` still verifies every file
 (against the marker). A stand-in is used only when asked for (``LIGHTNING_ADV_ALLOW_STANDIN=1``,
-set by the tests), with a :class:`~lightning_adv.datamodules.base.StandInDataWarning`. Without the marker,
+set by the tests), with a :class:`~lightning_adv.datamodules.standins.StandInDataWarning`. Without the marker,
 the real published sums apply unchanged. Either way the batches are read by a data-only
 unpickler (``datamodules/safe_pickle.py``): a doctored batch cannot run code.
 """
@@ -22,13 +22,14 @@ unpickler (``datamodules/safe_pickle.py``): a doctored batch cannot run code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional, Union
+from typing import Any, ClassVar, Mapping
 
 from torchvision import transforms
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from .augment import AugmentName, MixName, augment_transforms
-from .base import ImageClassificationDataModule, Transform
+from .augment import augment_transforms
+from .base import ImageClassificationDataModule
+from .splits import Transform
 from .safe_pickle import SafeCIFARLoading
 from .standins import read_standin_manifest
 
@@ -144,28 +145,6 @@ class CIFAR10DataModule(_CIFARDataModule):
     _safe_class = SafeCIFAR10
     _archive_size = "about 163 MB"
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: Optional[int] = None,
-        num_workers: int = 0,
-        val_size: Union[int, float] = 0.1,
-        seed: int = 0,
-        download: bool = False,
-        augment: Union[bool, AugmentName] = True,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        mix: MixName = "none",
-        mix_alpha: float = 1.0,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_workers=num_workers, val_size=val_size, seed=seed, download=download,
-            augment=augment, pin_memory=pin_memory, drop_last=drop_last,
-            mix=mix, mix_alpha=mix_alpha,
-        )
-
 
 class CIFAR100DataModule(_CIFARDataModule):
     """CIFAR-100: 50,000 training / 10,000 test RGB images 32x32, 100 (fine) classes.
@@ -181,26 +160,3 @@ class CIFAR100DataModule(_CIFARDataModule):
     _standin_class = _StandInCIFAR100
     _safe_class = SafeCIFAR100
     _archive_size = "about 161 MB"
-
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: Optional[int] = None,
-        num_workers: int = 0,
-        val_size: Union[int, float] = 0.1,
-        seed: int = 0,
-        download: bool = False,
-        augment: Union[bool, AugmentName] = True,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        mix: MixName = "none",
-        mix_alpha: float = 1.0,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_workers=num_workers, val_size=val_size, seed=seed, download=download,
-            augment=augment, pin_memory=pin_memory, drop_last=drop_last,
-            mix=mix, mix_alpha=mix_alpha,
-        )
-

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 from torchvision import transforms
 
-from .augment import AugmentName, MixName, augment_transforms
-from .base import ImageClassificationDataModule, Transform
+from .augment import AugmentName, augment_transforms
+from .base import ImageClassificationDataModule
+from .splits import Transform
 from lightning_adv.validation import check_real
 
 __all__ = ["DigitsDataModule"]
@@ -58,32 +59,12 @@ class DigitsDataModule(ImageClassificationDataModule):
     #: number of images in the data set.
     total_size = 1797
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: Optional[int] = None,
-        num_workers: int = 0,
-        val_size: Union[int, float] = 0.1,
-        seed: int = 0,
-        download: bool = False,
-        augment: Union[bool, AugmentName] = False,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        mix: MixName = "none",
-        mix_alpha: float = 1.0,
-        test_size: float = 0.25,
-    ) -> None:
+    def __init__(self, *, test_size: float = 0.25, augment: Union[bool, AugmentName] = False, **kwargs: Any) -> None:
         check_real("test_size", test_size, positive=True, maximum=1.0, below_max=True,
                    hint=f"the fraction of the {self.total_size} images used for testing, such as 0.25")
         # Set before the base class validates val_size against the training size.
         self.test_size = float(test_size)
-        super().__init__(
-            data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_workers=num_workers, val_size=val_size, seed=seed, download=download,
-            augment=augment, pin_memory=pin_memory, drop_last=drop_last,
-            mix=mix, mix_alpha=mix_alpha,
-        )
+        super().__init__(augment=augment, **kwargs)
         self._splits: Optional[dict[str, TensorDataset]] = None
 
     def _expected_train_size(self) -> int:

@@ -31,13 +31,14 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional
 
 from torchvision import transforms
 from torchvision.datasets import MNIST, FashionMNIST
 
-from .augment import AugmentName, MixName, augment_transforms
-from .base import ImageClassificationDataModule, Transform
+from .augment import augment_transforms
+from .base import ImageClassificationDataModule
+from .splits import Transform
 from .cleanup import remove_stale
 from .standins import read_standin_manifest
 
@@ -102,7 +103,8 @@ class _MNISTFamilyDataModule(ImageClassificationDataModule):
     crop_padding = 2
     _torchvision_class: ClassVar[type[MNIST]]
 
-    def _init_local_source(self, local_source: Optional[str]) -> None:
+    def __init__(self, *, local_source: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if local_source is not None and (not isinstance(local_source, (str, os.PathLike)) or not str(local_source)):
             raise ValueError(
                 f"local_source={local_source!r} is invalid: expected a directory path or None "
@@ -203,30 +205,6 @@ class MNISTDataModule(_MNISTFamilyDataModule):
     display_name = "MNIST"
     _torchvision_class = MNIST
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: Optional[int] = None,
-        num_workers: int = 0,
-        val_size: Union[int, float] = 0.1,
-        seed: int = 0,
-        download: bool = False,
-        augment: Union[bool, AugmentName] = True,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        mix: MixName = "none",
-        mix_alpha: float = 1.0,
-        local_source: Optional[str] = None,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_workers=num_workers, val_size=val_size, seed=seed, download=download,
-            augment=augment, pin_memory=pin_memory, drop_last=drop_last,
-            mix=mix, mix_alpha=mix_alpha,
-        )
-        self._init_local_source(local_source)
-
 
 class FashionMNISTDataModule(_MNISTFamilyDataModule):
     """Fashion-MNIST: 60,000 training / 10,000 test grey images 28x28 of clothes, 10 classes.
@@ -244,29 +222,8 @@ class FashionMNISTDataModule(_MNISTFamilyDataModule):
     display_name = "Fashion-MNIST"
     _torchvision_class = FashionMNIST
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        eval_batch_size: Optional[int] = None,
-        num_workers: int = 0,
-        val_size: Union[int, float] = 0.1,
-        seed: int = 0,
-        download: bool = False,
-        augment: Union[bool, AugmentName] = True,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        mix: MixName = "none",
-        mix_alpha: float = 1.0,
-        local_source: Optional[str] = FASHION_MNIST_DEBIAN_DIR,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            num_workers=num_workers, val_size=val_size, seed=seed, download=download,
-            augment=augment, pin_memory=pin_memory, drop_last=drop_last,
-            mix=mix, mix_alpha=mix_alpha,
-        )
-        self._init_local_source(local_source)
+    def __init__(self, *, local_source: Optional[str] = FASHION_MNIST_DEBIAN_DIR, **kwargs: Any) -> None:
+        super().__init__(local_source=local_source, **kwargs)
 
     def _how_to_get(self) -> str:
         return (

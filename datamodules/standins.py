@@ -22,6 +22,10 @@ while real data keeps being checked against torchvision's published sums.
 torchvision's MNIST loader only checks that the raw files exist, so no such switch is
 needed there; the marker only triggers the warning.
 
+Reading a stand-in is refused unless asked for (:func:`check_standin_allowed`: the environment
+variable :data:`ALLOW_STANDIN_ENV` set to ``1``, as the tests do) and then warned about with
+:class:`StandInDataWarning`: a marker file alone must not make a folder trusted.
+
 The images are "learnable-ish": each class has its own mean colour (CIFAR) or bright
 blob position (MNIST), plus per-pixel noise, so a few training steps lower the loss.
 """
@@ -41,7 +45,11 @@ import numpy as np
 from lightning_adv.validation import check_int
 
 __all__ = [
+    "ALLOW_STANDIN_ENV",
     "STANDIN_MARKER",
+    "StandInDataWarning",
+    "StandInRefusedError",
+    "check_standin_allowed",
     "read_standin_manifest",
     "write_cifar_standin",
     "write_mnist_standin",
@@ -105,6 +113,27 @@ def read_standin_manifest(folder: PathLike) -> Optional[dict[str, Any]]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("md5"), dict):
         raise ValueError(f"stand-in marker {marker} has no 'md5' table; regenerate the stand-in data.")
     return manifest
+
+
+#: stand-in data (a folder with a '.standin' marker) is used only when this variable is "1"
+ALLOW_STANDIN_ENV = "LIGHTNING_ADV_ALLOW_STANDIN"
+
+
+class StandInRefusedError(ValueError):
+    """A folder of generated stand-in data met without ``LIGHTNING_ADV_ALLOW_STANDIN=1``."""
+
+
+def check_standin_allowed(display_name: str, folder: Path) -> None:
+    """Refuse generated stand-in data unless asked for: a marker file alone must not make a folder
+    trusted (its manifest's md5 sums replace the published ones)."""
+    if os.environ.get(ALLOW_STANDIN_ENV) != "1":
+        raise StandInRefusedError(f"{display_name}: {folder} holds generated STAND-IN data (marker '.standin'), not the real "
+                         f"data set; set {ALLOW_STANDIN_ENV}=1 to use it on purpose (the tests do), or point data_dir "
+                         f"at the real data")
+
+
+class StandInDataWarning(UserWarning):
+    """Emitted when a datamodule reads generated stand-in data instead of the real set."""
 
 
 def _class_balanced_labels(rng: np.random.Generator, n: int, num_classes: int) -> np.ndarray:

@@ -11,7 +11,7 @@ The module is a backbone and two parts, each readable on its own:
   ``ADML`` (table 5.1 baseline).
 
 A batch is a stack of tasks ``(support_x, support_y, query_x, query_y)`` with shapes
-``(T, S, C, H, W)``, ``(T, S)``, ``(T, Q, C, H, W)``, ``(T, Q)`` (``datamodules/fewshot.py``).
+``(T, S, C, H, W)``, ``(T, S)``, ``(T, Q, C, H, W)``, ``(T, Q)`` (``datamodules/fewshot/``).
 
 Evaluation: the module computes the natural accuracy per episode, mean and 95% CI over all
 episodes (all DDP ranks), logged as ``{val,test}/acc`` (+ ``_ci95``). Robust accuracy goes
