@@ -234,12 +234,14 @@ class _ConvZoo(nn.Module):
         return self.fc(F.relu(self.conv3(F.relu(self.conv2(h)))).flatten(1))
 
 
-@pytest.mark.parametrize("chunk", [None, 1])
-def test_layerwise_ntk_of_grouped_strided_convolutions_equals_the_loop(chunk, monkeypatch) -> None:
+@pytest.mark.parametrize("way", ["rows", "rows_one_channel_at_a_time", "positions"])
+def test_layerwise_ntk_of_grouped_strided_convolutions_equals_the_loop(way, monkeypatch) -> None:
     from lightning_adv.analysis import ntk_layerwise
 
-    if chunk is not None:  # one output channel of per-example Jacobian rows at a time
-        monkeypatch.setattr(ntk_layerwise, "CHUNK_ELEMENTS", chunk)
+    if way == "rows_one_channel_at_a_time":
+        monkeypatch.setattr(ntk_layerwise, "CHUNK_ELEMENTS", 1)
+    costs = {"positions": (1.0, 0.0)}.get(way, (0.0, 1.0))  # which way each convolution takes
+    monkeypatch.setattr(ntk_layerwise, "conv_gram_macs", lambda *args: costs)
     torch.manual_seed(0)
     net = _ConvZoo()
     net.train()(torch.randn(8, 2, 8, 8) * 2 + 1)  # BatchNorm statistics away from (0, 1)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CHUNK_ELEMENTS", "supported", "layerwise_ntk"]
+__all__ = ["CHUNK_ELEMENTS", "conv_gram_macs", "supported", "layerwise_ntk"]
 
 CHUNK_ELEMENTS = 2**25  # the most numbers of per-example Jacobian rows held at once (128 MiB in fp32)
 _ROW_BLOCK = 64  # rows per block of the triangular Gram product
@@ -68,22 +68,61 @@ def _add_gram(kernel: Tensor, rows: Tensor) -> None:
         kernel[start:stop, start:].addmm_(rows[start:stop], rows[start:].T)
 
 
+def conv_gram_macs(n: int, c: int, length: int, out_channels: int, fan_in: int, groups: int) -> tuple[float, float]:
+    """Multiply-adds of a convolution's share of the kernel (``N`` examples, ``C`` outputs, ``length``
+    output positions, ``fan_in`` inputs per output channel) two ways: from the per-example Jacobian rows
+    (their products and the upper triangle of their Gram matrix) and from the positions (patch and
+    gradient Gram matrices over pairs of positions, pairs of examples ``i <= j``)."""
+    co = out_channels // groups
+    by_rows = n * c * length * out_channels * fan_in + (n * c) ** 2 * out_channels * fan_in / 2
+    by_positions = groups * n * (n + 1) / 2 * (length**2 * (fan_in + c * co) + c * c * length * co)
+    return by_rows, by_positions
+
+
+def _conv_gram_by_rows(cols: Tensor, gs: list[Tensor], groups: int, kernel: Tensor) -> None:
+    """Per-example Jacobian rows ``g_k cols`` a slice of output channels at a time, then their Gram matrix."""
+    n, length, fan_in = cols.shape[0] // groups, cols.shape[1], cols.shape[2]
+    c, co = len(gs), gs[0].shape[1] // groups
+    step = max(1, CHUNK_ELEMENTS // (n * c * groups * fan_in))
+    for o in range(0, co, step):
+        width = min(step, co - o)
+        rows = kernel.new_empty(c, n * groups, width, fan_in)  # (class, example, group): one Jacobian row
+        for k, g in enumerate(gs):  # output channels are group-major
+            torch.bmm(g.reshape(n * groups, co, length)[:, o:o + width], cols, out=rows[k])
+        _add_gram(kernel, rows.reshape(c * n, -1))
+
+
+def _conv_gram_by_positions(cols: Tensor, g: Tensor, kernel: Tensor) -> None:
+    """``sum_{t,s} <g_ki(t), g_lj(s)> <a_i(t), a_j(s)>`` for patches ``cols`` (N, L, fan_in) and output
+    gradients ``g`` (C, N, L, Co) of one group: cheaper than Jacobian rows where positions are few."""
+    c, n, length, co = g.shape
+    per_example = g.permute(1, 2, 0, 3)  # (N, L, C, Co)
+    rows = per_example.permute(0, 2, 1, 3).reshape(n, c, length * co)  # G_i, (C, L*Co)
+    out = kernel.new_zeros(n, n, c, c)  # [i, j, k, l] for i <= j
+    for j in range(n):
+        s = cols[: j + 1] @ cols[j].T  # (i, t, s): patch products
+        y = (s.reshape(-1, length) @ per_example[j].reshape(length, c * co)).reshape(j + 1, length, c, co)
+        out[: j + 1, j] = torch.bmm(rows[: j + 1], y.transpose(2, 3).reshape(j + 1, length * co, c))
+    upper = torch.ones(n, n, dtype=torch.bool, device=out.device).triu().view(n, n, 1, 1)
+    out = torch.where(upper, out, out.permute(1, 0, 3, 2))
+    kernel += out.permute(2, 0, 3, 1).reshape(c * n, c * n)
+
+
 def _conv_weight_gram(m: nn.Conv2d, a: Tensor, gs: list[Tensor], kernel: Tensor) -> None:
-    """Add the Gram matrix of a convolution's weight Jacobian rows, a slice of output channels at a time."""
+    """Add the Gram matrix of a convolution's weight Jacobian rows, whichever way costs fewer multiply-adds."""
     n, co = gs[0].shape[:2]
     c, groups = len(gs), m.groups
     cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)  # (N, Ci*kk, L)
     length = cols.shape[-1]
     cols = cols.reshape(n * groups, -1, length).transpose(1, 2)  # (N*groups, L, Ci/groups*kk)
-    fan_in = cols.shape[-1]
-    step = max(1, CHUNK_ELEMENTS // (n * c * groups * fan_in))
-    for o in range(0, co // groups, step):
-        width = min(step, co // groups - o)
-        rows = kernel.new_empty(c, n * groups, width, fan_in)  # (class, example, group): one Jacobian row
-        for k, g in enumerate(gs):  # output channels are group-major
-            gk = g.reshape(n * groups, co // groups, length)[:, o:o + width]
-            torch.bmm(gk, cols, out=rows[k])
-        _add_gram(kernel, rows.reshape(c * n, -1))
+    by_rows, by_positions = conv_gram_macs(n, c, length, co, cols.shape[-1], groups)
+    if by_positions >= by_rows or n * length * max(length, c * co) > CHUNK_ELEMENTS:
+        _conv_gram_by_rows(cols, gs, groups, kernel)
+        return
+    cols = cols.reshape(n, groups, length, -1)
+    for gi in range(groups):
+        g = torch.stack([gk.reshape(n, groups, co // groups, length)[:, gi].transpose(1, 2) for gk in gs])
+        _conv_gram_by_positions(cols[:, gi], g, kernel)
 
 
 def _add_layer_kernel(m: nn.Module, a: Tensor, gs: list[Tensor], kernel: Tensor) -> None:
