@@ -175,15 +175,10 @@ def layerwise_ntk(model: nn.Module, x: Tensor) -> Tensor:
         return out.clone()  # an in-place op downstream (ReLU(inplace), +=) must not rebase ``out``
 
     handles = [m.register_forward_hook(hook) for m in layers]
-    # oneDNN's convolutions of a batch lose digits in the backward (relative 3e-4 on the kernel of a
-    # WideResNet-16-2, 2e-6 without; the per-example loop's single examples keep them)
-    mkldnn = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
     try:
         with torch.enable_grad():
             f = model(x)
     finally:
-        torch.backends.mkldnn.enabled = mkldnn
         for h in handles:
             h.remove()
     if any(calls.get(m, 0) != 1 for m in layers) or f.dim() != 2:
