@@ -13,7 +13,13 @@ grouped convolution (slow on CPUs).
 The kernel is ``sum_l G_l G_l^T`` over the layers' Jacobian rows ``G_l`` (``N*C x P_l``). A
 Linear layer on ``(N, d)`` inputs never forms ``G_l`` (its share is ``(g g^T) * (a a^T)``); a
 convolution forms it a slice of output channels at a time (at most :data:`CHUNK_ELEMENTS`
-numbers), and each Gram product computes the upper triangle only, in row blocks.
+numbers), and each Gram product computes the upper triangle only, in row blocks. Where a
+convolution has few output positions ``L`` (the 8x8 stage of a WideResNet) its share
+``sum_{t,s} <g_ki(t), g_lj(s)> <a_i(t), a_j(s)>`` comes cheaper from the Grams of patches and of
+output gradients over pairs of positions (:func:`conv_gram_macs` counts both ways). On one CPU
+thread this does about as many multiply-adds as the per-example loop for convolutional nets
+(``benchmarks/bench_analysis.py`` prints both counts): the gain there is 1.5-2x, not the
+hundreds of an MLP.
 
 Supported: ``nn.Linear``, ``nn.Conv2d`` (any stride, dilation, groups; zero padding) and
 BatchNorm with running statistics, each called once per forward and owning its parameters.
