@@ -78,7 +78,8 @@ def ntk_macs(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
     def hook(m: torch.nn.Module, inp: tuple, out: torch.Tensor) -> None:
         layers.append((m, out[0].numel() // out.shape[1]))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    kinds = (torch.nn.Conv2d, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
     with torch.no_grad():
         c = model(x[:1]).shape[1]
     for h in handles:
@@ -146,8 +147,8 @@ def bench_sweep_cost(args: argparse.Namespace) -> None:
             t, _ = timed(lambda: empirical_ntk(model, x), 1, args.device)
             c = time.process_time() - c0
             n_params = sum(p.numel() for p in model.parameters())
-            print(f"sweep {family} width {width} ({n_params / 1e6:.2f}M params): one snapshot {t:.2f} s "
-                  f"(CPU {c:.2f} s); 21 per run of the config's 20 epochs: {21 * t / 60:.1f} min", flush=True)
+            print(f"sweep {family} width {width} ({n_params / 1e6:.2f}M params): one snapshot {t * 1e3:.0f} ms "
+                  f"(CPU {c * 1e3:.0f} ms); 21 per run of the config's 20 epochs: {21 * t:.1f} s", flush=True)
 
 
 def bench_conv_svd(args: argparse.Namespace) -> None:
