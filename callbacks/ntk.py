@@ -31,9 +31,9 @@ class NTKSnapshot(Callback):
     """The empirical NTK of ``pl_module.model`` on a fixed sample, at the start and every k epochs.
 
     ``num_samples`` training images (without augmentation) are drawn once with ``seed``;
-    the ``(N, N, C, C)`` kernel (eq. 6.5) is computed by ``torch.func`` in eval mode with
-    the BatchNorm buffers. Logged: ``ntk/norm``, ``ntk/rel_change`` (``||K_t - K_0|| /
-    ||K_0||``), ``ntk/correlation`` (with ``K_0``), ``ntk/param_norm``,
+    the ``(N, N, C, C)`` kernel (eq. 6.5) is computed by :func:`~lightning_adv.analysis.empirical_ntk`
+    in eval mode with the BatchNorm buffers (layer by layer for Linear/Conv2d/BatchNorm nets). Logged: ``ntk/norm``,
+    ``ntk/rel_change`` (``||K_t - K_0|| / ||K_0||``), ``ntk/correlation`` (with ``K_0``), ``ntk/param_norm``,
     ``ntk/param_rel_change`` (``||theta_t - theta_0|| / ||theta_0||``) and a figure of the
     three curves of figure 6.2. Each snapshot is saved (rank zero) as
     ``<save_dir>/ntk_epoch{E:03d}.pt`` (epoch -1 = initialisation, file ``ntk_epoch-01``)
@@ -45,7 +45,8 @@ class NTKSnapshot(Callback):
         every_n_epochs: snapshot period (and always after the last epoch).
         seed: seed of the sample.
         save_dir: where to save (default ``<log_dir>/ntk``).
-        per_tensor: Jacobians one parameter tensor at a time (less memory, wide nets).
+        per_tensor: for the torch.func fallback, Jacobians one parameter tensor at a time (less memory);
+            the layer-by-layer way always works a layer (a slice of a convolution) at a time.
     """
 
     def __init__(self, num_samples: int = 25, every_n_epochs: int = 1, seed: int = 0,

@@ -218,6 +218,41 @@ def test_layerwise_ntk_equals_the_vmap_and_loop_kernels(net_fn) -> None:
         assert torch.allclose(kernel, ref, atol=1e-4, rtol=1e-4), method
 
 
+class _ConvZoo(nn.Module):
+    """Grouped, strided, rectangular and bias-free convolutions, an eval-mode BatchNorm and several outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 6, 3, stride=2, padding=1, groups=2)
+        self.bn = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 4, (3, 2), stride=(1, 2), padding=(1, 0), groups=2, bias=False)
+        self.conv3 = nn.Conv2d(4, 5, 1)
+        self.fc = nn.Linear(5 * 4 * 2, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.bn(self.conv1(x)))
+        return self.fc(F.relu(self.conv3(F.relu(self.conv2(h)))).flatten(1))
+
+
+@pytest.mark.parametrize("way", ["rows", "rows_one_channel_at_a_time", "positions"])
+def test_layerwise_ntk_of_grouped_strided_convolutions_equals_the_loop(way, monkeypatch) -> None:
+    from lightning_adv.analysis import ntk_layerwise
+
+    if way == "rows_one_channel_at_a_time":
+        monkeypatch.setattr(ntk_layerwise, "CHUNK_ELEMENTS", 1)
+    costs = {"positions": (1.0, 0.0)}.get(way, (0.0, 1.0))  # which way each convolution takes
+    monkeypatch.setattr(ntk_layerwise, "conv_gram_macs", lambda *args: costs)
+    torch.manual_seed(0)
+    net = _ConvZoo()
+    net.train()(torch.randn(8, 2, 8, 8) * 2 + 1)  # BatchNorm statistics away from (0, 1)
+    x = torch.randn(5, 2, 8, 8)
+    assert ntk_layerwise.supported(net)
+    kernel = empirical_ntk(net, x, method="layerwise")
+    assert kernel.shape == (5, 5, 7, 7) and net.training
+    assert torch.allclose(kernel, kernel.permute(1, 0, 3, 2))  # the triangle mirrored
+    assert torch.allclose(kernel, empirical_ntk_loop(net, x), atol=1e-5, rtol=1e-4)
+
+
 def test_ntk_falls_back_to_vmap_for_layers_it_does_not_know() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(64, 3))

@@ -8,8 +8,10 @@ Jacobians, with the same values:
 * ``layerwise`` (default where the model allows it: Linear, Conv2d and BatchNorm layers,
   ``analysis/ntk_layerwise.py``): one batched forward and ``C`` batched backwards give each
   layer's inputs and output gradients, whose products are the Jacobian rows, one layer at a
-  time (memory ``N * C * P_l`` for the largest layer). About 8x faster than a per-example loop on a
-  CPU (``benchmarks/bench_analysis.py``).
+  time and, for a convolution, a slice of output channels at a time (at most
+  ``ntk_layerwise.CHUNK_ELEMENTS`` numbers). Hundreds of times faster than a per-example loop
+  for MLPs (no Jacobian is formed for a Linear layer), about 2x for convolutional nets on one CPU
+  thread, where both do the same multiply-adds (``benchmarks/bench_analysis.py``, docs/analysis.md).
 * ``vmap``: ``torch.func.vmap(jacrev(...))`` over a functional call of the module with its
   parameters *and buffers*, for any architecture. Memory ``N * C * P`` (``per_tensor``: one
   parameter tensor at a time; ``chunk_size`` bounds the working set of ``vmap``).
@@ -47,7 +49,7 @@ def empirical_ntk(model: nn.Module, x: Tensor, chunk_size: Optional[int] = None,
         raise ValueError(f"method must be one of {NTK_METHODS}, got method={method!r}")
     fast = supported(model)
     if method == "layerwise" and not fast:
-        raise ValueError("method='layerwise' needs every parameterised layer to be an nn.Linear, nn.Conv2d (groups 1) "
+        raise ValueError("method='layerwise' needs every parameterised layer to be an nn.Linear, nn.Conv2d (zero padding) "
                          "or BatchNorm with running statistics, run once per forward; use method='vmap'")
     if method != "vmap" and fast:
         with module_mode(model, "eval"):
