@@ -92,8 +92,14 @@ class ObjectiveTraining(RobustTrainingMixin):
             self._log_train_loss(out.loss)
         return out.loss
 
+    def optimizer_step(self: Any, *args: Any, **kwargs: Any) -> None:
+        """The optimiser step, then the objective's ``after_batch`` (AWP takes its weight perturbation off):
+        inside the training loop's step, so no callback (a step checkpoint, a weight average) sees it."""
+        super().optimizer_step(*args, **kwargs)
+        self.objective.after_batch(self)
+
     def on_train_batch_end(self: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.objective.after_batch(self)  # AWP takes its weight perturbation off after the step
+        self.objective.after_batch(self)  # a batch without optimiser step (gradient accumulation)
         super().on_train_batch_end(outputs, batch, batch_idx)
 
     def on_load_checkpoint(self: Any, checkpoint: dict) -> None:

@@ -92,8 +92,8 @@ class Objective:
     free: bool = False
     #: trains on soft labels ``(B, C)`` (CutMix / MixUp batches, ``data.mix``); others are refused
     soft_labels: bool = False
-    #: changes the weights inside a step and restores them after the optimiser step (AWP): a weight
-    #: average updated by a callback (``on_train_batch_end`` runs before the module's) would see them
+    #: changes the weights inside a step and restores them right after the optimiser step (AWP; the module's
+    #: ``optimizer_step``), before any callback's ``on_train_batch_end`` can save or average them
     perturbs_weights: bool = False
 
     def soft_label_refusal(self) -> Optional[str]:
@@ -108,7 +108,8 @@ class Objective:
         raise NotImplementedError
 
     def after_batch(self, module: Any) -> None:
-        """Called once the batch's optimiser step is done (AWP restores the weights here)."""
+        """Called right after the batch's optimiser step, before the callbacks' batch-end hooks (AWP restores
+        the weights here), and again at the batch's end (no effect once restored)."""
 
     def check_module(self, module: Any) -> None:
         """Refuse a module this objective cannot train (called at the end of its constructor)."""
