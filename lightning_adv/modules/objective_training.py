@@ -14,22 +14,16 @@ from torch import Tensor
 from ..objectives import FreeObjective, Objective
 from .robust import RobustTrainingMixin
 
-__all__ = ["ObjectiveTraining", "coerce_objective", "LEGACY_KEYS", "legacy_checkpoint_error"]
-
-#: constructor arguments of the modules before objectives were parts (checkpoints may hold them)
-LEGACY_KEYS = ("method", "trades_beta", "free_replays", "free_step_size", "attack", "attack_loss", "teacher_input",
-               "clean_kd_weight", "perturbation_loss", "temperature", "alpha", "kl_reduction", "head",
-               "head_kwargs", "training_mode", "ways", "maml_layers", "maml_lr", "maml_steps", "maml_test_steps",
-               "maml_first_order", "lr_factors")
-
+__all__ = ["ObjectiveTraining", "coerce_objective", "legacy_checkpoint_error"]
 
 def legacy_checkpoint_error(hparams: Any, cls_name: str) -> Optional[str]:
-    """The one-line error for a checkpoint written before objectives were parts (None if it is new)."""
-    keys = sorted(k for k in LEGACY_KEYS if k in (hparams or {}))
-    if "objective" in (hparams or {}) or not keys:
+    """The one-line error for a checkpoint written before objectives were parts (None if it is new): every
+    checkpoint of a module that trains an objective stores ``objective`` in its hyperparameters."""
+    hp = hparams if isinstance(hparams, dict) else {}
+    if "objective" in hp or not any(not str(k).startswith("_") for k in hp):
         return None
-    return (f"this {cls_name} checkpoint predates training objectives as parts (it stores {keys}); convert it with "
-            f"`python scripts/convert_checkpoint.py OLD.ckpt NEW.ckpt` and load NEW.ckpt")
+    return (f"this {cls_name} checkpoint predates training objectives as parts (its hyperparameters have no "
+            f"`objective`); convert it with `python scripts/convert_checkpoint.py OLD.ckpt NEW.ckpt` and load NEW.ckpt")
 
 
 def coerce_objective(objective: Any, kind: str, teacher: bool, module: str) -> Objective:
@@ -59,7 +53,7 @@ class ObjectiveTraining(RobustTrainingMixin):
         self.hparams["objective"] = objective.config()
         self._init_robust(track_clean_acc)
         if isinstance(objective, FreeObjective):
-            self._init_free(objective.threat, objective.replays, objective.effective_step_size)
+            self._init_free(objective)
         objective.check_module(self)  # e.g. certified objectives: every layer has bounds, before training
 
     def soft_label_refusal(self: Any) -> Optional[str]:
