@@ -20,6 +20,7 @@ from torch import Tensor
 from ..attacks.threat import make_threat
 from ..certify import BoundNetwork, certified, certified_loss, ramp
 from .base import Objective, StepOutput
+from .protocols import ClassifierModule
 
 __all__ = ["CertifiedObjective", "IBP", "CROWNIBP"]
 
@@ -36,7 +37,7 @@ def _unit(name: str, v: Any) -> float:
     return float(v)
 
 
-class CertifiedObjective(Objective):
+class CertifiedObjective(Objective[ClassifierModule]):
     """Shared by :class:`IBP` and :class:`CROWNIBP`: the eps and kappa schedules, the bound network."""
 
     method = "ibp"
@@ -66,10 +67,10 @@ class CertifiedObjective(Objective):
             self._nets = {key: BoundNetwork(model)}
         return self._nets[key]
 
-    def check_module(self, module: Any) -> None:
+    def check_module(self, module: ClassifierModule) -> None:
         self.network(module.model)  # before any training: the bounds support every layer
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: ClassifierModule, *batch: Tensor) -> StepOutput:
         x, y = batch
         eps, kappa, beta = self.schedule(int(module.global_step))
         logits = module.model(x)
