@@ -7,14 +7,16 @@ to the m-replay loop, and logs what comes back. Nothing here knows which objecti
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 from torch import Tensor
 
 from ..objectives import FreeObjective, Objective
+from .classifier import BaseClassifier
 from .robust import RobustTrainingMixin
 
-__all__ = ["ObjectiveTraining", "coerce_objective", "legacy_checkpoint_error"]
+__all__ = ["ObjectiveTraining", "check_base_arguments", "coerce_objective", "legacy_checkpoint_error"]
 
 def legacy_checkpoint_error(hparams: Any, cls_name: str) -> Optional[str]:
     """The one-line error for a checkpoint written before objectives were parts (None if it is new): every
@@ -24,6 +26,17 @@ def legacy_checkpoint_error(hparams: Any, cls_name: str) -> Optional[str]:
         return None
     return (f"this {cls_name} checkpoint predates training objectives as parts (its hyperparameters have no "
             f"`objective`); convert it with `python scripts/convert_checkpoint.py OLD.ckpt NEW.ckpt` and load NEW.ckpt")
+
+
+def check_base_arguments(kwargs: dict[str, Any], cls_name: str) -> None:
+    """The arguments a module passes on to :class:`BaseClassifier` are its arguments; others are refused in one
+    line (``load_from_checkpoint`` hands a module all of a checkpoint's hyperparameters, old ones included)."""
+    accepted = [p for p in inspect.signature(BaseClassifier.__init__).parameters if p != "self"]
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:
+        raise ValueError(f"{cls_name} takes no argument(s) {unknown} (besides its own it takes {accepted}); from a "
+                         f"checkpoint written before training objectives were parts, convert it with "
+                         f"`python scripts/convert_checkpoint.py OLD.ckpt NEW.ckpt` and load NEW.ckpt")
 
 
 def coerce_objective(objective: Any, kind: str, teacher: bool, module: str) -> Objective:
