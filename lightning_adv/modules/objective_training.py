@@ -1,7 +1,7 @@
 """How a classifier module runs its training objective (AdvTraining, KnowledgeDistillation).
 
 :class:`ObjectiveTraining` sits in front of :class:`RobustTrainingMixin` and a
-:class:`~lightning_adv.modules.Classifier`: ``training_step`` hands the batch to
+:class:`~lightning_adv.modules.classifier.BaseClassifier`: ``training_step`` hands the batch to
 ``objective.step(self, x, y)`` or, for a :class:`~lightning_adv.objectives.FreeObjective`,
 to the m-replay loop, and logs what comes back. Nothing here knows which objective runs.
 """

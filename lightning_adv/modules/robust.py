@@ -1,6 +1,6 @@
 """What every module that trains on perturbed inputs shares (AdvTraining, ARD, Fast-ARD).
 
-:class:`RobustTrainingMixin` sits in front of :class:`~lightning_adv.modules.Classifier`
+:class:`RobustTrainingMixin` sits in front of :class:`~lightning_adv.modules.classifier.BaseClassifier`
 (or a subclass) in the bases of a module and adds:
 
 * logging of one training step on perturbed inputs: ``train/loss``, ``train/adv_acc``
@@ -28,7 +28,7 @@ __all__ = ["RobustTrainingMixin"]
 class RobustTrainingMixin:
     """Training-step logging and free-training plumbing for adversarial modules.
 
-    Expects the host to be a :class:`Classifier` (``self.model``, ``self.train_acc``,
+    Expects the host to be a :class:`BaseClassifier` (``self.model``, ``self.train_acc``,
     ``self.num_classes``, ``self._log_clean_acc``). Call :meth:`_init_robust` in the
     constructor, and :meth:`_init_free` to switch to free training.
     """
