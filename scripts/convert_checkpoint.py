@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lightning_adv.objectives.legacy import convert_hparams, convert_state_dict, legacy_class  # noqa: E402
+from lightning_adv.compat import convert_hparams, convert_state_dict, legacy_class  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

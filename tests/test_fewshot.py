@@ -18,7 +18,7 @@ from lightning_adv.meta import EpisodeAccuracy, EpisodeDataset, R2D2Head, ridge_
 from lightning_adv.models import create_model
 from lightning_adv.models.fewshot import FeatureDenoise
 from lightning_adv.modules import AdversarialQuerying
-from lightning_adv.objectives.legacy import convert_hparams
+from lightning_adv.compat import convert_hparams
 from lightning_adv.attacks import cross_entropy_loss
 
 warnings.filterwarnings("ignore", category=UserWarning)

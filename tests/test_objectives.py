@@ -16,7 +16,7 @@ from lightning_adv.attacks import PGD, kl_loss
 from lightning_adv.meta import MAML, batch_statistics
 from lightning_adv.modules import AdversarialQuerying, AdvTraining, OptimConfig
 from lightning_adv.objectives import ADML, ARD, AWP, MART, PGDAT, TRADES, Objective, awp_perturbation, mart_loss
-from lightning_adv.objectives.legacy import convert_hparams
+from lightning_adv.compat import convert_hparams
 
 REPO = Path(__file__).resolve().parents[1]
 

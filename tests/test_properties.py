@@ -331,3 +331,25 @@ def test_regularizer_survives_a_checkpoint_round_trip(tmp_path) -> None:
     trainer.save_checkpoint(path)
     loaded = Classifier.load_from_checkpoint(path, weights_only=True)
     assert isinstance(loaded.regularizer, NormBias) and loaded.regularizer.mu_squared == 42.0
+
+
+def test_distillation_takes_the_regularizer_as_every_classifier_module() -> None:
+    """KnowledgeDistillation takes BaseClassifier's ``regularizer`` (it did not before the shared argument list):
+    its hook adds NormBias' gradient to the student's parameters before the optimiser step."""
+    from lightning_adv.modules import KnowledgeDistillation
+
+    torch.manual_seed(0)
+    kd = KnowledgeDistillation(arch="small_cnn", in_channels=1, arch_kwargs={"width": 4}, teacher_arch="small_cnn",
+                               regularizer=NormBias(coef=0.5, mu_squared=2.0))
+    params = [p for p in kd.model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    kd.on_before_optimizer_step(None)
+    expected = [torch.zeros_like(p) for p in params]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for c, e in zip(copies, expected):
+        c.grad = e
+    NormBias(coef=0.5, mu_squared=2.0).add_gradient_(copies)
+    assert all(torch.allclose(p.grad, c.grad) for p, c in zip(params, copies))
+    assert any(p.grad.abs().sum() > 0 for p in params)
+    assert kd.hparams["regularizer"]["init_args"] == {"coef": 0.5, "mu_squared": 2.0}

@@ -19,9 +19,6 @@ from ..attacks.threat import make_threat
 from ..certify import CERTIFY_METHODS, BoundNetwork, certified, margin_lower_bound
 from ..objectives import IBP, CertifiedObjective, Objective
 from .adv_training import AdvTraining
-from .compute import ComputeConfig
-from .optim import OptimConfig
-from .regularizers import Regularizer
 
 __all__ = ["CertifiedTraining"]
 
@@ -30,6 +27,7 @@ class CertifiedTraining(AdvTraining):
     """:class:`AdvTraining` with a certified objective by default and certified accuracy logged.
 
     Args (besides :class:`AdvTraining`'s):
+        in_channels: image channels (default 1: the MNIST of the certified-training papers).
         objective: default ``IBP()``; ``CROWNIBP(...)`` for CROWN-IBP.
         eval_eps: the radius of ``{val,test}/certified_acc`` (default: the objective's ``eps``;
             required when the objective is not a certified one).
@@ -42,20 +40,11 @@ class CertifiedTraining(AdvTraining):
 
     def __init__(
         self,
-        arch: str = "small_cnn",
-        num_classes: int = 10,
         in_channels: int = 1,
-        mean: Optional[list[float]] = None,
-        std: Optional[list[float]] = None,
-        arch_kwargs: Optional[dict[str, Any]] = None,
-        optim: OptimConfig = OptimConfig(),
-        init_weights: Optional[str] = None,
         objective: Objective = IBP(),
-        track_clean_acc: bool = True,
-        regularizer: Optional[Regularizer] = None,
         eval_eps: Optional[float] = None,
         eval_method: str = "ibp",
-        compute: ComputeConfig = ComputeConfig(),
+        **kwargs: Any,
     ) -> None:
         if eval_method not in CERTIFY_METHODS:
             raise ValueError(f"eval_method={eval_method!r} is not one of {CERTIFY_METHODS}")
@@ -66,9 +55,7 @@ class CertifiedTraining(AdvTraining):
                                  f"radius); e.g. eval_eps: 0.1")
             eval_eps = objective.eps
         make_threat("linf", eval_eps)  # a finite radius in [0, 1], named in the error
-        super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
-                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights, objective=objective,
-                         track_clean_acc=track_clean_acc, regularizer=regularizer, compute=compute)
+        super().__init__(in_channels=in_channels, objective=objective, **kwargs)
         self.eval_eps, self.eval_method = float(eval_eps), eval_method
         self.net = BoundNetwork(self.model)  # unsupported layers fail here, before training
         self.val_certified = MeanMetric()

@@ -1,7 +1,6 @@
 """Natural training of a registered architecture: the base every classifier module shares."""
 from __future__ import annotations
 
-import inspect
 from typing import Any, Optional
 
 import lightning.pytorch as pl
@@ -17,7 +16,7 @@ from .optim import OptimConfig, build_optimizer, build_scheduler
 from .regularizers import Regularizer, coerce_regularizer
 from ..validation import check_real
 
-__all__ = ["Classifier", "hard_labels"]
+__all__ = ["BaseClassifier", "Classifier", "hard_labels"]
 
 
 def hard_labels(y: Tensor) -> Tensor:
@@ -26,9 +25,12 @@ def hard_labels(y: Tensor) -> Tensor:
     return y.argmax(dim=-1) if y.is_floating_point() and y.dim() == 2 else y
 
 
-class Classifier(pl.LightningModule):
-    """Image classifier trained on clean data (the natural baseline of every table).
+class BaseClassifier(pl.LightningModule):
+    """What every classifier module shares: a registered architecture, its optimiser, validation and test.
 
+    :class:`Classifier` trains it on clean data; ``AdvTraining``, ``KnowledgeDistillation`` and
+    ``CertifiedTraining`` hand its batches to an objective. Their constructors take their own
+    arguments and pass the rest (``**kwargs``) to this one, so the command line shows these once.
     Images come in [0, 1]; the model normalises them in its first layer (``mean``/``std``,
     none by default as in the thesis authors' code).
 
@@ -36,21 +38,14 @@ class Classifier(pl.LightningModule):
         arch: registered model name (``lightning_adv.models.list_models()``).
         num_classes: output classes; must match the datamodule.
         in_channels: image channels; must match the datamodule.
-        mean, std: per-channel normalisation inside the model (None: identity).
+        mean: per-channel normalisation mean inside the model (None: identity).
+        std: per-channel normalisation std inside the model (None: identity).
         arch_kwargs: extra keyword arguments of the architecture (e.g. ``width``).
         optim: optimiser and LR schedule (:class:`OptimConfig`).
         init_weights: optional path of weights to start from (a checkpoint of this
             project or a raw / TRADES-format state dict), loaded with ``weights_only=True``.
         regularizer: optional parameter regulariser (e.g. :class:`NormBias`), applied as
             a gradient right before each optimiser step (see ``modules/regularizers.py``).
-        train_temperature: ``T`` > 0 of the training loss, ``CE(softmax(logits / T), y)``
-            (default 1: plain cross-entropy). The teacher of defensive distillation
-            (Papernot et al. 2016; ``docs/defensive-distillation.md``) is trained at
-            ``T = 100``; validation, test and ``forward`` always use the raw logits
-            (``T = 1``), which is how the distilled network is deployed and attacked.
-        noise_sigma: train on ``x + N(0, noise_sigma^2)`` (pixel units, no clamping): the base
-            classifier of randomized smoothing (Cohen et al. 2019, ``lightning_adv.certify``).
-            Natural training only; 0 (default) is clean training.
         compute: memory format (``channels_last``) and ``torch.compile`` of the backbone
             (:class:`~lightning_adv.modules.compute.ComputeConfig`, ``docs/precision.md``);
             mixed precision is the Trainer's ``precision``.
@@ -76,8 +71,6 @@ class Classifier(pl.LightningModule):
         optim: OptimConfig = OptimConfig(),
         init_weights: Optional[str] = None,
         regularizer: Optional[Regularizer] = None,
-        train_temperature: float = 1.0,
-        noise_sigma: float = 0.0,
         compute: ComputeConfig = ComputeConfig(),
         step_logging: bool = False,
     ) -> None:
@@ -89,24 +82,16 @@ class Classifier(pl.LightningModule):
         self._batch_size = 0
         compute = ComputeConfig.coerce(compute)
         self.compute_cfg = compute
-        self.noise_sigma = check_real("noise_sigma", noise_sigma, minimum=0.0,
-                                      hint="the Gaussian noise std in [0, 1] pixel units")
-        self.train_temperature = check_real("train_temperature", train_temperature, positive=True,
-                                            hint="1: plain cross-entropy; defensive distillation: 100")
         optim = OptimConfig.coerce(optim)
         self.optim_cfg = optim
         self.regularizer = coerce_regularizer(regularizer)
-        # hparams hold only primitives, so checkpoints load with weights_only=True
+        # hparams hold only primitives, so checkpoints load with weights_only=True; they hold the arguments of
+        # every constructor up the chain (the subclass' own and these), which LightningCLI re-parses with the
+        # class (`train.py test --ckpt_path`)
         self.save_hyperparameters(ignore=["optim", "regularizer", "compute"])
         self.hparams["optim"] = optim.to_dict()
         self.hparams["compute"] = compute.to_dict()
         self.hparams["regularizer"] = self.regularizer.to_dict() if self.regularizer is not None else None
-        # keep only what this class's constructor takes: LightningCLI re-parses a checkpoint's hparams
-        # with the class (`train.py test --ckpt_path`), and a subclass without `regularizer` or
-        # `train_temperature` (KnowledgeDistillation) would reject them
-        accepted = inspect.signature(type(self).__init__).parameters
-        for key in [k for k in self.hparams if k not in accepted and not k.startswith("_")]:  # _class_path: CLI
-            del self.hparams[key]
         self.model = create_model(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
                                   **(arch_kwargs or {}))
         if init_weights:
@@ -178,33 +163,6 @@ class Classifier(pl.LightningModule):
         value, _norm = self.regularizer.add_gradient_([p for p in self.model.parameters() if p.requires_grad])
         self._log_epoch_mean("train/regularizer", value)
 
-    def soft_label_refusal(self) -> Optional[str]:
-        """Why this module cannot train on soft labels (``data.mix``), or None when it can: the natural
-        cross-entropy takes class probabilities as they are."""
-        return None
-
-    # ------------------------------------------------------------------ steps
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = batch
-        if self.noise_sigma:
-            x = x + self.noise_sigma * torch.randn_like(x)
-        self._batch_size = x.shape[0]
-        logits = self.model(x)
-        loss = self.objective(logits, x, y)
-        self._log_train_loss(loss)
-        self._log_clean_acc(logits, y)
-        return loss
-
-    def objective(self, logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        """The training loss of a clean batch given the model's ``logits`` on it.
-
-        Cross-entropy of ``logits / train_temperature`` here; knowledge distillation
-        overrides it with the teacher's term.
-        """
-        if self.train_temperature != 1.0:
-            logits = logits / self.train_temperature
-        return F.cross_entropy(logits, y)
-
     # ------------------------------------------------------------------ training scalars
     def _log_train_loss(self, loss: Tensor) -> None:
         """``train/loss``: per step and epoch with ``step_logging``, else the epoch mean only."""
@@ -256,3 +214,52 @@ class Classifier(pl.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class Classifier(BaseClassifier):
+    """Image classifier trained on clean data (the natural baseline of every table).
+
+    Args (besides :class:`BaseClassifier`'s):
+        train_temperature: ``T`` > 0 of the training loss, ``CE(softmax(logits / T), y)``
+            (default 1: plain cross-entropy). The teacher of defensive distillation
+            (Papernot et al. 2016; ``docs/defensive-distillation.md``) is trained at
+            ``T = 100``; validation, test and ``forward`` always use the raw logits
+            (``T = 1``), which is how the distilled network is deployed and attacked.
+        noise_sigma: train on ``x + N(0, noise_sigma^2)`` (pixel units, no clamping): the base
+            classifier of randomized smoothing (Cohen et al. 2019, ``lightning_adv.certify``).
+            0 (default) is clean training.
+
+    Logged: :class:`BaseClassifier`'s.
+    """
+
+    def __init__(self, train_temperature: float = 1.0, noise_sigma: float = 0.0, **kwargs: Any) -> None:
+        noise_sigma = check_real("noise_sigma", noise_sigma, minimum=0.0, hint="the Gaussian noise std in [0, 1] pixel units")
+        train_temperature = check_real("train_temperature", train_temperature, positive=True,
+                                       hint="1: plain cross-entropy; defensive distillation: 100")
+        super().__init__(**kwargs)
+        self.noise_sigma = float(noise_sigma)
+        self.train_temperature = float(train_temperature)
+
+    def soft_label_refusal(self) -> Optional[str]:
+        """Why this module cannot train on soft labels (``data.mix``), or None when it can: the natural
+        cross-entropy takes class probabilities as they are."""
+        return None
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = batch
+        if self.noise_sigma:
+            x = x + self.noise_sigma * torch.randn_like(x)
+        self._batch_size = x.shape[0]
+        logits = self.model(x)
+        loss = self.objective(logits, x, y)
+        self._log_train_loss(loss)
+        self._log_clean_acc(logits, y)
+        return loss
+
+    def objective(self, logits: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """The training loss of a clean batch given the model's ``logits`` on it: the cross-entropy of
+        ``logits / train_temperature``."""
+        if self.train_temperature != 1.0:
+            logits = logits / self.train_temperature
+        return F.cross_entropy(logits, y)

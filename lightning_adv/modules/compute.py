@@ -40,7 +40,7 @@ def _compile_supported() -> bool:
     return bool(dynamo.is_dynamo_supported())
 
 
-@dataclass
+@dataclass(frozen=True)
 class ComputeConfig:
     """Memory format and compilation of a classifier module's backbone (``model.compute`` in YAML).
 

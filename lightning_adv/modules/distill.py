@@ -21,20 +21,17 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from ..objectives import KD, KL_REDUCTIONS, Objective, distillation_kl
-from .classifier import Classifier
-from .objective_training import ObjectiveTraining, coerce_objective
-from .compute import ComputeConfig
-from .optim import OptimConfig
+from .classifier import BaseClassifier
+from .objective_training import ObjectiveTraining, check_base_arguments, coerce_objective
 from .teacher import check_teacher_args, freeze, load_teacher
 
 __all__ = ["KnowledgeDistillation", "KL_REDUCTIONS", "distillation_kl"]
 
 
-# checker: ObjectiveTraining's objective and training_step replace Classifier's (the MRO's order)
-class KnowledgeDistillation(ObjectiveTraining, Classifier):  # type: ignore[misc]
+class KnowledgeDistillation(ObjectiveTraining, BaseClassifier):
     """A student distilled from a frozen teacher.
 
-    Args (besides :class:`Classifier`'s, which describe the student):
+    Args (besides :class:`~lightning_adv.modules.classifier.BaseClassifier`'s, which describe the student):
         teacher_arch: registered architecture of the teacher (default ``wrn34_10``).
         teacher_checkpoint: its weights, loaded with ``weights_only=True`` when training
             starts (``setup('fit')``): a ``.ckpt`` of this project (its ``model.*`` keys),
@@ -48,23 +45,14 @@ class KnowledgeDistillation(ObjectiveTraining, Classifier):  # type: ignore[misc
             (Algorithm 2) from :mod:`lightning_adv.objectives`, with the temperature,
             alpha and KL reduction.
         track_clean_acc: ``train/acc`` from an extra eval-mode forward (Fast-ARD).
-        step_logging: per-step ``self.log`` of the training scalars (:class:`Classifier`).
 
     A teacher already in memory can be given with :meth:`set_teacher` instead of a file.
     Logged: ``train/loss``, ``train/acc``, ``train/adv_acc`` (ARD, Fast-ARD) and
-    :class:`Classifier`'s validation/test metrics.
+    :class:`BaseClassifier`'s validation/test metrics.
     """
 
     def __init__(
         self,
-        arch: str = "small_cnn",
-        num_classes: int = 10,
-        in_channels: int = 3,
-        mean: Optional[list[float]] = None,
-        std: Optional[list[float]] = None,
-        arch_kwargs: Optional[dict[str, Any]] = None,
-        optim: OptimConfig = OptimConfig(),
-        init_weights: Optional[str] = None,
         teacher_arch: str = "wrn34_10",
         teacher_checkpoint: Optional[str] = None,
         teacher_arch_kwargs: Optional[dict[str, Any]] = None,
@@ -72,14 +60,12 @@ class KnowledgeDistillation(ObjectiveTraining, Classifier):  # type: ignore[misc
         teacher_std: Optional[list[float]] = None,
         objective: Objective = KD(),
         track_clean_acc: bool = True,
-        compute: ComputeConfig = ComputeConfig(),
-        step_logging: bool = False,
+        **kwargs: Any,
     ) -> None:
         objective = coerce_objective(objective, "classifier", teacher=True, module="KnowledgeDistillation")
+        check_base_arguments(kwargs, type(self).__name__)
         check_teacher_args(teacher_arch, teacher_arch_kwargs, teacher_mean, teacher_std)
-        super().__init__(arch=arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
-                         arch_kwargs=arch_kwargs, optim=optim, init_weights=init_weights, compute=compute,
-                         step_logging=step_logging)
+        super().__init__(**kwargs)
         object.__setattr__(self, "_teacher", None)  # outside the module tree, see the module doc
         self._init_objective(objective, track_clean_acc)
 
@@ -114,7 +100,7 @@ class KnowledgeDistillation(ObjectiveTraining, Classifier):  # type: ignore[misc
         object.__setattr__(self, "_teacher", freeze(teacher))
 
     def setup(self, stage: str) -> None:
-        """Data checks (:class:`Classifier`), then, for ``fit``, load the teacher."""
+        """Data checks (:class:`BaseClassifier`), then, for ``fit``, load the teacher."""
         super().setup(stage)
         if stage == "fit" and not self.has_teacher:
             hp = self.hparams

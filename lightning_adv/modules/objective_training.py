@@ -1,35 +1,42 @@
 """How a classifier module runs its training objective (AdvTraining, KnowledgeDistillation).
 
 :class:`ObjectiveTraining` sits in front of :class:`RobustTrainingMixin` and a
-:class:`~lightning_adv.modules.Classifier`: ``training_step`` hands the batch to
+:class:`~lightning_adv.modules.classifier.BaseClassifier`: ``training_step`` hands the batch to
 ``objective.step(self, x, y)`` or, for a :class:`~lightning_adv.objectives.FreeObjective`,
 to the m-replay loop, and logs what comes back. Nothing here knows which objective runs.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 from torch import Tensor
 
 from ..objectives import FreeObjective, Objective
+from .classifier import BaseClassifier
 from .robust import RobustTrainingMixin
 
-__all__ = ["ObjectiveTraining", "coerce_objective", "LEGACY_KEYS", "legacy_checkpoint_error"]
-
-#: constructor arguments of the modules before objectives were parts (checkpoints may hold them)
-LEGACY_KEYS = ("method", "trades_beta", "free_replays", "free_step_size", "attack", "attack_loss", "teacher_input",
-               "clean_kd_weight", "perturbation_loss", "temperature", "alpha", "kl_reduction", "head",
-               "head_kwargs", "training_mode", "ways", "maml_layers", "maml_lr", "maml_steps", "maml_test_steps",
-               "maml_first_order", "lr_factors")
-
+__all__ = ["ObjectiveTraining", "check_base_arguments", "coerce_objective", "legacy_checkpoint_error"]
 
 def legacy_checkpoint_error(hparams: Any, cls_name: str) -> Optional[str]:
-    """The one-line error for a checkpoint written before objectives were parts (None if it is new)."""
-    keys = sorted(k for k in LEGACY_KEYS if k in (hparams or {}))
-    if "objective" in (hparams or {}) or not keys:
+    """The one-line error for a checkpoint written before objectives were parts (None if it is new): every
+    checkpoint of a module that trains an objective stores ``objective`` in its hyperparameters."""
+    hp = hparams if isinstance(hparams, dict) else {}
+    if "objective" in hp or not any(not str(k).startswith("_") for k in hp):
         return None
-    return (f"this {cls_name} checkpoint predates training objectives as parts (it stores {keys}); convert it with "
-            f"`python scripts/convert_checkpoint.py OLD.ckpt NEW.ckpt` and load NEW.ckpt")
+    return (f"this {cls_name} checkpoint predates training objectives as parts (its hyperparameters have no "
+            f"`objective`); convert it with `python scripts/convert_checkpoint.py OLD.ckpt NEW.ckpt` and load NEW.ckpt")
+
+
+def check_base_arguments(kwargs: dict[str, Any], cls_name: str) -> None:
+    """The arguments a module passes on to :class:`BaseClassifier` are its arguments; others are refused in one
+    line (``load_from_checkpoint`` hands a module all of a checkpoint's hyperparameters, old ones included)."""
+    accepted = [p for p in inspect.signature(BaseClassifier.__init__).parameters if p != "self"]
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:
+        raise ValueError(f"{cls_name} takes no argument(s) {unknown} (besides its own it takes {accepted}); from a "
+                         f"checkpoint written before training objectives were parts, convert it with "
+                         f"`python scripts/convert_checkpoint.py OLD.ckpt NEW.ckpt` and load NEW.ckpt")
 
 
 def coerce_objective(objective: Any, kind: str, teacher: bool, module: str) -> Objective:
@@ -59,7 +66,7 @@ class ObjectiveTraining(RobustTrainingMixin):
         self.hparams["objective"] = objective.config()
         self._init_robust(track_clean_acc)
         if isinstance(objective, FreeObjective):
-            self._init_free(objective.threat, objective.replays, objective.effective_step_size)
+            self._init_free(objective)
         objective.check_module(self)  # e.g. certified objectives: every layer has bounds, before training
 
     def soft_label_refusal(self: Any) -> Optional[str]:
@@ -92,8 +99,15 @@ class ObjectiveTraining(RobustTrainingMixin):
             self._log_train_loss(out.loss)
         return out.loss
 
+    def optimizer_step(self: Any, *args: Any, **kwargs: Any) -> None:
+        """The optimiser step, then the objective's ``after_batch`` (AWP takes its weight perturbation off):
+        inside the training loop's step, so no callback (a step checkpoint, a weight average) sees it."""
+        # checker: a mixin: the next class in the MRO is the LightningModule
+        super().optimizer_step(*args, **kwargs)  # type: ignore[misc]
+        self.objective.after_batch(self)
+
     def on_train_batch_end(self: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.objective.after_batch(self)  # AWP takes its weight perturbation off after the step
+        self.objective.after_batch(self)  # a batch without optimiser step (gradient accumulation)
         # checker: a mixin: the next class in the MRO is the LightningModule
         super().on_train_batch_end(outputs, batch, batch_idx)  # type: ignore[misc]
 

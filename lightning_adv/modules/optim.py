@@ -14,7 +14,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("multistep", "cosine", "constant")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     """Optimiser and schedule. Defaults are the thesis' chapter-4 recipe.
 
@@ -42,7 +42,7 @@ class OptimConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optim.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
         for name in ("lr", "momentum", "weight_decay", "gamma"):  # the type first: lr="0.1" names lr
-            setattr(self, name, check_real(f"optim.{name}", getattr(self, name), positive=name == "lr"))
+            object.__setattr__(self, name, check_real(f"optim.{name}", getattr(self, name), positive=name == "lr"))
         if self.lr > 10:
             raise ValueError(f"optim.lr={self.lr:g} is far above any learning rate that trains (thesis: 0.1 with SGD, "
                              f"1e-3 with Adam); the weights would diverge to NaN. Use a value <= 10")
@@ -59,7 +59,7 @@ class OptimConfig:
                 raise ValueError(
                     f"optim.milestones must be strictly increasing positive epochs, got milestones={ms}"
                 )
-            self.milestones = ms
+            object.__setattr__(self, "milestones", [int(m) for m in ms])  # frozen: normalised once, here
         check_real("optim.gamma", self.gamma, positive=True, maximum=1.0, hint="the factor of each LR step")
         if self.lr_factors is not None:
             factors = [float(f) for f in self.lr_factors]
@@ -67,7 +67,7 @@ class OptimConfig:
                 raise ValueError(f"optim.lr_factors={self.lr_factors} must hold one positive LR multiplier per "
                                  f"milestone (optim.milestones={self.milestones}) of the multistep scheduler; "
                                  f"set lr_factors: null to use optim.gamma")
-            self.lr_factors = factors
+            object.__setattr__(self, "lr_factors", factors)
 
     @classmethod
     def coerce(cls, value: Any) -> "OptimConfig":

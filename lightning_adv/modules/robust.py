@@ -1,6 +1,6 @@
 """What every module that trains on perturbed inputs shares (AdvTraining, ARD, Fast-ARD).
 
-:class:`RobustTrainingMixin` sits in front of :class:`~lightning_adv.modules.Classifier`
+:class:`RobustTrainingMixin` sits in front of :class:`~lightning_adv.modules.classifier.BaseClassifier`
 (or a subclass) in the bases of a module and adds:
 
 * logging of one training step on perturbed inputs: ``train/loss``, ``train/adv_acc``
@@ -12,31 +12,23 @@
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..attacks import ThreatModel, module_mode
+from ..attacks import module_mode
+from ..objectives import FreeObjective
 from .free import AscentClosure, FreeReplay, LossClosure
 
-__all__ = ["RobustTrainingMixin", "check_free_args"]
-
-
-def check_free_args(free_replays: Any, free_step_size: Optional[float], check_replays: bool = True) -> None:
-    """Validate the free-training arguments of a module, naming the parameter at fault."""
-    if check_replays and (isinstance(free_replays, bool) or int(free_replays) != free_replays or free_replays < 1):
-        raise ValueError(f"free_replays (m) must be an integer >= 1, got free_replays={free_replays}")
-    if free_step_size is not None and (not math.isfinite(free_step_size) or free_step_size <= 0):
-        raise ValueError(f"free_step_size must be > 0 (or null for eps), got free_step_size={free_step_size}")
+__all__ = ["RobustTrainingMixin"]
 
 
 class RobustTrainingMixin:
     """Training-step logging and free-training plumbing for adversarial modules.
 
-    Expects the host to be a :class:`Classifier` (``self.model``, ``self.train_acc``,
+    Expects the host to be a :class:`BaseClassifier` (``self.model``, ``self.train_acc``,
     ``self.num_classes``, ``self._log_clean_acc``). Call :meth:`_init_robust` in the
     constructor, and :meth:`_init_free` to switch to free training.
     """
@@ -61,12 +53,10 @@ class RobustTrainingMixin:
         self._log_accuracy("train/adv_acc", self.train_adv_acc, logits_adv, y)
 
     # ---------------------------------------------------------------- free training
-    def _init_free(self: Any, threat: ThreatModel, free_replays: int, free_step_size: Optional[float]) -> None:
-        """Free training in ``threat``'s ball: m replays, step ``free_step_size`` (default eps)."""
-        check_free_args(free_replays, free_step_size)
+    def _init_free(self: Any, objective: FreeObjective) -> None:
+        """Free training as ``objective`` says (its ball, m replays, step; checked by the objective)."""
         self.automatic_optimization = False
-        step = free_step_size if free_step_size is not None else threat.eps
-        self.free = FreeReplay(threat, int(free_replays), step)
+        self.free = FreeReplay(objective.threat, objective.replays, objective.effective_step_size)
 
     def _free_step(self: Any, x: Tensor, y: Tensor, closure: LossClosure,
                    ascent_closure: Optional[AscentClosure] = None) -> None:

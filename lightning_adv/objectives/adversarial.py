@@ -15,6 +15,7 @@ from torch import Tensor
 from ..attacks import PGD, cross_entropy_loss, kl_loss, module_mode
 from ..validation import check_real
 from .base import FreeObjective, Objective, StepOutput, check_batch, training_attack
+from .protocols import ClassifierModule
 
 __all__ = ["PGDAT", "TRADES", "MART", "Free", "PerturbationObjective", "mart_loss", "trades_loss"]
 
@@ -47,18 +48,18 @@ def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) 
     return bce + beta * robust, robust
 
 
-class PerturbationObjective(Objective):
+class PerturbationObjective(Objective[ClassifierModule]):
     """An input perturbation, then a loss at it (what AWP can wrap)."""
 
     attack: PGD
 
-    def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, module: ClassifierModule, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def loss_at(self, module: Any, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
+    def loss_at(self, module: ClassifierModule, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
         raise NotImplementedError
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: ClassifierModule, *batch: Tensor) -> StepOutput:
         x, y = batch
         return self.loss_at(module, x, self.perturb(module, x, y), y)
 
@@ -91,15 +92,15 @@ class PGDAT(PerturbationObjective):
                 f"mixed labels do not have; use --model.objective.init_args.attack.loss ce (the attack's CE takes soft "
                 f"labels), or --data.mix none")
 
-    def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, module: ClassifierModule, x: Tensor, y: Tensor) -> Tensor:
         return self.attack(module.model, x, y, check=check_batch(module))
 
-    def loss_at(self, module: Any, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
+    def loss_at(self, module: ClassifierModule, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
         logits = module.model(x_adv)
         return StepOutput(F.cross_entropy(logits, y), adv_logits=logits)
 
 
-def _clean_target(module: Any, x: Tensor, mode: str) -> Tensor:
+def _clean_target(module: ClassifierModule, x: Tensor, mode: str) -> Tensor:
     """The softmax of the clean logits in the attack's mode (no gradient): TRADES' attack target."""
     with torch.no_grad(), module_mode(module.model, mode):
         return F.softmax(module.model(x).float(), dim=1)
@@ -123,11 +124,11 @@ class TRADES(PerturbationObjective):
         self.beta = check_real("beta", beta, minimum=0.0)
         self.attack = training_attack(attack)
 
-    def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, module: ClassifierModule, x: Tensor, y: Tensor) -> Tensor:
         target = _clean_target(module, x, self.attack.bn_mode)
         return self.attack(module.model, x, target, loss_fn=kl_loss, check=check_batch(module))
 
-    def loss_at(self, module: Any, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
+    def loss_at(self, module: ClassifierModule, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
         logits_clean, logits_adv = module.model(x), module.model(x_adv)
         loss, robust = trades_loss(logits_clean, logits_adv, y, self.beta)
         return StepOutput(loss, adv_logits=logits_adv, clean_logits=logits_clean, logs={"trades_kl": robust.detach()})
@@ -146,16 +147,16 @@ class MART(PerturbationObjective):
         self.beta = check_real("beta", beta, minimum=0.0)
         self.attack = training_attack(attack)
 
-    def perturb(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
+    def perturb(self, module: ClassifierModule, x: Tensor, y: Tensor) -> Tensor:
         return self.attack(module.model, x, y, loss_fn=cross_entropy_loss, check=check_batch(module))
 
-    def loss_at(self, module: Any, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
+    def loss_at(self, module: ClassifierModule, x: Tensor, x_adv: Tensor, y: Tensor) -> StepOutput:
         logits_clean, logits_adv = module.model(x), module.model(x_adv)
         loss, robust = mart_loss(logits_clean, logits_adv, y, self.beta)
         return StepOutput(loss, adv_logits=logits_adv, clean_logits=logits_clean, logs={"mart_kl": robust.detach()})
 
 
-class Free(FreeObjective):
+class Free(FreeObjective[ClassifierModule]):
     """Free adversarial training (Shafahi et al. 2019): m = ``replays`` replays of each batch,
     one backward giving the parameter gradient and the ascent of the persistent perturbation
     (``step_size``, default ``eps``). Divide ``max_epochs`` and ``optim.milestones`` by m."""
@@ -164,6 +165,6 @@ class Free(FreeObjective):
                  step_size: Optional[float] = None) -> None:
         super().__init__(eps=eps, norm=norm, replays=replays, step_size=step_size)
 
-    def replay_loss(self, module: Any, x_in: Tensor, x: Tensor, y: Tensor, ctx: Any) -> tuple[Tensor, Tensor]:
+    def replay_loss(self, module: ClassifierModule, x_in: Tensor, x: Tensor, y: Tensor, ctx: Any) -> tuple[Tensor, Tensor]:
         logits = module.model(x_in)
         return F.cross_entropy(logits, y), logits

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .adversarial import PGDAT, TRADES, PerturbationObjective
 from ..validation import check_int, check_real
 from .base import Objective, StepOutput
+from .protocols import ClassifierModule
 
 __all__ = ["AWP", "awp_perturbation"]
 
@@ -57,7 +58,7 @@ def _add(model: nn.Module, diff: dict[str, Tensor], sign: float) -> None:
                 p.add_(diff[n], alpha=sign)
 
 
-class AWP(Objective):
+class AWP(Objective[ClassifierModule]):
     """AWP around ``inner`` (a :class:`PGDAT` or :class:`TRADES` objective).
 
     Args:
@@ -81,18 +82,17 @@ class AWP(Objective):
     def attack(self) -> Any:
         return self.inner.attack
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: ClassifierModule, *batch: Tensor) -> StepOutput:
         x, y = batch
         x_adv = self.inner.perturb(module, x, y)
-        epoch = module.current_epoch if getattr(module, "_trainer", None) is not None else 0
-        if epoch >= self.warmup_epochs:
+        if module.current_epoch >= self.warmup_epochs:  # 0 outside a Trainer
             self.after_batch(module)  # never stack two perturbations
             diff = awp_perturbation(module.model, lambda: self.inner.loss_at(module, x, x_adv, y).loss, self.gamma)
             _add(module.model, diff, 1.0)
             self._applied = diff
         return self.inner.loss_at(module, x, x_adv, y)
 
-    def after_batch(self, module: Any) -> None:
+    def after_batch(self, module: ClassifierModule) -> None:
         """Take the weight perturbation off again (after the optimiser step)."""
         if self._applied is not None:
             _add(module.model, self._applied, -1.0)

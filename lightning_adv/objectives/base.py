@@ -27,23 +27,27 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Generic, Optional, TypeVar
 
 from torch import Tensor
 
 from ..attacks import PGD, Attack, ThreatModel, make_threat
 from ..validation import check_int, check_real, check_step_size
+from .protocols import ClassifierModule, TrainedModule
 
 __all__ = ["Objective", "FreeObjective", "StepOutput", "check_batch", "training_attack", "KINDS"]
+
+#: the module an objective runs in (``objectives/protocols.py``): what its methods may use of it
+ModuleT = TypeVar("ModuleT", bound=TrainedModule, contravariant=True)
 
 #: what an objective trains: a classifier on ``(x, y)`` batches or a meta-learner on task batches
 KINDS = ("classifier", "episodic")
 
 
-def check_batch(module: Any) -> bool:
+def check_batch(module: ClassifierModule) -> bool:
     """Whether a training attack checks this batch's range: always, except inside a module's training
     step after the epoch's first batch (``check_attack_inputs`` False; the check is a host-device sync)."""
-    return getattr(module, "check_attack_inputs", True)
+    return module.check_attack_inputs
 
 
 def training_attack(value: Any, param: str = "attack") -> PGD:
@@ -73,11 +77,12 @@ class StepOutput:
     logs: dict[str, Tensor] = field(default_factory=dict)
 
 
-class Objective:
+class Objective(Generic[ModuleT]):
     """Base of every training objective (see the module doc).
 
     Subclasses set :attr:`kind`, :attr:`needs_teacher`, implement :meth:`step`, and keep
     every constructor argument as an attribute of the same name (that is :meth:`config`).
+    ``ModuleT`` is the protocol of what they use of their module (``objectives/protocols.py``).
     """
 
     kind: str = "classifier"
@@ -87,8 +92,8 @@ class Objective:
     free: bool = False
     #: trains on soft labels ``(B, C)`` (CutMix / MixUp batches, ``data.mix``); others are refused
     soft_labels: bool = False
-    #: changes the weights inside a step and restores them after the optimiser step (AWP): a weight
-    #: average updated by a callback (``on_train_batch_end`` runs before the module's) would see them
+    #: changes the weights inside a step and restores them right after the optimiser step (AWP; the module's
+    #: ``optimizer_step``), before any callback's ``on_train_batch_end`` can save or average them
     perturbs_weights: bool = False
 
     def soft_label_refusal(self) -> Optional[str]:
@@ -98,14 +103,15 @@ class Objective:
         return (f"the objective {type(self).__name__} needs hard labels; use --data.mix none, or the objective "
                 f"PGDAT or TRADES (docs/training-options.md)")
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: ModuleT, *batch: Tensor) -> StepOutput:
         """The loss of one batch (``module.model`` is the trained network)."""
         raise NotImplementedError
 
-    def after_batch(self, module: Any) -> None:
-        """Called once the batch's optimiser step is done (AWP restores the weights here)."""
+    def after_batch(self, module: ModuleT) -> None:
+        """Called right after the batch's optimiser step, before the callbacks' batch-end hooks (AWP restores
+        the weights here), and again at the batch's end (no effect once restored)."""
 
-    def check_module(self, module: Any) -> None:
+    def check_module(self, module: ModuleT) -> None:
         """Refuse a module this objective cannot train (called at the end of its constructor)."""
 
     # ----------------------------------------------------------------- configs
@@ -120,7 +126,7 @@ class Objective:
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
 
     @classmethod
-    def coerce(cls, value: Any, param: str = "objective") -> "Objective":
+    def coerce(cls, value: Any, param: str = "objective") -> "Objective[Any]":
         """An objective from an instance or a ``class_path``/``init_args`` mapping (a checkpoint's)."""
         if isinstance(value, dict):
             if "class_path" not in value:
@@ -148,7 +154,7 @@ class Objective:
         return f"{type(self).__name__}({args})"
 
 
-class FreeObjective(Objective):
+class FreeObjective(Objective[ModuleT]):
     """An objective trained by the m-replay loop of free training (Shafahi et al.).
 
     Each batch is replayed ``replays`` times with a perturbation that persists across
@@ -180,14 +186,14 @@ class FreeObjective(Objective):
     def effective_step_size(self) -> float:
         return self.step_size if self.step_size is not None else self.eps
 
-    def prepare(self, module: Any, x: Tensor, y: Tensor) -> Any:
+    def prepare(self, module: ModuleT, x: Tensor, y: Tensor) -> Any:
         """Computed once per batch and shared by the replays (the teacher's clean logits)."""
         return None
 
-    def replay_loss(self, module: Any, x_in: Tensor, x: Tensor, y: Tensor, ctx: Any) -> tuple[Tensor, Tensor]:
+    def replay_loss(self, module: ModuleT, x_in: Tensor, x: Tensor, y: Tensor, ctx: Any) -> tuple[Tensor, Tensor]:
         """``(loss, logits)`` at the perturbed input ``x_in`` (``x`` is the clean batch)."""
         raise NotImplementedError
 
-    def ascent_loss(self, module: Any, x_in: Tensor, y: Tensor, ctx: Any) -> Tensor:
+    def ascent_loss(self, module: ModuleT, x_in: Tensor, y: Tensor, ctx: Any) -> Tensor:
         """The scalar loss delta ascends when :attr:`separate_ascent`."""
         raise NotImplementedError

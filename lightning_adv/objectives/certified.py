@@ -12,7 +12,6 @@ Any classifier module takes them (``AdvTraining(objective=IBP(...))``);
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,11 +20,12 @@ from ..attacks.threat import make_threat
 from ..certify import BoundNetwork, certified, certified_loss, ramp
 from ..validation import check_int, check_real
 from .base import Objective, StepOutput
+from .protocols import ClassifierModule
 
 __all__ = ["CertifiedObjective", "IBP", "CROWNIBP"]
 
 
-class CertifiedObjective(Objective):
+class CertifiedObjective(Objective[ClassifierModule]):
     """Shared by :class:`IBP` and :class:`CROWNIBP`: the eps and kappa schedules, the bound network."""
 
     method = "ibp"
@@ -57,10 +57,10 @@ class CertifiedObjective(Objective):
             self._nets = {key: BoundNetwork(model)}
         return self._nets[key]
 
-    def check_module(self, module: Any) -> None:
+    def check_module(self, module: ClassifierModule) -> None:
         self.network(module.model)  # before any training: the bounds support every layer
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: ClassifierModule, *batch: Tensor) -> StepOutput:
         x, y = batch
         eps, kappa, beta = self.schedule(int(module.global_step))
         logits = module.model(x)

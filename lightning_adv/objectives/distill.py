@@ -24,6 +24,7 @@ from torch import Tensor
 from ..attacks import PGD, BN_MODES, cross_entropy_loss, kl_loss, module_mode
 from ..validation import check_real
 from .base import FreeObjective, Objective, StepOutput, check_batch, training_attack
+from .protocols import TeacherModule
 
 __all__ = ["KD", "ARD", "FastARD", "KL_REDUCTIONS", "distillation_kl"]
 
@@ -46,7 +47,7 @@ def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature:
     return t * t * kl
 
 
-class KD(Objective):
+class KD(Objective[TeacherModule]):
     """Knowledge distillation (Hinton et al.; thesis eq. 4.2) on clean inputs.
 
     Args:
@@ -80,7 +81,7 @@ class KD(Objective):
         assert loss is not None
         return loss
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: TeacherModule, *batch: Tensor) -> StepOutput:
         x, y = batch
         logits = module.model(x)
         return StepOutput(self.distill_loss(logits, module.teacher_logits(x), y), clean_logits=logits)
@@ -109,7 +110,7 @@ class _ARDLoss(KD):
         """Whether the student's clean logits enter the gradient (``alpha < 1`` or a clean KD term)."""
         return self.alpha < 1 or self.clean_kd_weight > 0
 
-    def kl_target(self, module: Any, x_adv: Tensor, teacher_clean: Tensor) -> Tensor:
+    def kl_target(self, module: TeacherModule, x_adv: Tensor, teacher_clean: Tensor) -> Tensor:
         return module.teacher_logits(x_adv) if self.teacher_input == "adv" else teacher_clean
 
     def ard_loss(self, logits_adv: Tensor, teacher_logits: Tensor, y: Tensor,
@@ -163,14 +164,14 @@ class ARD(_ARDLoss):
         self.attack_loss = attack_loss
         self.attack_temperature = check_real("attack_temperature", attack_temperature, positive=True)
 
-    def perturb(self, module: Any, x: Tensor, y: Tensor, teacher_clean: Tensor) -> Tensor:
+    def perturb(self, module: TeacherModule, x: Tensor, y: Tensor, teacher_clean: Tensor) -> Tensor:
         if self.attack_loss == "kl":
             target = F.softmax(teacher_clean.float() / self.temperature, dim=-1)
             return self.attack(module.model, x, target, loss_fn=_tempered_kl(self.temperature),
                                check=check_batch(module))
         return self.attack(module.model, x, y, loss_fn=_tempered_ce(self.attack_temperature), check=check_batch(module))
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: TeacherModule, *batch: Tensor) -> StepOutput:
         x, y = batch
         teacher_clean = module.teacher_logits(x)
         x_adv = self.perturb(module, x, y, teacher_clean)
@@ -182,7 +183,7 @@ class ARD(_ARDLoss):
         return StepOutput(loss, adv_logits=logits_adv, clean_logits=logits_clean)
 
 
-class FastARD(FreeObjective, _ARDLoss):
+class FastARD(FreeObjective[TeacherModule], _ARDLoss):
     """Fast-ARD (Algorithm 2): the ARD loss in the m-replay loop of free training.
 
     ``delta`` lives in the ball ``eps``/``norm`` and moves by ``step_size`` (default eps)
@@ -216,14 +217,14 @@ class FastARD(FreeObjective, _ARDLoss):
     def separate_ascent(self) -> bool:  # type: ignore[override]
         return self.perturbation_loss == "ce"
 
-    def prepare(self, module: Any, x: Tensor, y: Tensor) -> Tensor:
+    def prepare(self, module: TeacherModule, x: Tensor, y: Tensor) -> Tensor:
         return module.teacher_logits(x)  # once per batch, shared by the m replays
 
-    def replay_loss(self, module: Any, x_in: Tensor, x: Tensor, y: Tensor, ctx: Any) -> tuple[Tensor, Tensor]:
+    def replay_loss(self, module: TeacherModule, x_in: Tensor, x: Tensor, y: Tensor, ctx: Any) -> tuple[Tensor, Tensor]:
         logits_adv = module.model(x_in)
         logits_clean = module.model(x) if self.clean_in_loss else None
         return self.ard_loss(logits_adv, self.kl_target(module, x_in, ctx), y, logits_clean, ctx), logits_adv
 
-    def ascent_loss(self, module: Any, x_in: Tensor, y: Tensor, ctx: Any) -> Tensor:
+    def ascent_loss(self, module: TeacherModule, x_in: Tensor, y: Tensor, ctx: Any) -> Tensor:
         with module_mode(module.model, self.ascent_bn_mode):
             return cross_entropy_loss(module.model(x_in), y).sum()

@@ -16,14 +16,13 @@ attack on a stack of task sets through that learner; only the inputs move).
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import PGD, cross_entropy_loss, get_attack_loss, kl_loss
 from ..validation import check_real
 from .base import Objective, StepOutput, training_attack
+from .protocols import EpisodicModule
 
 __all__ = ["MetaNatural", "AQ", "MetaTRADES", "ADML"]
 
@@ -34,7 +33,7 @@ def _ce(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
 
-class MetaNatural(Objective):
+class MetaNatural(Objective[EpisodicModule]):
     """Natural meta-learning: the cross-entropy of the clean queries."""
 
     kind = "episodic"
@@ -42,13 +41,13 @@ class MetaNatural(Objective):
     def __init__(self) -> None:
         pass
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: EpisodicModule, *batch: Tensor) -> StepOutput:
         sx, sy, qx, qy = batch
         logits = module.adapt(sx, sy)(qx)
         return StepOutput(_ce(logits, qy), clean_logits=logits)
 
 
-class AQ(Objective):
+class AQ(Objective[EpisodicModule]):
     """Adversarial querying: CE of the queries attacked through the clean-adapted learner."""
 
     kind = "episodic"
@@ -56,14 +55,14 @@ class AQ(Objective):
     def __init__(self, attack: PGD = _AQ_ATTACK) -> None:
         self.attack = training_attack(attack)
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: EpisodicModule, *batch: Tensor) -> StepOutput:
         sx, sy, qx, qy = batch
         learner = module.adapt(sx, sy)
         logits = learner(module.attack_tasks(learner, qx, qy, self.attack, cross_entropy_loss))
         return StepOutput(_ce(logits, qy), adv_logits=logits)
 
 
-class MetaTRADES(Objective):
+class MetaTRADES(Objective[EpisodicModule]):
     """Meta-TRADES: ``CE(clean queries) + beta * KL(f(q) || f(q'))`` (KL over the classes,
     mean over queries; ``beta`` is the thesis' ``1/lambda``). The attack maximises the KL to
     the clean prediction with ``attack.loss: kl`` (else the queries' cross-entropy)."""
@@ -74,7 +73,7 @@ class MetaTRADES(Objective):
         self.beta = check_real("beta", beta, minimum=0.0)
         self.attack = training_attack(attack)
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: EpisodicModule, *batch: Tensor) -> StepOutput:
         sx, sy, qx, qy = batch
         learner = module.adapt(sx, sy)
         clean = learner(qx)
@@ -88,7 +87,7 @@ class MetaTRADES(Objective):
         return StepOutput(loss, adv_logits=adv, clean_logits=clean, logs={"trades_kl": robust.detach()})
 
 
-class ADML(Objective):
+class ADML(Objective[EpisodicModule]):
     """ADML (Yin et al. 2018, as the authors' ``meta_ADML.py``): see the module doc."""
 
     kind = "episodic"
@@ -96,12 +95,12 @@ class ADML(Objective):
     def __init__(self, attack: PGD = _AQ_ATTACK) -> None:
         self.attack = training_attack(attack)
 
-    def check_module(self, module: Any) -> None:
-        if not getattr(module.learner, "gradient_based", False):
+    def check_module(self, module: EpisodicModule) -> None:
+        if not module.learner.gradient_based:
             raise ValueError(f"ADML attacks the support at every inner step, so it needs a gradient-based learner "
                              f"(learner: lightning_adv.meta.MAML), got {type(module.learner).__name__}")
 
-    def step(self, module: Any, *batch: Tensor) -> StepOutput:
+    def step(self, module: EpisodicModule, *batch: Tensor) -> StepOutput:
         sx, sy, qx, qy = batch
         learner = module.adapt(sx, sy)
         adv_learner = module.adapt(sx, sy, adv_support=self.attack)  # support attacked at every inner step

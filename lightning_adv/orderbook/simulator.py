@@ -47,7 +47,7 @@ __all__ = ["SimulatorConfig", "simulate_day", "write_simulated_days"]
 TICK = 100  # $0.01 in LOBSTER price units (dollars x 10000)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimulatorConfig:
     """Parameters of :func:`simulate_day` / :func:`write_simulated_days` (see the module doc)."""
 

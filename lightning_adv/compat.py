@@ -1,13 +1,16 @@
-"""Constructor arguments of the modules before objectives were parts, mapped to the parts.
+"""The modules' constructor arguments from before training objectives were parts, and their conversion.
 
-Before this change ``AdvTraining`` chose its objective with ``method`` (+ ``trades_beta``,
+Only ``scripts/convert_checkpoint.py`` imports this module; the library itself knows only that a
+checkpoint of an objective-trained module without ``objective`` in its hyperparameters is old, and
+names the converter (``modules.objective_training.legacy_checkpoint_error``).
+
+Before, ``AdvTraining`` chose its objective with ``method`` (+ ``trades_beta``,
 ``free_replays``, ``free_step_size``, ``attack``), distillation was the class chain
 ``KnowledgeDistillation -> ARD -> FastARD`` with ``attack_loss``/``perturbation_loss``
 switches, and ``AdversarialQuerying`` took ``head`` x ``training_mode`` strings plus the
 ``maml_*`` arguments and ``lr_factors``. :func:`convert_hparams` rewrites such arguments
 (a checkpoint's ``hyper_parameters``, or keyword arguments) into the new ones;
 :func:`convert_state_dict` renames the few-shot parameters that moved into the learner.
-``scripts/convert_checkpoint.py`` applies both to a checkpoint file.
 """
 from __future__ import annotations
 
