@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, load_config
+from helpers import REPO, load_config
 from lightning_adv.cli import main
 from lightning_adv.models import create_model
 
