@@ -1,5 +1,5 @@
-"""Shared fixtures: stand-in data sets in the real on-disk formats, real MNIST, quiet logs (what test files import
-they share is in helpers.py)."""
+"""Shared fixtures: stand-in data sets in the real on-disk formats, real MNIST, one torch thread, quiet logs.
+What test files import from one another is in helpers.py."""
 from __future__ import annotations
 
 import os
@@ -44,6 +44,17 @@ def standin_root(tmp_path_factory) -> Path:
     write_mnist_standin(root, dataset="MNIST", n_train=64, n_test=16)
     write_mnist_standin(root, dataset="FashionMNIST", n_train=64, n_test=16)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: with 2 threads on 2 shared cores a WRN step can take 20x longer."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

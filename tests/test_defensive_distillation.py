@@ -36,14 +36,6 @@ STUDENT_MNIST = CFG / "defensive_distillation_student_mnist.yaml"
 EVAL = CFG / "eval_defensive_distillation.yaml"
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------ training at temperature
 def test_train_temperature_divides_the_training_logits_only():
     torch.manual_seed(0)

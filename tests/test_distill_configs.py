@@ -156,15 +156,6 @@ def test_distillation_config_matches_the_thesis_recipe(config):
     assert eval_attack["steps"] == 20 and math.isclose(eval_attack["eps"], 8 / 255)
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: with 2 threads on 2 shared cores a WRN step can take 20x longer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("config", DISTILL_CONFIGS, ids=lambda p: p.stem)
 def test_distillation_config_runs_fast_dev_run(config, standin_root, teacher_files, tmp_path, one_thread):
     raw = _raw(config)
