@@ -1,4 +1,5 @@
-"""Shared fixtures: stand-in data sets in the real on-disk formats, repo paths, quiet logs."""
+"""Shared fixtures: stand-in data sets in the real on-disk formats, real MNIST, one torch thread, quiet logs.
+What test files import from one another is in helpers.py."""
 from __future__ import annotations
 
 import os
@@ -7,48 +8,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DISTILL_PREFIXES = ("kd_", "ard_", "fastard_")
-#: add-on configs for `test` (a second --config); run by test_attack_suite_cli.py
-EVAL_PREFIXES = ("eval_",)
-#: chapter-6 configs (natural accuracy, analysis callbacks): run by test_ch6_configs.py
-CH6_PREFIXES = ("ch6_",)
-#: few-shot configs (issue 4), run by test_fewshot_configs.py
-FEWSHOT_PREFIXES = ("aq_",)
-#: chapter-3 order-book configs (LOBSTER data), run by test_orderbook_attacks.py
-LOB_PREFIXES = ("lob_",)
-#: pre-processing defense (purifier) training configs (thesis 5.5), run by test_purifier_configs.py
-PURIFIER_PREFIXES = ("purifier_",)
-#: defensive distillation (teacher then student), run by test_defensive_distillation.py
-DEFDISTILL_PREFIXES = ("defensive_distillation_",)
-#: certified training and smoothing configs (issue 15), run by test_certified_configs.py
-CERTIFIED_PREFIXES = ("certified_", "smoothing_")
-#: configs that need no teacher; the distillation configs are run by test_distill_configs.py
-CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
-                 if not p.name.startswith(DISTILL_PREFIXES + EVAL_PREFIXES + CH6_PREFIXES + FEWSHOT_PREFIXES
-                                          + LOB_PREFIXES + DEFDISTILL_PREFIXES + PURIFIER_PREFIXES
-                                          + CERTIFIED_PREFIXES))
-
-
-
-def load_config(path: Path) -> dict:
-    """A config file as a dict with its shared blocks filled in, as the CLI reads them: a string value
-    naming an existing ``.yaml`` file (relative to the including file, e.g. ``_shared/optim/x.yaml``)
-    becomes that file's content (docs/config-composition.md). CLI defaults (the logger's class) are not added."""
-    import yaml
-
-    def fill(value, folder: Path):
-        if isinstance(value, str) and value.endswith(".yaml") and (folder / value).is_file():
-            return load_config(folder / value)
-        if isinstance(value, dict):
-            return {k: fill(v, folder) for k, v in value.items()}
-        if isinstance(value, list):
-            return [fill(v, folder) for v in value]
-        return value
-
-    path = Path(path)
-    return fill(yaml.safe_load(path.read_text()), path.resolve().parent)
-
+pytest.register_assert_rewrite("helpers")
+from helpers import MNIST_CACHE_ENV, MNIST_RAW, REPO  # noqa: E402
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 # the tests read generated stand-in data sets on purpose (datamodules refuse them otherwise)
@@ -85,17 +46,23 @@ def standin_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: with 2 threads on 2 shared cores a WRN step can take 20x longer."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _plain_argv(monkeypatch):
     """LightningCLI(args=...) warns when pytest's own argv is also present."""
     import sys
 
     monkeypatch.setattr(sys, "argv", ["train.py"])
-
-
-#: where the real-MNIST tests keep MNIST/raw (made once by the shared script, then reused)
-MNIST_CACHE_ENV = "LIGHTNING_ADV_MNIST_CACHE"
-MNIST_RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from lightning_adv.callbacks import AttackSuiteEvaluation
-from conftest import REPO
+from helpers import REPO, subprocess_env
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import FGSM, PGD, FewShotLearnerModule
 from lightning_adv.cli import main
@@ -118,8 +117,7 @@ def test_ddp_report_covers_every_test_example_once(tmp_path):
            "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
            "--trainer.default_root_dir", str(tmp_path)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]), OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1")
+    env = subprocess_env(MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     data = json.loads((tmp_path / "report" / "attack_suite.json").read_text())

@@ -1,11 +1,11 @@
 """The suite on real data (scikit-learn digits): natural models break, AutoAttack <= PGD-20, masking is caught."""
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
 
+from helpers import seeded_fit
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import (
     FGSM, MIFGSM, PGD, AttackSuite, AutoAttack, CarliniWagnerL2, DeepFool, GradientMaskingWarning, Square,
@@ -15,19 +15,10 @@ from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
 from lightning_adv.objectives import PGDAT
 
 pytestmark = pytest.mark.slow
+torch.set_num_threads(1)
 
 ADAM = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant")
 N_TEST = 300
-
-
-def _fit(module: pl.LightningModule, epochs: int, tmp_path) -> nn.Module:
-    torch.set_num_threads(1)
-    pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         default_root_dir=str(tmp_path))
-    trainer.fit(module, DigitsDataModule(batch_size=64))
-    return module.model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +31,9 @@ def digits_test() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def natural_model(tmp_path_factory) -> nn.Module:
-    return _fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), 8, tmp_path_factory.mktemp("nat"))
+    natural = seeded_fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), DigitsDataModule(batch_size=64), 8,
+                         tmp_path_factory.mktemp("nat"))
+    return natural.model.eval()
 
 
 def test_every_white_box_attack_breaks_a_natural_model(natural_model, digits_test):
@@ -94,7 +87,7 @@ def test_autoattack_at_most_pgd20_on_a_pgd_trained_model(digits_test, tmp_path):
     eps = 0.15
     module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM,
                          objective=PGDAT(attack=PGD(eps=eps, steps=5, step_size=eps / 2.5, bn_mode="train")))
-    model = _fit(module, 8, tmp_path)
+    model = seeded_fit(module, DigitsDataModule(batch_size=64), 8, tmp_path).model.eval()
     suite = AttackSuite([PGD(eps=eps, steps=20, step_size=eps / 8, name="pgd20"),
                          # standard AutoAttack but Square with 500 queries (5000 take ~40 s on CPU)
                          AutoAttack(eps=eps, square_queries=500, name="autoattack"),

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
+from helpers import quiet_trainer
 from lightning_adv.datamodules import CIFAR10DataModule, DigitsDataModule, MNISTDataModule
 from lightning_adv.datamodules.augment import MixCollate
 from lightning_adv.modules import AdvTraining, Classifier
@@ -159,9 +160,7 @@ def _fit(module, dm, epochs=3, batches=8):
         def on_train_epoch_end(self, trainer, pl_module):
             losses.append(float(trainer.callback_metrics["train/loss"]))
 
-    trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[Record()])
+    trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0, callbacks=[Record()])
     trainer.fit(module, dm)
     return losses
 

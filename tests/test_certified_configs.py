@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lightning_adv.callbacks import AttackSuiteEvaluation, SmoothingCertification
-from conftest import CERTIFIED_PREFIXES, REPO, load_config
+from helpers import CERTIFIED_PREFIXES, REPO, load_config
 from lightning_adv.cli import main
 
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name.startswith(CERTIFIED_PREFIXES))

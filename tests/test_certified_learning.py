@@ -5,42 +5,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from helpers import train_ibp_or_pgd
 from lightning_adv.attacks import PGD, AttackSuite
-from lightning_adv.certify import BoundNetwork, Certify, certified_loss, ramp
+from lightning_adv.certify import Certify
 from lightning_adv.models import create_model
 
 EPS = 0.1
 STEPS = 400
 
 
-def train_model(model: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, certified: bool, eps: float, steps: int,
-                batch: int, lr: float, warmup: int, ramp_steps: int, train_eps: float) -> torch.nn.Module:
-    """IBP training with CertifiedTraining's schedules (eps 0 for ``warmup`` steps, then a ramp over ``ramp_steps`` to
-    ``train_eps``, kappa 1 -> 0.5), or PGD-3 adversarial training at ``eps``; Adam, random batches, seed 0."""
-    net = BoundNetwork(model)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(0)
-    pgd = PGD(eps=eps, steps=3, step_size=eps / 2, bn_mode="train")
-    for step in range(steps):
-        idx = torch.randint(0, xtr.shape[0], (batch,), generator=gen)
-        x, y = xtr[idx], ytr[idx]
-        if certified:
-            e, kappa = ramp(step, warmup, ramp_steps, 0.0, train_eps), ramp(step, warmup, ramp_steps, 1.0, 0.5)
-            loss = certified_loss(net, x, y, model(x), e, kappa, "ibp")[0]
-        else:
-            loss = F.cross_entropy(model(pgd(model, x, y)), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 def _train(xtr, ytr, certified: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    return train_model(create_model("small_cnn", in_channels=1, width=8), xtr, ytr, certified, EPS, STEPS, batch=64,
-                       lr=3e-3, warmup=40, ramp_steps=200, train_eps=1.1 * EPS)
+    return train_ibp_or_pgd(create_model("small_cnn", in_channels=1, width=8), xtr, ytr, certified, EPS, STEPS,
+                            batch=64, lr=3e-3, warmup=40, ramp_steps=200, train_eps=1.1 * EPS)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import urllib.error
 import pytest
 import torchvision
 
-from conftest import MNIST_RAW
+from helpers import MNIST_RAW
 from lightning_adv.cli_errors import one_line
 from lightning_adv.datamodules import DataNotFoundError, MNISTDataModule
 from lightning_adv.datamodules.mnist import CONTENT_MD5

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_certified_learning import train_model
 
+from helpers import train_ibp_or_pgd
 from lightning_adv.attacks import PGD, AttackSuite
 from lightning_adv.certify import Certify
 from lightning_adv.datamodules import MNISTDataModule
@@ -24,8 +24,8 @@ def _tensors(dm: MNISTDataModule, split: str, n: int) -> tuple[torch.Tensor, tor
 
 def _train(x: torch.Tensor, y: torch.Tensor, certified: bool) -> torch.nn.Module:
     torch.manual_seed(0)  # CertifiedTraining's schedules, shortened: warm-up 20, ramp 100 steps to 1.5 eps
-    return train_model(create_model("dm_small"), x, y, certified, EPS, STEPS, batch=BATCH, lr=1e-3, warmup=20,
-                       ramp_steps=100, train_eps=1.5 * EPS)
+    return train_ibp_or_pgd(create_model("dm_small"), x, y, certified, EPS, STEPS, batch=BATCH, lr=1e-3, warmup=20,
+                            ramp_steps=100, train_eps=1.5 * EPS)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, load_config
+from helpers import REPO, load_config
 from lightning_adv.cli import main
 from lightning_adv.models import create_model
 

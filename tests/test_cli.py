@@ -2,28 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from conftest import REPO
+from helpers import REPO, cli_args
 from lightning_adv.cli import main
-
-QUICK = str(REPO / "configs" / "quickstart.yaml")
-
-
-def _base(tmp_path: Path, *extra: str, sub: Optional[str] = "fit") -> list[str]:
-    """CLI arguments on the quickstart config (``sub=None`` for ``main(..., run=False)``)."""
-    return ([sub] if sub else []) + ["--config", QUICK, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
-            "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu", *extra]
-
 
 @pytest.fixture(scope="module")
 def quick_ckpt(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("quick")
-    main(_base(tmp, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5"))
+    main(cli_args(tmp, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5"))
     ckpt = tmp / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     assert any(p.name.startswith("best-") for p in (tmp / "checkpoints").iterdir())
@@ -33,8 +23,8 @@ def quick_ckpt(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("inference_mode", ["false", "true"])
 def test_validate_and_test_compute_robust_accuracy(quick_ckpt, tmp_path, inference_mode):
     for sub, stage in (("validate", "val"), ("test", "test")):
-        cli = main(_base(tmp_path, "--ckpt_path", str(quick_ckpt), "--trainer.inference_mode", inference_mode,
-                         sub=sub))
+        cli = main(cli_args(tmp_path, "--ckpt_path", str(quick_ckpt), "--trainer.inference_mode", inference_mode,
+                            sub=sub))
         m = cli.trainer.callback_metrics
         for key in (f"{stage}/acc", f"{stage}/robust_acc", f"{stage}/robust_acc/pgd20",
                     f"{stage}/robust_acc/fgsm"):
@@ -77,7 +67,7 @@ class _NoTraining(Callback):
 @pytest.mark.parametrize("override,param", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
 def test_bad_input_is_rejected_before_training(override, param, tmp_path):
     with pytest.raises(ValueError) as info:
-        cli = main(_base(tmp_path, "--trainer.max_epochs", "1", *override, sub=None), run=False)
+        cli = main(cli_args(tmp_path, "--trainer.max_epochs", "1", *override, sub=None), run=False)
         cli.trainer.callbacks.append(_NoTraining())
         cli.trainer.fit(cli.model, cli.datamodule)
     assert param in str(info.value)
@@ -140,12 +130,12 @@ def test_crash_and_resume_from_last_checkpoint(tmp_path):
     free = tmp_path / "free.yaml"
     free.write_text("model:\n  init_args:\n    objective:\n      class_path: lightning_adv.objectives.Free\n"
                     "      init_args: {eps: 0.15, replays: 2}\n")
-    args = _base(tmp_path, "--config", str(free),
-                 "--trainer.max_epochs", "3",
-                 "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
-                 "--checkpoint.every_n_train_steps", "4", "--model.optim.optimizer", "sgd",
-                 "--model.optim.lr", "0.05", "--model.optim.scheduler", "multistep",
-                 "--model.optim.milestones", "[1]", sub=None)
+    args = cli_args(tmp_path, "--config", str(free),
+                    "--trainer.max_epochs", "3",
+                    "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
+                    "--checkpoint.every_n_train_steps", "4", "--model.optim.optimizer", "sgd",
+                    "--model.optim.lr", "0.05", "--model.optim.scheduler", "multistep",
+                    "--model.optim.milestones", "[1]", sub=None)
     cli = main(args, run=False)
     cli.trainer.callbacks.append(_CrashAt(batch=9))  # epoch 1, after a mid-epoch checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -5,7 +5,7 @@ import logging
 
 import torch
 
-from conftest import REPO
+from helpers import REPO
 from lightning_adv.callbacks import CollapseWarning
 from lightning_adv.cli import main
 

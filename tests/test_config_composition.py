@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, load_config
+from helpers import REPO, load_config
 
 sys.path.insert(0, str(REPO / "scripts"))
 from share_config_blocks import KINDS, SHARED, share, shared_blocks  # noqa: E402

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import CONFIGS, load_config
+from helpers import CONFIGS, load_config
 from lightning_adv.cli import main
 
 

@@ -2,13 +2,12 @@
 bounded time (the subprocess has a timeout: a hang fails the test)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO, subprocess_env
 
 pytestmark = pytest.mark.ddp
 
@@ -17,9 +16,9 @@ def test_one_rank_fails_all_ranks_report_it(tmp_path):
     cmd = [sys.executable, "train.py", "fit", "--config", "configs/quickstart.yaml", "--trainer.accelerator", "cpu",
            "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_epochs", "1",
            "--trainer.limit_val_batches", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-           "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=resume_probe.FailOnRank",
+           "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=probes.faults.FailOnRank",
            "--trainer.callbacks.rank", "1", "--trainer.callbacks.step", "2"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]), OMP_NUM_THREADS="1")
+    env = subprocess_env()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]

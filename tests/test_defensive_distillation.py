@@ -12,14 +12,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightning_adv.callbacks import AttackSuiteEvaluation
-from conftest import REPO, load_config
+from helpers import REPO, load_config, seeded_fit
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import FGSM, PGD, AttackSuite, CarliniWagnerL2, GradientMaskingWarning, Square
 from lightning_adv.cli import main
@@ -33,14 +32,6 @@ STUDENT_DIGITS = CFG / "defensive_distillation_student_digits.yaml"
 TEACHER_MNIST = CFG / "defensive_distillation_teacher_mnist.yaml"
 STUDENT_MNIST = CFG / "defensive_distillation_student_mnist.yaml"
 EVAL = CFG / "eval_defensive_distillation.yaml"
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------ training at temperature
@@ -200,14 +191,6 @@ NET = dict(arch="small_cnn", in_channels=1, arch_kwargs={"width": 16}, optim=ADA
 T, EPS, EPOCHS, N_TEST = 100.0, 0.2, 10, 200
 
 
-def _fit(module: pl.LightningModule) -> nn.Module:
-    pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, DigitsDataModule(batch_size=64))
-    return module.model.eval()
-
-
 def _median_margin(model: nn.Module, x: torch.Tensor) -> float:
     with torch.no_grad():
         top = model(x).topk(2, dim=1).values
@@ -216,12 +199,12 @@ def _median_margin(model: nn.Module, x: torch.Tensor) -> float:
 
 @pytest.mark.slow
 def test_defensive_distillation_masks_cross_entropy_gradients_on_digits(one_thread):
-    teacher = _fit(Classifier(**NET, train_temperature=T))
+    teacher = seeded_fit(Classifier(**NET, train_temperature=T), DigitsDataModule(batch_size=64), EPOCHS).model.eval()
     kd = KnowledgeDistillation(**NET, teacher_arch="small_cnn", teacher_arch_kwargs={"width": 16},
                                objective=KD(temperature=T, kl_reduction="batchmean"))
     kd.set_teacher(teacher)
-    distilled = _fit(kd)
-    natural = _fit(Classifier(**NET))
+    distilled = seeded_fit(kd, DigitsDataModule(batch_size=64), EPOCHS).model.eval()
+    natural = seeded_fit(Classifier(**NET), DigitsDataModule(batch_size=64), EPOCHS).model.eval()
     dm = DigitsDataModule()
     dm.setup("test")
     xs, ys = zip(*[dm.test_dataset[i] for i in range(N_TEST)])

@@ -2,13 +2,13 @@
 errors, free-training mechanics, checkpoints, and learning on digits (slow)."""
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from helpers import quiet_trainer, seeded_fit
 from lightning_adv.datamodules import CIFAR10DataModule, DigitsDataModule
 from lightning_adv.attacks import PGD, cross_entropy_loss, kl_loss
 from lightning_adv.attacks.threat import LinfThreat
@@ -52,14 +52,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _trainer(tmp_path, **kw) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                    num_sanity_val_steps=0, limit_val_batches=0)
-    defaults.update(kw)
-    return pl.Trainer(**defaults)
 
 
 def _digits_teacher(num_classes: int = 10, seed: int = 1) -> nn.Module:
@@ -245,7 +237,7 @@ def test_teacher_frozen_outside_checkpoint_and_student_loads_alone(cls, standin_
             pl_module.teacher.register_forward_pre_hook(lambda mod, args: modes.append(mod.training))
 
     dm = CIFAR10DataModule(data_dir=str(standin_root), batch_size=16, val_size=16, augment=False)
-    trainer = _trainer(tmp_path, max_epochs=1, callbacks=[TeacherWatch()])
+    trainer = quiet_trainer(tmp_path, limit_val_batches=0, max_epochs=1, callbacks=[TeacherWatch()])
     trainer.fit(module, dm)
     assert trainer.global_step == 3 * (2 if cls is FastARD else 1)  # 48 training images / 16
     # the teacher ran, always in eval mode, and nothing of it changed
@@ -277,14 +269,14 @@ def test_teacher_frozen_outside_checkpoint_and_student_loads_alone(cls, standin_
     assert not restored.has_teacher
     for a, b in zip(restored.parameters(), module.parameters()):
         assert torch.equal(a, b)
-    (res,) = _trainer(tmp_path, limit_val_batches=1.0).validate(restored, dm, verbose=False)
+    (res,) = quiet_trainer(tmp_path, limit_val_batches=1.0).validate(restored, dm, verbose=False)
     assert 0.0 <= res["val/acc"] <= 1.0
 
 
 def test_load_teacher_from_project_checkpoint_raw_and_trades_formats(tmp_path):
     torch.manual_seed(0)
     source = Classifier(arch="small_cnn", arch_kwargs={"width": 8}, num_classes=10, in_channels=1, optim=ADAM)
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer = quiet_trainer(tmp_path, limit_val_batches=0, max_epochs=1, limit_train_batches=2)
     trainer.fit(source, DigitsDataModule(batch_size=16))
     trainer.save_checkpoint(tmp_path / "teacher.ckpt")
     sd = source.model.state_dict()
@@ -321,7 +313,7 @@ def test_teacher_errors_before_any_training_step(cls, case, error, match, tmp_pa
         torch.save(_digits_teacher(num_classes=5).state_dict(), path)
     ckpt = {"missing": str(tmp_path / "nowhere.pt"), "none": None}.get(case, str(path))
     module = cls(**DIGITS, teacher_checkpoint=ckpt)  # constructing never needs the file
-    trainer = _trainer(tmp_path, max_epochs=1, callbacks=[_NoTraining()])
+    trainer = quiet_trainer(tmp_path, limit_val_batches=0, max_epochs=1, callbacks=[_NoTraining()])
     with pytest.raises(error, match=match):
         trainer.fit(module, DigitsDataModule(batch_size=16))
     assert trainer.global_step == 0
@@ -391,7 +383,7 @@ def test_fast_ard_replays_and_keeps_perturbation_in_ball(perturbation_loss, tmp_
                      temperature=4.0, optim=OptimConfig(optimizer="sgd", lr=0.05, milestones=[1]))
     module.set_teacher(_digits_teacher())
     rec = _FreeRecorder()
-    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=batches, callbacks=[rec])
+    trainer = quiet_trainer(tmp_path, limit_val_batches=0, max_epochs=2, limit_train_batches=batches, callbacks=[rec])
     trainer.fit(module, DigitsDataModule(batch_size=32))
     assert rec.steps == [m] * (2 * batches)  # m parameter updates per batch
     assert trainer.global_step == m * 2 * batches
@@ -415,7 +407,7 @@ def test_fast_ard_perturbation_survives_checkpoint_and_resume(tmp_path):
     kwargs = dict(**DIGITS, teacher_checkpoint=str(teacher_path), free_replays=2, attack=PGD(eps=0.1), optim=ADAM)
     module = FastARD(**kwargs)
     dm = DigitsDataModule(batch_size=32)
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=3)
+    trainer = quiet_trainer(tmp_path, limit_val_batches=0, max_epochs=1, limit_train_batches=3)
     trainer.fit(module, dm)
     path = tmp_path / "fast.ckpt"
     trainer.save_checkpoint(path)
@@ -436,7 +428,7 @@ def test_fast_ard_perturbation_survives_checkpoint_and_resume(tmp_path):
 
     at_start = AtStart()
     resumed = FastARD(**kwargs)
-    trainer2 = _trainer(tmp_path, max_epochs=2, limit_train_batches=3, callbacks=[at_start])
+    trainer2 = quiet_trainer(tmp_path, limit_val_batches=0, max_epochs=2, limit_train_batches=3, callbacks=[at_start])
     trainer2.fit(resumed, dm, ckpt_path=path, weights_only=True)
     assert torch.equal(at_start.delta, saved)
     assert trainer2.global_step == 2 * 3 * 2
@@ -448,12 +440,6 @@ def test_fast_ard_perturbation_survives_checkpoint_and_resume(tmp_path):
 # ------------------------------------------------------------------------------------
 
 EPS = 0.15  # digits: 16 grey levels, as in tests/test_learning.py
-
-
-def _fit(module: pl.LightningModule, epochs: int, tmp_path) -> pl.LightningModule:
-    pl.seed_everything(0, verbose=False)
-    _trainer(tmp_path, max_epochs=epochs).fit(module, DigitsDataModule(batch_size=64))
-    return module
 
 
 def _accuracies(model: nn.Module, eps: float = EPS) -> tuple[float, float]:
@@ -472,10 +458,11 @@ def _accuracies(model: nn.Module, eps: float = EPS) -> tuple[float, float]:
 def digits_teachers(tmp_path_factory):
     """A naturally trained and a PGD-trained small CNN, saved as raw state dicts."""
     root = tmp_path_factory.mktemp("teachers")
-    natural = _fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), 10, root)
-    robust = _fit(AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM,
-                              objective=objectives.PGDAT(PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train"))),
-                  10, root)
+    natural = seeded_fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), DigitsDataModule(batch_size=64), 10,
+                         root)
+    attack = PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")
+    robust = seeded_fit(AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=objectives.PGDAT(attack)),
+                        DigitsDataModule(batch_size=64), 10, root)
     paths = {}
     for name, module in (("natural", natural), ("robust", robust)):
         paths[name] = root / f"{name}.pt"
@@ -490,7 +477,8 @@ def digits_teachers(tmp_path_factory):
 def kd_natural_student(digits_teachers, tmp_path_factory):
     student = KnowledgeDistillation(arch="small_cnn", in_channels=1, optim=ADAM, teacher_arch="small_cnn",
                                     teacher_checkpoint=str(digits_teachers["natural"]), temperature=10.0)
-    clean, robust = _accuracies(_fit(student, 10, tmp_path_factory.mktemp("kd")).model)
+    student = seeded_fit(student, DigitsDataModule(batch_size=64), 10, tmp_path_factory.mktemp("kd"))
+    clean, robust = _accuracies(student.model)
     print(f"KD from the natural teacher: clean {clean:.3f} robust {robust:.3f}")
     return clean, robust
 
@@ -514,7 +502,7 @@ def test_ard_from_robust_teacher_beats_kd_from_natural(cls, digits_teachers, kd_
     else:
         student = FastARD(**common, attack=PGD(eps=EPS), free_replays=4)
         epochs = 3  # 12 replays of each batch
-    clean, robust = _accuracies(_fit(student, epochs, tmp_path).model)
+    clean, robust = _accuracies(seeded_fit(student, DigitsDataModule(batch_size=64), epochs, tmp_path).model)
     print(f"{cls.__name__} from the robust teacher: clean {clean:.3f} robust {robust:.3f} | KD-natural {kd_robust:.3f}")
     assert clean > 0.85
     assert robust > kd_robust + (0.25 if cls is ARD else 0.15)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, load_config
+from helpers import REPO, load_config
 from lightning_adv.cli import main
 from lightning_adv.models import create_model
 
@@ -154,15 +154,6 @@ def test_distillation_config_matches_the_thesis_recipe(config):
         assert math.isclose(obj["eps"], 8 / 255)
     eval_attack = raw["trainer"]["callbacks"][0]["init_args"]["attacks"][0]
     assert eval_attack["steps"] == 20 and math.isclose(eval_attack["eps"], 8 / 255)
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: with 2 threads on 2 shared cores a WRN step can take 20x longer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("config", DISTILL_CONFIGS, ids=lambda p: p.stem)

@@ -11,39 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from test_ddp import _check_common, _run_ddp
+from helpers import check_ddp_run, run_ddp
 
 pytestmark = pytest.mark.ddp
-
-
-class TeacherProbe(Callback):
-    """Each rank writes what it knows of the teacher to <default_root_dir>/teacher/rank<r>.json."""
-
-    def on_train_start(self, trainer, module):
-        self.start = self._sums(module.teacher)
-        wrapped = trainer.strategy.model  # what DDP wraps, while training
-        self.wrapper = type(wrapped).__name__
-        self.in_wrapper = bool({id(p) for p in module.teacher.parameters()} & {id(p) for p in wrapped.parameters()})
-
-    @staticmethod
-    def _sums(teacher) -> list[float]:
-        return [float(t.detach().double().sum()) for t in teacher.state_dict().values() if t.is_floating_point()]
-
-    def on_fit_end(self, trainer, module):
-        teacher = module.teacher
-        record = {
-            "wrapper": self.wrapper,
-            "teacher_in_wrapper": self.in_wrapper,
-            "teacher_training": teacher.training,
-            "teacher_requires_grad": any(p.requires_grad for p in teacher.parameters()),
-            "unchanged": self.start == self._sums(teacher),
-            "teacher_sum": sum(self.start),
-        }
-        out = Path(trainer.default_root_dir) / "teacher"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
 def _write_config(tmp_path: Path, class_path: str, extra: str = "") -> Path:
@@ -87,8 +58,8 @@ def _teacher_records(tmp_path: Path) -> list[dict]:
 
 def _fit(tmp_path: Path, class_path: str, extra: str = "") -> tuple[list[dict], dict]:
     cfg = _write_config(tmp_path, class_path, extra)
-    records = _run_ddp(tmp_path, "--trainer.callbacks+=test_distill_ddp.TeacherProbe", config=str(cfg))
-    ckpt = _check_common(records, tmp_path)
+    records = run_ddp(tmp_path, "--trainer.callbacks+=probes.teacher.TeacherProbe", config=str(cfg))
+    ckpt = check_ddp_run(records, tmp_path)
     _teacher_records(tmp_path)
     assert not any("teacher" in k for k in ckpt["state_dict"])
     assert ckpt["hyper_parameters"]["teacher_checkpoint"] == str(tmp_path / "teacher.pt")

@@ -1,4 +1,4 @@
-"""The documentation points at things that exist: every relative link of README.md and docs/*.md
+"""The documentation points at things that exist: every relative link of README.md, CHANGELOG.md and docs/*.md
 (and its #anchor), every config file it names, and the shape of every documented `python train.py`
 command line (subcommand, `--config` files, top-level option groups of the CLI). Fast: text only.
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 CONFIG_REF = re.compile(r"`(?:configs/)?([A-Za-z0-9_{},*\[\]-]+\.yaml)`|configs/([A-Za-z0-9_-]+\.yaml)")

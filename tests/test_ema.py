@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from helpers import quiet_trainer
 from lightning_adv.attacks import PGD, AttackSuite
 from lightning_adv.callbacks import EMA, PGDEvaluation, ResumeState
 from lightning_adv.datamodules import DigitsDataModule
@@ -42,12 +43,6 @@ class Probe(pl.Callback):
         self.test = copy.deepcopy(pl_module.state_dict())
 
 
-def _trainer(callbacks, root, epochs=1, batches=5, **kw):
-    return pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=2, num_sanity_val_steps=0,
-                      logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-                      callbacks=callbacks, **kw)
-
-
 def _manual_ema(states, decay, avg=None, n0=0):
     """The warm-up EMA of ``states`` (from ``avg`` after ``n0`` updates; none: the first state is copied)."""
     if avg is None:
@@ -64,7 +59,8 @@ def _manual_ema(states, decay, avg=None, n0=0):
 def test_validation_attacks_the_averaged_weights(ema_first, tmp_path):
     pl.seed_everything(0)
     probe, ema, ev = Probe(), EMA(decay=0.7), PGDEvaluation(attacks=[ATTACK])
-    trainer = _trainer([ema, ev, probe] if ema_first else [probe, ev, ema], tmp_path, enable_checkpointing=False)
+    trainer = quiet_trainer(tmp_path, callbacks=[ema, ev, probe] if ema_first else [probe, ev, ema], max_epochs=1,
+                            limit_train_batches=5, limit_val_batches=2)
     module, dm = _module(), DigitsDataModule(batch_size=32)
     trainer.fit(module, dm)
     manual = _manual_ema(probe.raw, 0.7)
@@ -91,7 +87,8 @@ def test_checkpoints_test_and_resume_keep_the_average(tmp_path):
         pl.seed_everything(0)
         probe, ema = Probe(), EMA(decay=0.8)
         ckpt_cb = ModelCheckpoint(dirpath=root, save_last=True, save_top_k=0)
-        trainer = _trainer([ResumeState(), ema, probe, ckpt_cb], root, epochs=epochs)
+        trainer = quiet_trainer(root, callbacks=[ResumeState(), ema, probe, ckpt_cb], max_epochs=epochs,
+                                limit_train_batches=5, limit_val_batches=2, enable_checkpointing=True)
         module = _module()
         trainer.fit(module, DigitsDataModule(batch_size=32), ckpt_path=ckpt)
         return trainer, module, ema, probe

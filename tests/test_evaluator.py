@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from helpers import quiet_trainer
 from lightning_adv.callbacks import AttackSuiteEvaluation, PGDEvaluation, gather_records
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.datamodules.fewshot import OmniglotFewShot
@@ -23,14 +24,6 @@ torch.set_num_threads(1)
 
 #: every robustness key a callback may log: {stage}/robust_acc[_advtuned][/{attack}][_ci95], {stage}/acc[...]
 KEY = re.compile(r"^(val|test)/(robust_acc(_advtuned)?(/[A-Za-z0-9_.]+)?|acc(_advtuned)?)(_ci95)?$")
-
-
-def _trainer(tmp_path, callbacks, **kw) -> pl.Trainer:
-    args = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, default_root_dir=str(tmp_path), num_sanity_val_steps=0,
-                callbacks=callbacks)
-    args.update(kw)
-    return pl.Trainer(**args)
 
 
 def _classifier() -> Classifier:
@@ -48,7 +41,7 @@ def test_pgd_evaluation_equals_the_suite_report_and_keys_follow_the_scheme(tmp_p
     module = _classifier()
     dm = DigitsDataModule(batch_size=64, eval_batch_size=100)
     cb = PGDEvaluation(attacks=_deterministic_attacks(), num_images=0)
-    trainer = _trainer(tmp_path, [cb], max_epochs=2, limit_train_batches=5)
+    trainer = quiet_trainer(tmp_path, callbacks=[cb], max_epochs=2, limit_train_batches=5)
     trainer.fit(module, dm)
     trainer.test(module, dm, verbose=False)
     m = trainer.callback_metrics
@@ -79,7 +72,7 @@ def test_both_callbacks_at_test_log_one_worst_case_over_all_attacks(tmp_path):
     pgd_cb = PGDEvaluation(attacks=_deterministic_attacks(), num_images=0)
     suite_cb = AttackSuiteEvaluation([FGSM(eps=0.1, name="fgsm"), PGD(eps=0.1, steps=3, name="pgd3")],
                                      cascade=False, output_dir=str(tmp_path), print_table=False)
-    trainer = _trainer(tmp_path, [pgd_cb, suite_cb], limit_test_batches=2)
+    trainer = quiet_trainer(tmp_path, callbacks=[pgd_cb, suite_cb], limit_test_batches=2)
     trainer.test(module, dm, verbose=False)
     # PGDEvaluation handed its attacks over: the same 'fgsm' runs once, pgd5 first, then the suite's own
     assert "test" not in pgd_cb.reports
@@ -91,7 +84,8 @@ def test_both_callbacks_at_test_log_one_worst_case_over_all_attacks(tmp_path):
     # the same name for another attack is rejected before anything runs
     clash = AttackSuiteEvaluation([PGD(eps=0.2, steps=3, name="fgsm")], print_table=False)
     with pytest.raises(ValueError, match="fgsm"):
-        _trainer(tmp_path, [PGDEvaluation(attacks=_deterministic_attacks()), clash]).test(_classifier(), dm)
+        quiet_trainer(tmp_path, callbacks=[PGDEvaluation(attacks=_deterministic_attacks()), clash]).test(
+            _classifier(), dm)
 
 
 def test_attack_misclassified_attacks_every_point_and_never_counts_it_robust():
@@ -143,7 +137,7 @@ def test_few_shot_keys_and_confidence_intervals_come_from_the_suite(omniglot_sta
     dm = OmniglotFewShot(data_dir=str(omniglot_standin), ways=3, shots=2, queries=2, tasks_per_batch=2,
                          train_episodes=4, val_shots=1, test_shots=2, test_queries=3, val_episodes=2,
                          test_episodes=6, eval_tasks_per_batch=2, val_classes=3)
-    trainer = _trainer(tmp_path, [], max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1)
     trainer.fit(module, datamodule=dm)
     m = dict(trainer.callback_metrics)
     trainer.test(module, datamodule=dm, verbose=False)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 import warnings
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import quiet_trainer
 from lightning_adv.datamodules.fewshot import (CIFARFSFewShot, ClassFolderFewShot, FC100FewShot, MetaTrainClassification,
                                  MiniImageNetFewShot, OmniglotFewShot)
 from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
@@ -24,6 +24,8 @@ from lightning_adv.attacks import cross_entropy_loss
 warnings.filterwarnings("ignore", category=UserWarning)
 SMALL = dict(ways=3, shots=2, queries=2, tasks_per_batch=2, train_episodes=4, val_shots=1, test_shots=2,
              test_queries=2, val_episodes=2, test_episodes=4, eval_tasks_per_batch=2)
+#: quiet_trainer arguments of the short fits here (with Lightning's sanity check)
+SHORT_FIT = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +50,6 @@ def _module(**kw):
     if "learner" not in args:
         args = convert_hparams(args, "AdversarialQuerying")[1]
     return AdversarialQuerying(**args)
-
-
-def _trainer(**kw):
-    args = dict(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
-    args.update(kw)
-    return pl.Trainer(**args)
 
 
 # ---------------------------------------------------------------------- R2-D2 head
@@ -265,7 +260,7 @@ def test_each_head_trains_and_tests_under_inference_mode(fs_root, head, mode, kw
     module = _module(head=head, training_mode=mode, **kw)
     before = [p.detach().clone() for p in module.backbone.parameters()]
     dm = _omniglot(fs_root)
-    trainer = _trainer(inference_mode=True, max_steps=2)
+    trainer = quiet_trainer(**SHORT_FIT, inference_mode=True, max_steps=2)
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 2
     assert any(not torch.equal(a, b) for a, b in zip(before, module.backbone.parameters()))
@@ -297,9 +292,9 @@ def test_bad_arguments_raise_value_errors():
 def test_module_checks_data_shape(fs_root):
     module = _module(image_size=32)
     with pytest.raises(ValueError, match="image_size"):
-        _trainer().fit(module, datamodule=_omniglot(fs_root))
+        quiet_trainer(**SHORT_FIT).fit(module, datamodule=_omniglot(fs_root))
     with pytest.raises(ValueError, match="MAML"):
-        _trainer().fit(_module(head="maml", ways=5), datamodule=_omniglot(fs_root))
+        quiet_trainer(**SHORT_FIT).fit(_module(head="maml", ways=5), datamodule=_omniglot(fs_root))
     with pytest.raises(ValueError, match="gradient-based learner"):
         _module(head="r2d2", training_mode="adml")
 

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import REPO, load_config
+from helpers import REPO, load_config
 from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.cli import main
 

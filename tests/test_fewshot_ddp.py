@@ -2,66 +2,27 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from lightning.pytorch.callbacks import Callback
 
-from conftest import REPO
+from helpers import run_train_py
 
 pytestmark = pytest.mark.ddp
 EPISODES = 8
 
 
-class EpisodeProbe(Callback):
-    """Each rank writes the test episodes it drew and its local accuracy sums (run inside train.py)."""
-
-    def __init__(self, out_dir: str) -> None:
-        self.out_dir = out_dir
-        self.episodes: list[float] = []
-        self.local: dict[str, float] = {}
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.episodes += [float(sx.double().sum()) for sx in batch[0]]
-
-    def on_fit_end(self, trainer, module):
-        params = torch.cat([p.detach().flatten().double() for p in module.parameters()])
-        record = {"episodes": self.episodes, "param_sum": float(params.sum()), "step": trainer.global_step,
-                  "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
-        os.makedirs(self.out_dir, exist_ok=True)
-        Path(self.out_dir, f"fit{trainer.global_rank}.json").write_text(json.dumps(record))
-
-    def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.episodes += [float(sx.double().sum()) for sx in batch[0]]  # a fingerprint of each support set
-        metric = module.metrics["test_acc"]
-        self.local = {"n": float(metric.n), "total": float(metric.total)}
-
-    def on_test_end(self, trainer, module):
-        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "episodes": self.episodes,
-                  "local": self.local, "results": module.test_results,
-                  "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
-        os.makedirs(self.out_dir, exist_ok=True)
-        Path(self.out_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
-
-
 def _run(tmp_path: Path, subcommand: str, *extra: str) -> subprocess.CompletedProcess:
     probe = tmp_path / "probe.yaml"
-    probe.write_text("trainer:\n  callbacks:\n    - class_path: test_fewshot_ddp.EpisodeProbe\n"
+    probe.write_text("trainer:\n  callbacks:\n    - class_path: probes.episodes.EpisodeProbe\n"
                      f"      init_args: {{out_dir: {tmp_path / 'probe'}}}\n")
-    cmd = [sys.executable, "train.py", subcommand, "--config", "configs/aq_omniglot_minimal.yaml", "--config",
+    return run_train_py(subcommand, "--config", "configs/aq_omniglot_minimal.yaml", "--config",
            str(probe), "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
            "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),
            "--data.test_episodes", str(EPISODES), "--data.eval_tasks_per_batch", "2", "--data.image_size", "20",
-           "--model.image_size", "20", "--model.eval_attack.steps", "2", *extra]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
+           "--model.image_size", "20", "--model.eval_attack.steps", "2", *extra)
 
 
 def test_ddp_fit_adversarial_querying_ranks_draw_different_tasks(tmp_path):

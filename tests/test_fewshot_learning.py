@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 from lightning_adv.datamodules.fewshot import ClassFolderFewShot
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdversarialQuerying, OptimConfig

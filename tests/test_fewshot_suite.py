@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from lightning_adv.callbacks import AttackSuiteEvaluation
-from conftest import REPO
+from helpers import REPO
 from lightning_adv.datamodules.fewshot import OmniglotFewShot
 from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.attacks import PGD, DeepFool, is_few_shot

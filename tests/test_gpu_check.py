@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 ROWS = ("at_fp32", "at_bf16", "channels_last", "compile", "ddp_fit", "attack_bf16", "attack_fp16",

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 
-import lightning.pytorch as pl
 import pytest
 import torch
 
+from helpers import seeded_fit
 from lightning_adv.datamodules import DigitsDataModule, FashionMNISTDataModule
 from lightning_adv.attacks import PGD
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
@@ -20,15 +20,6 @@ pytestmark = pytest.mark.slow
 
 EPS = 0.15  # digits have 16 grey levels: 0.15 is about 2.4 levels
 ADAM = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant")
-
-
-def _fit(module: pl.LightningModule, dm: pl.LightningDataModule, epochs: int, tmp_path) -> pl.LightningModule:
-    pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         default_root_dir=str(tmp_path))
-    trainer.fit(module, dm)
-    return module
 
 
 def _accuracies(module, dataset, eps: float, n: int = 2000) -> tuple[float, float]:
@@ -47,7 +38,7 @@ def _accuracies(module, dataset, eps: float, n: int = 2000) -> tuple[float, floa
 @pytest.fixture(scope="module")
 def digits_natural(tmp_path_factory):
     dm = DigitsDataModule(batch_size=64)
-    module = _fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), dm, 10, tmp_path_factory.mktemp("nat"))
+    module = seeded_fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), dm, 10, tmp_path_factory.mktemp("nat"))
     dm.setup("test")
     clean, robust = _accuracies(module, dm.test_dataset, EPS)
     assert clean > 0.9, clean
@@ -76,7 +67,7 @@ def test_adversarial_training_beats_natural_on_digits(method, digits_natural, tm
         # natural model's 0.09 when measured (10 epochs: 0.98 / 0.76), at half the cost
         epochs = 5 if method == "awp" else 10
     dm = DigitsDataModule(batch_size=64)
-    _fit(module, dm, epochs, tmp_path)
+    seeded_fit(module, dm, epochs, tmp_path)
     dm.setup("test")
     clean, robust = _accuracies(module, dm.test_dataset, EPS)
     print(f"{method}: clean {clean:.3f} robust {robust:.3f} | natural: clean {nat_clean:.3f} robust {nat_robust:.3f}")
@@ -95,10 +86,10 @@ def test_pgd_training_beats_natural_on_fashion_mnist(tmp_path):
         return FashionMNISTDataModule(data_dir=str(tmp_path / "data"), batch_size=128, val_size=54000,
                                       local_source=FMNIST)
     mlp = dict(arch="mlp", arch_kwargs={"input_size": 28, "hidden": [256, 256]}, in_channels=1, optim=ADAM)
-    natural = _fit(Classifier(**mlp), dm(), 3, tmp_path)
-    robust_model = _fit(AdvTraining(**mlp, objective=PGDAT(attack=PGD(eps=eps, steps=3, step_size=eps / 2,
-                                                                      bn_mode="train"))),
-                        dm(), 3, tmp_path)
+    natural = seeded_fit(Classifier(**mlp), dm(), 3, tmp_path)
+    robust_model = seeded_fit(AdvTraining(**mlp, objective=PGDAT(attack=PGD(eps=eps, steps=3, step_size=eps / 2,
+                                                                            bn_mode="train"))),
+                              dm(), 3, tmp_path)
     data = dm()
     data.prepare_data()
     data.setup("test")

@@ -17,7 +17,7 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from PIL import Image
 
-from conftest import REPO
+from helpers import REPO
 from lightning_adv.logging_utils import log_figure, log_image, log_text, run_dir
 
 QUICK = str(REPO / "configs" / "quickstart.yaml")

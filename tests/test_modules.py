@@ -10,19 +10,12 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from helpers import quiet_trainer
 from lightning_adv.callbacks import PGDEvaluation
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import FGSM, PGD
 from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
 from lightning_adv.objectives import PGDAT, TRADES, Free
-
-
-def _trainer(tmp_path, **kw) -> pl.Trainer:
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                    num_sanity_val_steps=0)
-    defaults.update(kw)
-    return pl.Trainer(**defaults)
 
 
 def _adv(objective=None, **kw) -> AdvTraining:
@@ -54,7 +47,7 @@ def test_free_training_replays_and_keeps_perturbation_in_ball(tmp_path):
     m = 3
     module = _adv(Free(eps=0.1, replays=m))
     rec = _Recorder()
-    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=5, limit_val_batches=0, callbacks=[rec])
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=5, limit_val_batches=0, callbacks=[rec])
     trainer.fit(module, DigitsDataModule(batch_size=32))
     assert rec.steps == [m] * 10  # the optimiser stepped m times per batch
     assert trainer.global_step == 10 * m
@@ -136,7 +129,7 @@ def test_pgd_evaluation_matches_manual_computation(tmp_path):
     attacks = [PGD(eps=0.1, steps=5, step_size=0.03, random_start=False),
                FGSM(eps=0.1, name="fgsm")]
     logger = TensorBoardLogger(str(tmp_path), name="tb")
-    trainer = _trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[PGDEvaluation(attacks=attacks)])
+    trainer = quiet_trainer(tmp_path, max_epochs=3, logger=logger, callbacks=[PGDEvaluation(attacks=attacks)])
     trainer.fit(module, dm)
     m = trainer.callback_metrics
     # manual computation on the same validation set
@@ -163,7 +156,7 @@ def test_pgd_evaluation_matches_manual_computation(tmp_path):
 
 def test_checkpoint_hparams_load_with_weights_only(tmp_path):
     module = _adv(Free(eps=0.1, replays=2))
-    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(module, DigitsDataModule(batch_size=16))
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
@@ -179,7 +172,7 @@ def test_checkpoint_hparams_load_with_weights_only(tmp_path):
 
 def test_model_data_mismatch_is_caught_before_training(tmp_path):
     module = _adv(num_classes=7)
-    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
     with pytest.raises(ValueError, match="num_classes"):
         trainer.fit(module, DigitsDataModule(batch_size=16))
     assert trainer.global_step == 0

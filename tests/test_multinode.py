@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO, subprocess_env
 
 pytestmark = pytest.mark.ddp
 
@@ -26,7 +26,7 @@ PROBE = """trainer:
   callbacks:
     - class_path: lightning_adv.callbacks.PGDEvaluation
       init_args: {{attacks: [{{eps: 0.15, steps: 3, step_size: 0.06}}], num_images: 0}}
-    - class_path: multinode_probe.NodeProbe
+    - class_path: probes.nodes.NodeProbe
       init_args: {{out_dir: {out}}}
 """
 
@@ -41,7 +41,7 @@ def launch_two_nodes(args: list[str], cwd: Path, timeout: float = 240.0) -> list
     """Start ``torchrun`` once per node rank (each in its own process group), wait for both and
     return ``(exit status, output)`` per node; on a timeout or an error both groups are killed."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]), OMP_NUM_THREADS="1")
+    env = subprocess_env()
     procs, logs = [], []
     try:
         for node in (0, 1):
@@ -67,7 +67,7 @@ def launch_two_nodes(args: list[str], cwd: Path, timeout: float = 240.0) -> list
 
 def _train_fingerprints() -> list[str]:
     from lightning_adv.datamodules import DigitsDataModule
-    from multinode_probe import fingerprint
+    from probes.nodes import fingerprint
 
     data = DigitsDataModule(batch_size=64)  # the quickstart's data (same seed, same split)
     data.setup("fit")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import load_config
+from helpers import load_config
 from lightning_adv.attacks import PGD, kl_loss
 from lightning_adv.meta import MAML, batch_statistics
 from lightning_adv.modules import AdversarialQuerying, AdvTraining, OptimConfig

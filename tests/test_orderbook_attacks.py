@@ -403,7 +403,7 @@ def test_figures_go_to_png_and_to_a_logger(tmp_path):
 # ------------------------------------------------------------------ configs through train.py
 from pathlib import Path  # noqa: E402
 
-from conftest import load_config  # noqa: E402
+from helpers import load_config  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 TABLE_3_1 = sorted(CONFIG_DIR.glob("lob_[fgn]*_*.yaml"))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import REPO
+from helpers import REPO
 from lightning_adv.attacks import PGD, AttackSuite
 from lightning_adv.attacks.losses import cross_entropy_loss
 from lightning_adv.attacks.threat import make_threat

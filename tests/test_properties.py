@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers import quiet_trainer
 from lightning_adv.modules import AdvTraining, Classifier, NormBias
 from lightning_adv.objectives import Free
 from lightning_adv.modules.regularizers import coerce_regularizer
@@ -19,12 +20,6 @@ def _loader(n: int = 64, batch: int = 16, size: int = 8, seed: int = 0) -> DataL
     x = torch.rand(n, 1, size, size, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
     return DataLoader(TensorDataset(x, y), batch_size=batch)
-
-
-def _trainer(tmp_path: Path, epochs: int, callbacks: list = (), **kw) -> pl.Trainer:
-    return pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                      callbacks=list(callbacks), **kw)
 
 
 def _sq_norm(module: torch.nn.Module) -> float:
@@ -46,7 +41,7 @@ def test_norm_bias_with_a_large_coefficient_drives_the_parameter_norm_to_mu(meth
         module = AdvTraining(**common, objective=Free(eps=0.1, replays=2), regularizer=reg)
     module.model.load_state_dict(probe.model.state_dict())
     start = _sq_norm(module)
-    trainer = _trainer(tmp_path, epochs=25)
+    trainer = quiet_trainer(tmp_path, max_epochs=25)
     trainer.fit(module, train_dataloaders=_loader())
     end = _sq_norm(module)
     # from |start - mu^2| = |1 - factor| * start to within 5% of mu^2
@@ -153,7 +148,8 @@ def test_rank_projection_callback_moves_every_layers_effective_rank(mode, tmp_pa
                          optim={"optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0, "scheduler": "constant"})
     ranks = EffectiveRank()
     proj = RankProjection(mode=mode, threshold=0.5 if mode == "min" else 0.2, start_epoch=1, final_projection=True)
-    trainer = _trainer(tmp_path, epochs=2, callbacks=[proj, ranks], limit_train_batches=3, limit_val_batches=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[proj, ranks], limit_train_batches=3, limit_val_batches=1,
+                            num_sanity_val_steps=2)
     trainer.fit(module, datamodule=_digits(batch_size=32))
     assert proj.applied_epochs == [1, 1]  # start of epoch 1, and after its last batch
     before, after = ranks.history[1][1], ranks.history[2][1]  # end of epoch 0 / end of epoch 1
@@ -182,7 +178,8 @@ def test_local_minimum_init_callback_sets_the_initialisation_before_training(kin
                         arch_kwargs={"input_size": 8, "hidden": [16, 12]},
                         optim={"optimizer": "sgd", "lr": 0.01, "weight_decay": 0.0, "scheduler": "constant"})
     init = LocalMinimumInit(kind=kind, value=20.0)
-    trainer = _trainer(tmp_path, epochs=1, callbacks=[init, Probe()], limit_train_batches=1, limit_val_batches=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[init, Probe()], limit_train_batches=1,
+                            limit_val_batches=1, num_sanity_val_steps=2)
     trainer.fit(module, datamodule=_digits())
     params = seen["params"]
     if kind == "lemma61":
@@ -285,7 +282,7 @@ def test_lemma61_initialisation_stays_at_the_linear_loss_while_default_goes_far_
             return float(F.cross_entropy(module.model(x), y))
 
     def fit(module: Classifier, epochs: int, batch: int) -> float:
-        trainer = _trainer(tmp_path, epochs=epochs, limit_val_batches=0)
+        trainer = quiet_trainer(tmp_path, max_epochs=epochs, limit_val_batches=0)
         trainer.fit(module, datamodule=DigitsDataModule(batch_size=batch, val_size=0.1))
         return loss_of(module)
 
@@ -325,7 +322,7 @@ def test_lemma61_initialisation_stays_at_the_linear_loss_while_default_goes_far_
 def test_regularizer_survives_a_checkpoint_round_trip(tmp_path) -> None:
     module = Classifier(arch="mlp", num_classes=10, in_channels=1, arch_kwargs={"input_size": 8, "hidden": [8]},
                         regularizer=NormBias(coef=0.01, mu_squared=42.0))
-    trainer = _trainer(tmp_path, epochs=1, limit_train_batches=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1)
     trainer.fit(module, train_dataloaders=_loader())
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)

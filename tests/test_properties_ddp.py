@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import run_train_py
 
 pytestmark = pytest.mark.ddp
 
@@ -21,7 +18,7 @@ trainer:
       init_args: {{num_samples: 101, batch_size: 32, iterations: 15}}
     - class_path: lightning_adv.callbacks.NTKSnapshot
       init_args: {{num_samples: 5}}
-    - class_path: ddp_hessian_probe.HessianProbe
+    - class_path: probes.hessian.HessianProbe
       init_args: {{out_dir: {out}}}
 checkpoint: {{monitor: val/acc}}
 model:
@@ -46,12 +43,9 @@ def test_hessian_callback_under_ddp_equals_the_single_process_computation(tmp_pa
 
     cfg = tmp_path / "hessian_ddp.yaml"
     cfg.write_text(CONFIG.format(out=tmp_path / "probe"))
-    cmd = [sys.executable, "train.py", "fit", "--config", str(cfg), "--trainer.accelerator", "cpu",
-           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.logger", "false",
-           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    run_train_py("fit", "--config", str(cfg), "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+                 "--trainer.devices", "2", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                 "--trainer.default_root_dir", str(tmp_path))
     r0, r1 = (json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in range(2))
     assert r0["world_size"] == 2 and (r0["shard"], r1["shard"]) == (51, 50)  # 101 examples, sharded
     assert [label for label, _ in r0["hessian"]] == ["start", "end"]

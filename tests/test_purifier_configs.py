@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lightning_adv.callbacks import AttackSuiteEvaluation
-from conftest import REPO, PURIFIER_PREFIXES
+from helpers import REPO, PURIFIER_PREFIXES
 from lightning_adv.datamodules.fewshot_standins import write_fewshot_standin
 from lightning_adv.cli import main
 from lightning_adv.modules import AdversarialQuerying, GANTraining, SRTraining

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lightning_adv.callbacks import AttackSuiteEvaluation
-from conftest import REPO
+from helpers import REPO, quiet_trainer
 from lightning_adv.datamodules.fewshot import ClassFolderFewShot, MetaTrainClassification
 from lightning_adv.attacks import PGD
 from lightning_adv.defenses import PurifierUnaware
@@ -40,11 +40,6 @@ def _fewshot_data(root, test_episodes: int = 8) -> ClassFolderFewShot:
     return dm
 
 
-def _trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     torch.set_num_threads(1)
@@ -57,7 +52,7 @@ def trained(tmp_path_factory):
             objective=AQ(PGD(eps=EPS, steps=2, step_size=EPS, bn_mode="train")) if mode == "aq" else MetaNatural(),
             eval_attack=PGD(eps=EPS, steps=5, step_size=EPS / 2),
             optim=OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant"))
-        trainer = _trainer(max_epochs=1, limit_val_batches=0)
+        trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
         trainer.fit(module, datamodule=_fewshot_data(root / "omni"))
         paths[mode] = str(root / f"{mode}.ckpt")
         trainer.save_checkpoint(paths[mode])
@@ -65,13 +60,13 @@ def trained(tmp_path_factory):
     pl.seed_everything(0, verbose=False)
     gan = GANTraining(image_size=SIZE, latent_dim=32, gen_width=32, critic_width=32, loss="dcgan", critic_iters=1,
                       lr=2e-4, beta2=0.999)
-    trainer = _trainer(max_steps=1200, limit_val_batches=0)
+    trainer = quiet_trainer(max_steps=1200, limit_val_batches=0)
     trainer.fit(gan, datamodule=images)
     paths["defensegan"] = str(root / "gan.ckpt")
     trainer.save_checkpoint(paths["defensegan"])
     pl.seed_everything(0, verbose=False)
     sr = SRTraining(image_size=SIZE, sr_width=16, sr_blocks=2, lr=2e-3)
-    trainer = _trainer(max_steps=150, limit_val_batches=0)
+    trainer = quiet_trainer(max_steps=150, limit_val_batches=0)
     trainer.fit(sr, datamodule=images)
     paths["sr"] = str(root / "sr.ckpt")
     trainer.save_checkpoint(paths["sr"])

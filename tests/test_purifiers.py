@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers import quiet_trainer
 from lightning_adv.attacks import PGD, AttackSuite
 from lightning_adv.defenses import (DefenseGAN, Generator, Purified, PurifierUnaware, SRDefense, SRResNet,
                                     WaveletDenoise, adaptive_purifier, load_generator, load_sr_net, wavelet_denoise)
@@ -173,8 +174,7 @@ def test_purifier_unaware_needs_an_undefended_model(digits_split):
 # ------------------------------------------------------------------ training, checkpoints, few-shot wrapper
 def _fit(module: pl.LightningModule, x: torch.Tensor, steps: int) -> pl.Trainer:
     loader = DataLoader(TensorDataset(x, torch.zeros(len(x), dtype=torch.long)), batch_size=8)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = quiet_trainer(max_steps=steps)
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     return trainer
 

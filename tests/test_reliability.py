@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from conftest import REPO
+from helpers import REPO
 from lightning_adv.cli import cli_main, main
 from lightning_adv.errors import NonFiniteTrainingError
 

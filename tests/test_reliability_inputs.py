@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from lightning_adv.cli import main
 
 QUICK = str(REPO / "configs" / "quickstart.yaml")

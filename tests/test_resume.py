@@ -2,7 +2,7 @@
 ``last.ckpt`` ends bit-identical to an uninterrupted run (weights, optimiser, LR schedule, counters,
 free-training perturbation, the RNG states), for each training module class.
 
-The killed run is a real subprocess (``train.py`` with ``tests/resume_probe.PauseAt``, which sleeps
+The killed run is a real subprocess (``train.py`` with ``PauseAt`` of ``tests/probes/faults.py``, which sleeps
 once the chosen step's checkpoint is written); the reference and the resumed run are in-process
 (same thread count, CPU). Runs are tiny (digits / the vendored Omniglot splits, a few steps).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO, subprocess_env
 from lightning_adv.cli import main
 
 QUICK = str(REPO / "configs" / "quickstart.yaml")
@@ -86,9 +86,9 @@ def _killed_run(args: list[str], root: Path, step: int, common: list[str] = COMM
                 last: Path = Path("checkpoints") / "last.ckpt") -> Path:
     """Run train.py fit in a subprocess, SIGKILL it once step ``step``'s checkpoint (``root / last``) is on disk."""
     flag = root / "paused"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]), OMP_NUM_THREADS="1")
+    env = subprocess_env()
     cmd = [sys.executable, str(REPO / "train.py"), "fit", *args, *common, "--trainer.default_root_dir", str(root),
-           "--trainer.callbacks+=resume_probe.PauseAt", "--trainer.callbacks.step", str(step),
+           "--trainer.callbacks+=probes.faults.PauseAt", "--trainer.callbacks.step", str(step),
            "--trainer.callbacks.flag", str(flag)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240

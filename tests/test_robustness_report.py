@@ -15,13 +15,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from lightning_adv.callbacks import RobustnessReport
-from conftest import REPO
+from helpers import REPO, cli_args
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import PGD, Attack, AttackOutput, AttackSuite, AutoAttack
 from lightning_adv.attacks.robustness import format_eps, robustness_curve
 from lightning_adv.cli import main
 from lightning_adv.modules import AdvTraining
-from test_cli import _base
 
 torch.set_num_threads(1)
 EPS, SQUARE, N = 0.15, 20, 32
@@ -32,7 +31,7 @@ CURVE = [0.0, 0.05, 0.15, 0.3]
 def quick_ckpt(tmp_path_factory) -> Path:
     """The quickstart trained through train.py for 3 epochs (~20 s): clean accuracy well above chance."""
     tmp = tmp_path_factory.mktemp("quick")
-    main(_base(tmp, "--trainer.max_epochs", "3", "--trainer.limit_val_batches", "1"))
+    main(cli_args(tmp, "--trainer.max_epochs", "3", "--trainer.limit_val_batches", "1"))
     return tmp / "checkpoints" / "last.ckpt"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 SCRIPT = REPO / "scripts" / "slurm" / "train.sbatch"
 FAKE = """#!/bin/bash

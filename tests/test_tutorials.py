@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 
-from conftest import REPO
+from helpers import REPO
 
 RESULT = re.compile(r"^RESULT (?:(\w+) )?clean_acc=([0-9.]+) robust_acc=([0-9.]+)", re.M)
 
