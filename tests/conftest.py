@@ -11,6 +11,22 @@ import pytest
 pytest.register_assert_rewrite("helpers")
 from helpers import MNIST_CACHE_ENV, MNIST_RAW, REPO  # noqa: E402
 
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (``-n N``) each worker gets cores // N intra-op threads (1 on 2 cores with
+    ``-n 2``), as do the processes it starts, unless OMP_NUM_THREADS says otherwise. Two workers of two
+    threads each on two cores contend: OpenMP's spinning threads cost CPU time the other worker needs
+    (docs/testing.md, "Where the time goes")."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores_between_workers()
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 # the tests read generated stand-in data sets on purpose (datamodules refuse them otherwise)
 os.environ["LIGHTNING_ADV_ALLOW_STANDIN"] = "1"
