@@ -54,16 +54,14 @@ from lightning_adv.callbacks.collapse import CollapseWarning
 from lightning_adv.callbacks.hparams import HparamsMetrics
 from lightning_adv.callbacks.resume import FiniteGuard, RankErrorReport, ResumeState, peer_error, this_rank
 
-from .cli_errors import ConfigError, check_class_path, one_line
+from .cli_errors import ConfigError, one_line
+from .cli_paths import check_config_files, check_legacy_checkpoint
 from .cli_logging import (SaveConfigToRunDir, keep_csv_metrics, logger_follows_checkpoint, logger_follows_root,
                           logger_resumes_run, no_hp_metric)
 from .quiet import quiet_start
 from .shipped import resolve_config_args
 
-__all__ = ["AdvLightningCLI", "main", "cli_main", "check_checkpoint", "RENAMED_CLASS_PATHS", "TRAINER_DEFAULTS"]
-
-#: modules whose pre-objectives checkpoints need scripts/convert_checkpoint.py (issue 11)
-LEGACY_CHECKED = ("AdvTraining", "KnowledgeDistillation", "ARD", "FastARD", "AdversarialQuerying")
+__all__ = ["AdvLightningCLI", "main", "cli_main", "check_checkpoint", "TRAINER_DEFAULTS"]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {
@@ -73,26 +71,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "inference_mode": False,
     "default_root_dir": "runs",
 }
-
-
-def _check_legacy_checkpoint(path: str) -> None:
-    """A checkpoint written before objectives were parts (issue 11) or naming a renamed class: say how to convert it."""
-    if not Path(path).is_file():
-        return
-    try:
-        ckpt = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception:  # not a checkpoint at all: check_checkpoint names the problem
-        return
-    hparams = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
-    for key, class_path in _class_path_values(hparams):
-        _check_old_class_path(f"ckpt_path={path}: hyper_parameters.{key}", f"class_path: {class_path}")
-    cls = str(hparams.get("_class_path", "module")).rsplit(".", 1)[-1]
-    if cls in LEGACY_CHECKED:
-        from lightning_adv.modules.objective_training import legacy_checkpoint_error
-
-        msg = legacy_checkpoint_error(hparams, cls)
-        if msg:
-            raise ValueError(f"ckpt_path={path}: {msg}")
 
 
 class AdvLightningCLI(LightningCLI):
@@ -120,7 +98,7 @@ class AdvLightningCLI(LightningCLI):
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
         if path and path not in ("last", "best", "hpc", "registry") and not str(path).startswith("registry:"):
-            _check_legacy_checkpoint(path)
+            check_legacy_checkpoint(path)
             model = self.config[sub].get("model")
             check_checkpoint(path, getattr(model, "class_path", None))
         super()._parse_ckpt_path()
@@ -281,86 +259,6 @@ def main(args: Optional[list[str]] = None, run: bool = True,
     )
 
 
-#: renamed classes, old class path -> new (besides the first version's top-level ``datamodules.X`` /
-#: ``callbacks.X``, now ``lightning_adv.datamodules.X`` / ``lightning_adv.callbacks.X``)
-RENAMED_CLASS_PATHS = {  # built, not written out: the migration script would rewrite a literal old path
-    f"{module}.{old}": f"{module}.{new}" for module in ("lightning_adv.attacks", "lightning_adv.attacks.whitebox")
-    for old, new in (("PGDAttack", "PGD"), ("FGSMAttack", "FGSM"))
-}
-_OLD_CLASS_PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(map(re.escape, RENAMED_CLASS_PATHS)) +
-                             r")(?!\w)|(?:datamodules|callbacks)\.[A-Za-z_][\w.]*)")
-
-
-def _check_old_class_path(where: str, text: str) -> None:
-    """A renamed class path (:data:`RENAMED_CLASS_PATHS`, the first version's top-level ``datamodules.X`` /
-    ``callbacks.X``), named with the fix."""
-    for line in text.splitlines():
-        if "class_path" not in line and not where.startswith("--"):
-            continue
-        found = _OLD_CLASS_PATH.search(line.split("#")[0])
-        if found:
-            old = found.group(1)
-            new = RENAMED_CLASS_PATHS.get(old, f"lightning_adv.{old}")
-            raise ConfigError(f"{where}: class path {old!r} is now {new!r}; write that "
-                              "(python scripts/migrate_class_paths.py <file> rewrites a config)")
-
-
-def _check_config_files(args: list[str]) -> None:
-    """Each ``--config`` file exists and is valid YAML (jsonargparse's message names neither), and no
-    file or argument uses a class path of the first version's top-level packages."""
-    import yaml
-
-    for flag, value in zip([""] + args, args):
-        if value.startswith("--") and "=" in value:
-            _check_old_class_path(*value.split("=", 1))
-            _check_class_paths(*value.split("=", 1))
-        elif flag.startswith("--") and "=" not in flag and flag != "--config":
-            _check_old_class_path(flag, value)
-            _check_class_paths(flag, value)
-        if flag not in ("--config", "-c"):
-            continue
-        path = Path(value)
-        if not path.is_file():
-            raise ConfigError(f"--config {value}: no such file; give the path of a YAML config (see configs/)")
-        try:
-            yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ConfigError(f"--config {value}: YAML syntax error{where}: {problem}; fix the file") from None
-        _check_old_class_path(f"--config {value}", path.read_text())
-        for key, class_path in _class_path_values(yaml.safe_load(path.read_text())):
-            check_class_path(f"--config {value}: {key}", class_path)
-
-
-def _class_path_values(tree: Any, key: str = "") -> list[tuple[str, str]]:
-    """(dotted key, value) of every ``class_path`` in a loaded YAML tree."""
-    if isinstance(tree, dict):
-        found = [(f"{key}.class_path".lstrip("."), tree["class_path"])] if isinstance(tree.get("class_path"), str) else []
-        return found + [kv for k, v in tree.items() for kv in _class_path_values(v, f"{key}.{k}".lstrip("."))]
-    if isinstance(tree, list):
-        return [kv for i, v in enumerate(tree) for kv in _class_path_values(v, f"{key}[{i}]")]
-    return []
-
-
-def _check_class_paths(flag: str, value: str) -> None:
-    """A class path given on the command line (``--model.objective X``, ``--trainer.logger X``, ``--x.class_path
-    X`` or a ``{class_path: X}`` mapping) imports, else one line with the names that exist."""
-    import yaml
-
-    where = flag.lstrip("-").removesuffix("+").removesuffix(".class_path")
-    if value.lstrip().startswith("{"):
-        try:
-            tree = yaml.safe_load(value)
-        except yaml.YAMLError:
-            return
-        for key, class_path in _class_path_values(tree):
-            check_class_path(f"{where}.{key}", class_path)
-    else:
-        check_class_path(where, value)
-
-
 def _close_process_group() -> None:
     """A finished DDP run closes its process group before the interpreter exits: left to the interpreter's
     shutdown, gloo's worker threads were seen to end a finished 2-rank test run with ``terminate called
@@ -380,7 +278,7 @@ def cli_main(args: Optional[list[str]] = None) -> None:
     try:
         quiet_start()
         argv = resolve_config_args(list(sys.argv[1:] if args is None else args))
-        _check_config_files(argv)
+        check_config_files(argv)
         if args is None:  # the command line itself (LightningCLI warns when given both args and sys.argv)
             sys.argv[1:] = argv
         main(None if args is None else argv, parser_kwargs={"exit_on_error": False})

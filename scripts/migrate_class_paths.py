@@ -10,7 +10,7 @@ them). This script rewrites configs, scripts and notes in place:
 
 * ``class_path: datamodules.CIFAR10DataModule`` -> ``lightning_adv.datamodules.CIFAR10DataModule``
 * ``from callbacks import PGDEvaluation`` -> ``from lightning_adv.callbacks import PGDEvaluation``
-* renamed classes (``lightning_adv.cli.RENAMED_CLASS_PATHS``):
+* renamed classes (``lightning_adv.cli_paths.RENAMED_CLASS_PATHS``):
   ``class_path: lightning_adv.attacks.PGDAttack`` -> ``lightning_adv.attacks.PGD`` (and ``FGSMAttack`` -> ``FGSM``)
 
 Only dotted names that start one of the two packages' known submodules or exported names
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # a checkout that is not installed
 
-from lightning_adv.cli import RENAMED_CLASS_PATHS  # noqa: E402
+from lightning_adv.cli_paths import RENAMED_CLASS_PATHS  # noqa: E402
 
 SUFFIXES = {".py", ".yaml", ".yml", ".md", ".sh", ".txt", ".toml", ".cfg", ".ipynb"}
 

@@ -67,12 +67,13 @@ def test_new_names_resolve_to_the_checkout_folders():
     ["--data", "datamodules.DigitsDataModule"],
 ])
 def test_old_class_paths_are_refused_naming_the_new_one(tmp_path, args):
-    from lightning_adv.cli import ConfigError, _check_config_files
+    from lightning_adv.cli_errors import ConfigError
+    from lightning_adv.cli_paths import check_config_files
 
     old = tmp_path / "old.yaml"
     old.write_text("data:\n  class_path: datamodules.DigitsDataModule\n")
     with pytest.raises(ConfigError, match=r"is now 'lightning_adv\.(datamodules|callbacks)\..*migrate_class_paths"):
-        _check_config_files(["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+        check_config_files(["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"),
                              *[a.format(old=old) for a in args]])
 
 
@@ -81,7 +82,8 @@ def test_old_class_paths_are_refused_naming_the_new_one(tmp_path, args):
 def test_renamed_attack_classes_are_refused_and_migrated(tmp_path, old, new):
     """The aliases ``PGDAttack`` / ``FGSMAttack`` are gone: a config, an argument or a checkpoint that names one gets
     the one line with today's name, and the migration script rewrites it."""
-    from lightning_adv.cli import ConfigError, _check_config_files, _check_legacy_checkpoint
+    from lightning_adv.cli_errors import ConfigError
+    from lightning_adv.cli_paths import check_config_files, check_legacy_checkpoint
 
     text = f"trainer:\n  callbacks:\n    - class_path: lightning_adv.callbacks.AttackSuiteEvaluation\n      init_args:\n" \
            f"        attacks:\n          - {{class_path: {old}, init_args: {{eps: 0.1}}}}\n"
@@ -89,9 +91,9 @@ def test_renamed_attack_classes_are_refused_and_migrated(tmp_path, old, new):
     config.write_text(text)
     expected = rf"class path '{old}' is now '{new}'; write that .*migrate_class_paths"
     with pytest.raises(ConfigError, match=rf"^--config {config}: {expected}"):
-        _check_config_files(["test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--config", str(config)])
+        check_config_files(["test", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--config", str(config)])
     with pytest.raises(ConfigError, match=rf"^--model.objective.init_args.attack: {expected}"):
-        _check_config_files(["fit", "--model.objective.init_args.attack", old])
+        check_config_files(["fit", "--model.objective.init_args.attack", old])
     ckpt = tmp_path / "old.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {
         "_class_path": "lightning_adv.modules.AdvTraining",
@@ -99,7 +101,7 @@ def test_renamed_attack_classes_are_refused_and_migrated(tmp_path, old, new):
             "class_path": old, "init_args": {"eps": 0.1}}}}}}, ckpt)
     with pytest.raises(ConfigError, match=rf"^ckpt_path={ckpt}: hyper_parameters.objective.init_args.attack.class_path: "
                                           rf"{expected}"):
-        _check_legacy_checkpoint(str(ckpt))
+        check_legacy_checkpoint(str(ckpt))
     assert migrate.migrate_text(text) == text.replace(old, new)
     assert migrate.migrate_text(f"{old}X x.{old}") == f"{old}X x.{old}"  # other names stay
 
