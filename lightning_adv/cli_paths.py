@@ -58,15 +58,16 @@ def check_config_files(args: list[str]) -> None:
         path = Path(value)
         if not path.is_file():
             raise ConfigError(f"--config {value}: no such file; give the path of a YAML config (see configs/)")
+        text = path.read_text()
         try:
-            yaml.safe_load(path.read_text())
+            tree = yaml.safe_load(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"--config {value}: YAML syntax error{where}: {problem}; fix the file") from None
-        _check_old_class_path(f"--config {value}", path.read_text())
-        for key, class_path in _class_path_values(yaml.safe_load(path.read_text())):
+        _check_old_class_path(f"--config {value}", text)
+        for key, class_path in _class_path_values(tree):
             check_class_path(f"--config {value}: {key}", class_path)
 
 
