@@ -22,8 +22,9 @@ every optimiser step) with what the project needs on top:
   ``current_model_state`` of the final ``last.ckpt`` (a resumed run would continue from the average).
   Here the raw weights are kept for that checkpoint, swaps and restores happen only while fitting,
   and the epoch of the last update is saved with the step;
-* **refusal** of objectives that perturb the weights inside a step (AWP): callbacks'
-  ``on_train_batch_end`` runs before the module's, which takes the perturbation off.
+* **AWP**: an objective that perturbs the weights inside a step (``AWP``) takes the perturbation off
+  in the module's ``optimizer_step``, before any callback's ``on_train_batch_end``, so the average is
+  of the unperturbed weights (with gradient accumulation the batches without a step are not averaged).
 
 Logged: ``ema/updates`` (number of averaging updates so far, per epoch).
 """
@@ -97,10 +98,6 @@ class EMA(WeightAveraging):
         return trainer.state.fn == "fit"
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        objective = getattr(pl_module, "objective", None)
-        if stage == "fit" and getattr(objective, "perturbs_weights", False):
-            raise ValueError(f"EMA cannot average {type(objective).__name__} training: its weight perturbation is "
-                             "taken off after the callbacks' on_train_batch_end; remove the EMA callback or use PGDAT")
         self._raw_at_end = None
         super().setup(trainer, pl_module, stage)
 

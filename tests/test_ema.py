@@ -117,8 +117,36 @@ def test_checkpoints_test_and_resume_keep_the_average(tmp_path):
 def test_refusals():
     with pytest.raises(ValueError, match="EMA.decay=1.0"):
         EMA(decay=1.0)
-    module = AdvTraining(arch="small_cnn", in_channels=1, objective=AWP())
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         callbacks=[EMA()])
-    with pytest.raises(ValueError, match="EMA cannot average AWP"):
-        trainer.fit(module, DigitsDataModule())
+
+
+class StepStart(pl.Callback):
+    """The weights at the start of each training batch (the previous step's unperturbed result) and at the
+    end of training (before the EMA callback, listed after this one, swaps the average in)."""
+
+    def __init__(self):
+        self.states = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.states.append(copy.deepcopy(pl_module.state_dict()))
+
+    def on_train_end(self, trainer, pl_module):
+        self.states.append(copy.deepcopy(pl_module.state_dict()))
+
+
+def test_awp_training_averages_the_unperturbed_weights(tmp_path):
+    """AWP perturbs the weights inside each step; the module takes the perturbation off in its
+    ``optimizer_step``, so the average is of the weights each step ends with (the next step starts from
+    them), not of perturbed ones. Fails if the perturbation is taken off after the callbacks'
+    ``on_train_batch_end`` (the average would hold it)."""
+    pl.seed_everything(0)
+    steps, ema, starts = 4, EMA(decay=0.8), StepStart()
+    module = AdvTraining(arch="small_cnn", in_channels=1, optim={"optimizer": "sgd", "lr": 0.05},
+                         objective=AWP(inner={"class_path": "lightning_adv.objectives.TRADES",
+                                              "init_args": {"attack": {"eps": 0.1, "steps": 1, "step_size": 0.1}}},
+                                       gamma=0.05))
+    trainer = quiet_trainer(tmp_path, callbacks=[starts, ema], max_steps=steps, limit_val_batches=0)
+    trainer.fit(module, DigitsDataModule(batch_size=32))
+    assert len(starts.states) == steps + 1
+    manual = _manual_ema(starts.states[1:], 0.8)  # the weights after steps 1..4
+    for k, v in ema.averaged_state().items():
+        assert torch.allclose(v.float(), manual[k].float(), atol=1e-6), k

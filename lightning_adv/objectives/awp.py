@@ -67,8 +67,6 @@ class AWP(Objective[ClassifierModule]):
         warmup_epochs: epochs trained with ``inner`` alone before AWP starts (official: 0).
     """
 
-    perturbs_weights = True
-
     def __init__(self, inner: Objective = PGDAT(), gamma: float = 0.01, warmup_epochs: int = 0) -> None:
         inner = Objective.coerce(inner, "objective.inner")
         if not isinstance(inner, (PGDAT, TRADES)):

@@ -92,9 +92,6 @@ class Objective(Generic[ModuleT]):
     free: bool = False
     #: trains on soft labels ``(B, C)`` (CutMix / MixUp batches, ``data.mix``); others are refused
     soft_labels: bool = False
-    #: changes the weights inside a step and restores them right after the optimiser step (AWP; the module's
-    #: ``optimizer_step``), before any callback's ``on_train_batch_end`` can save or average them
-    perturbs_weights: bool = False
 
     def soft_label_refusal(self) -> Optional[str]:
         """Why this objective cannot train on soft labels (``data.mix``) and what would, or None when it can."""
