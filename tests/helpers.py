@@ -1,5 +1,5 @@
-"""Plumbing the test files share: repo paths and config lists, quiet Trainers, seeded fits, ``train.py`` in a
-subprocess (DDP runs with the callbacks of ``tests/probes``). Fixtures live in ``conftest.py``; a test file
+"""Plumbing the test files share: repo paths and config lists, quiet Trainers, seeded fits, ``train.py`` forked
+from the test process (DDP runs with the callbacks of ``tests/probes``). Fixtures live in ``conftest.py``; a test file
 imports what it shares from here, never from another test file (``tests/`` is on ``sys.path``: pyproject's
 ``[tool.pytest.ini_options] pythonpath``)."""
 from __future__ import annotations
@@ -285,7 +285,8 @@ def _fresh_process_state(env: dict[str, str]) -> None:
 
 
 def run_ddp(tmp_path: Path, *extra: str, config: str = "configs/quickstart.yaml") -> list[dict]:
-    """``train.py fit`` of ``config`` for one epoch in 2 gloo processes, with the PGD evaluator and
+    """``train.py fit`` of ``config`` for one epoch in 2 gloo processes (rank 0 forked by :func:`fork_train_py`,
+    rank 1 a fresh ``python train.py`` started by Lightning's launcher), with the PGD evaluator and
     ``probes.ranks.RankProbe``; the records the two ranks wrote."""
     import json
 
