@@ -181,7 +181,9 @@ def fork_train_py(*args: str, expect: Optional[int] = 0, kill_when: Optional[Cal
                     sel.unregister(key.fd)
                     os.close(key.fd)
     returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    out, err = (b"".join(chunks[fd]).decode(errors="replace") for fd in (out_r, err_r))
+    # decoded with universal newlines, as subprocess.run(text=True) does (a progress bar's \r become \n)
+    out, err = (b"".join(chunks[fd]).decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+                for fd in (out_r, err_r))
     assert not timed_out, f"train.py timed out after {timeout} s: " + out[-3000:] + err[-5000:]
     assert expect is None or returncode == expect, f"exit status {returncode}: " + out[-3000:] + err[-5000:]
     return subprocess.CompletedProcess(argv, returncode, out, err)
