@@ -1,5 +1,5 @@
-"""Plumbing the test files share: repo paths and config lists, quiet Trainers, seeded fits, ``train.py`` in a
-subprocess (DDP runs with the callbacks of ``tests/probes``). Fixtures live in ``conftest.py``; a test file
+"""Plumbing the test files share: repo paths and config lists, quiet Trainers, seeded fits, ``train.py`` forked
+from the test process (DDP runs with the callbacks of ``tests/probes``). Fixtures live in ``conftest.py``; a test file
 imports what it shares from here, never from another test file (``tests/`` is on ``sys.path``: pyproject's
 ``[tool.pytest.ini_options] pythonpath``)."""
 from __future__ import annotations
@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import traceback
+import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional
 
 import pytest
 
@@ -133,17 +135,160 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]), OMP_NUM_THREADS="1", **extra)
 
 
-def run_train_py(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """``python train.py *args`` in the checkout with :func:`subprocess_env` (``env`` adds variables); fails the
-    test with the end of its output unless it exits 0."""
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(**env),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
+def fork_train_py(*args: str, expect: Optional[int] = 0, kill_when: Optional[Callable[[], bool]] = None,
+                  timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """What ``python train.py *args`` in the checkout with :func:`subprocess_env` (``env`` adds variables) does,
+    forked from the test process so that it skips a fresh interpreter's ~5 s of imports (the child is made to
+    look like that process: :func:`_become_train_py`; under DDP, Lightning's launcher starts rank 1 as a fresh
+    ``python train.py ...``). Its stdout and stderr (rank 1's too) are read until every writer is gone, as
+    ``subprocess.run`` does. It runs in a process group of its own, killed whole (SIGKILL, exit status -9) once
+    ``kill_when()`` is true (polled every 0.2 s). Fails the test with the end of the output after ``timeout``
+    seconds, or unless the exit status is ``expect`` (None: any)."""
+    import selectors
+    import signal
+    import time
+
+    argv, full_env = [str(REPO / "train.py"), *args], subprocess_env(**env)
+    (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        os.close(out_r)
+        os.close(err_r)
+        _become_train_py(argv, full_env, out_w, err_w)
+    try:
+        os.setpgid(pid, pid)  # as the child does: a group of its own before anything can kill it
+    except OSError:
+        pass
+    os.close(out_w)
+    os.close(err_w)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    deadline, killed, timed_out = time.monotonic() + timeout, False, False
+    with selectors.DefaultSelector() as sel:
+        for fd in chunks:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            if not killed and ((kill_when is not None and kill_when()) or time.monotonic() > deadline):
+                timed_out, killed = time.monotonic() > deadline, True
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for key, _ in sel.select(0.2):
+                data = os.read(key.fd, 1 << 16)
+                if data:
+                    chunks[key.fd].append(data)
+                else:
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+    returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    # decoded with universal newlines, as subprocess.run(text=True) does (a progress bar's \r become \n)
+    out, err = (b"".join(chunks[fd]).decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+                for fd in (out_r, err_r))
+    assert not timed_out, f"train.py timed out after {timeout} s: " + out[-3000:] + err[-5000:]
+    assert expect is None or returncode == expect, f"exit status {returncode}: " + out[-3000:] + err[-5000:]
+    return subprocess.CompletedProcess(argv, returncode, out, err)
+
+
+def _become_train_py(argv: list[str], env: dict[str, str], out_fd: int, err_fd: int) -> NoReturn:
+    """In the forked child: run ``lightning_adv.cli.cli_main`` as ``python train.py`` would, then ``os._exit``.
+    What the child inherits from the pytest worker is set as a fresh interpreter has it: the environment, the
+    working directory, ``sys.argv`` and a ``__main__`` without a module spec (from which Lightning's launcher
+    builds rank 1's command line), stdout/stderr on ``out_fd``/``err_fd`` (not pytest's capture), its own
+    process group, default signal handlers, no faulthandler, the default warning filters plus
+    ``PYTHONWARNINGS`` (pytest records warnings in a list), logging without pytest's handlers (Lightning's
+    to stderr, as when imported with none), one torch thread (before any OpenMP work: forking after a
+    multi-threaded OpenMP region can hang) and torch's default dtype, grad mode and algorithm flags.
+    ``sys.exit`` becomes the exit status; an uncaught exception prints its traceback and exits 1. No atexit
+    handler runs (they are pytest's)."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)
+        sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1,
+                                           closefd=False)
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(REPO)
+        sys.argv = argv
+        main = types.ModuleType("__main__")
+        main.__file__ = argv[0]
+        sys.modules["__main__"] = main
+        _fresh_process_state(env)
+        from lightning_adv.cli import cli_main
+
+        cli_main()
+        code = 0
+    except SystemExit as stop:
+        code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+        if code == 1 and not isinstance(stop.code, int):  # sys.exit("message")
+            print(stop.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001  (what the interpreter does with an uncaught exception)
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        os._exit(code)
+
+
+def _fresh_process_state(env: dict[str, str]) -> None:
+    """Signals, faulthandler, warnings, logging and torch's global state as in a fresh interpreter (see
+    :func:`_become_train_py`)."""
+    import faulthandler
+    import importlib
+    import logging
+    import signal
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(1)
+    fresh = {signal.SIGINT: signal.default_int_handler, signal.SIGPIPE: signal.SIG_IGN, signal.SIGXFSZ: signal.SIG_IGN}
+    for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+        try:
+            signal.signal(sig, fresh.get(sig, signal.SIG_DFL))
+        except (OSError, ValueError):
+            pass
+    faulthandler.disable()  # pytest's, writing to the worker's stderr
+    if env.get("PYTHONFAULTHANDLER"):
+        faulthandler.enable()
+    # the interpreter's default filters, then -W / PYTHONWARNINGS on top (applied by the reload, which also
+    # puts back warnings.showwarning: pytest's catch_warnings records warnings instead of printing them)
+    sys.warnoptions[:] = [opt for opt in env.get("PYTHONWARNINGS", "").split(",") if opt]
+    warnings.resetwarnings()
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category, append=True)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    importlib.reload(warnings)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    for logger in [root, *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]:
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:  # made with the stderr of their import (pytest's capture)
+                handler.setStream(sys.stderr)
+    for name in ("lightning.pytorch", "lightning.fabric"):  # imported with no root handler, each has its own
+        logger = logging.getLogger(name)
+        if name in sys.modules and not logger.handlers:
+            logger.addHandler(logging.StreamHandler())
+            logger.propagate = False
+    torch.set_default_dtype(torch.float32)
+    torch.set_grad_enabled(True)
+    torch.use_deterministic_algorithms(False)
+    torch.autograd.set_detect_anomaly(False)
+    torch.set_float32_matmul_precision("highest")
 
 
 def run_ddp(tmp_path: Path, *extra: str, config: str = "configs/quickstart.yaml") -> list[dict]:
-    """``train.py fit`` of ``config`` for one epoch in 2 gloo processes, with the PGD evaluator and
+    """``train.py fit`` of ``config`` for one epoch in 2 gloo processes (rank 0 forked by :func:`fork_train_py`,
+    rank 1 a fresh ``python train.py`` started by Lightning's launcher), with the PGD evaluator and
     ``probes.ranks.RankProbe``; the records the two ranks wrote."""
     import json
 
@@ -155,7 +300,7 @@ def run_ddp(tmp_path: Path, *extra: str, config: str = "configs/quickstart.yaml"
         "    - class_path: probes.ranks.RankProbe\n"
         f"      init_args: {{out_dir: {tmp_path / 'probe'}}}\n"
     )
-    run_train_py("fit", "--config", config, "--config", str(probe_cfg), "--trainer.accelerator", "cpu",
+    fork_train_py("fit", "--config", config, "--config", str(probe_cfg), "--trainer.accelerator", "cpu",
                  "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_epochs", "1",
                  "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                  "--trainer.default_root_dir", str(tmp_path), *extra)

@@ -327,7 +327,9 @@ def test_hessian_under_two_gloo_processes_equals_the_full_data_hessian(tmp_path)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = str(tmp_path / "rank0.pt")
-    mp.spawn(_gloo_worker, args=(2, port, out), nprocs=2, join=True)
+    # forked, not spawned: two fresh interpreters would spend ~5 s each importing torch (the worker sets one thread
+    # before any OpenMP work)
+    mp.start_processes(_gloo_worker, args=(2, port, out), nprocs=2, join=True, start_method="fork")
     got = torch.load(out, weights_only=True)
     net, x, y = _hessian_data()
     whole = DatasetHessian(net, [(x, y)])

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from lightning_adv.callbacks import AttackSuiteEvaluation
-from helpers import REPO, subprocess_env
+from helpers import REPO, fork_train_py
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import FGSM, PGD, FewShotLearnerModule
 from lightning_adv.cli import main
@@ -112,14 +110,11 @@ def test_ddp_report_covers_every_test_example_once(tmp_path):
         f"        output_dir: {tmp_path / 'report'}\n        cascade: false\n        attacks:\n"
         "          - {class_path: lightning_adv.attacks.FGSM, init_args: {eps: 0.15, name: fgsm}}\n"
         "          - {class_path: lightning_adv.attacks.PGD, init_args: {eps: 0.15, steps: 3, name: pgd3}}\n")
-    cmd = [sys.executable, "train.py", "test", "--config", "configs/quickstart.yaml", "--config", str(suite_cfg),
-           "--data.test_size", str(test_size), "--data.eval_batch_size", "16",
-           "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
-           "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-           "--trainer.default_root_dir", str(tmp_path)]
-    env = subprocess_env(MKL_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    proc = fork_train_py("test", "--config", "configs/quickstart.yaml", "--config", str(suite_cfg),
+                         "--data.test_size", str(test_size), "--data.eval_batch_size", "16",
+                         "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                         "--trainer.default_root_dir", str(tmp_path), MKL_NUM_THREADS="1")
     data = json.loads((tmp_path / "report" / "attack_suite.json").read_text())
     assert data["n"] == n
     examples = list(csv.DictReader(open(tmp_path / "report" / "attack_suite_examples.csv")))

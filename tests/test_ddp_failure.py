@@ -1,25 +1,21 @@
 """A 2-process DDP run (gloo, CPU) where one rank fails ends on every rank with that rank's error, in
-bounded time (the subprocess has a timeout: a hang fails the test)."""
+bounded time (the run has a timeout: a hang fails the test)."""
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 
-from helpers import REPO, subprocess_env
+from helpers import fork_train_py
 
 pytestmark = pytest.mark.ddp
 
 
 def test_one_rank_fails_all_ranks_report_it(tmp_path):
-    cmd = [sys.executable, "train.py", "fit", "--config", "configs/quickstart.yaml", "--trainer.accelerator", "cpu",
-           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_epochs", "1",
-           "--trainer.limit_val_batches", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-           "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=probes.faults.FailOnRank",
-           "--trainer.callbacks.rank", "1", "--trainer.callbacks.step", "2"]
-    env = subprocess_env()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = fork_train_py("fit", "--config", "configs/quickstart.yaml", "--trainer.accelerator", "cpu",
+                         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_epochs", "1",
+                         "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
+                         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+                         "--trainer.callbacks+=probes.faults.FailOnRank", "--trainer.callbacks.rank", "1",
+                         "--trainer.callbacks.step", "2", expect=None, timeout=300)
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     # rank 0 (this process) and rank 1 (its child, same stderr) both end with rank 1's error

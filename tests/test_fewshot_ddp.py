@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_train_py
+from helpers import fork_train_py
 
 pytestmark = pytest.mark.ddp
 EPISODES = 8
@@ -17,7 +17,7 @@ def _run(tmp_path: Path, subcommand: str, *extra: str) -> subprocess.CompletedPr
     probe = tmp_path / "probe.yaml"
     probe.write_text("trainer:\n  callbacks:\n    - class_path: probes.episodes.EpisodeProbe\n"
                      f"      init_args: {{out_dir: {tmp_path / 'probe'}}}\n")
-    return run_train_py(subcommand, "--config", "configs/aq_omniglot_minimal.yaml", "--config",
+    return fork_train_py(subcommand, "--config", "configs/aq_omniglot_minimal.yaml", "--config",
            str(probe), "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
            "--trainer.default_root_dir", str(tmp_path), "--data.data_dir", str(tmp_path / "data"),

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import run_train_py
+from helpers import fork_train_py
 
 pytestmark = pytest.mark.ddp
 
@@ -43,7 +43,7 @@ def test_hessian_callback_under_ddp_equals_the_single_process_computation(tmp_pa
 
     cfg = tmp_path / "hessian_ddp.yaml"
     cfg.write_text(CONFIG.format(out=tmp_path / "probe"))
-    run_train_py("fit", "--config", str(cfg), "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+    fork_train_py("fit", "--config", str(cfg), "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
                  "--trainer.devices", "2", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
                  "--trainer.default_root_dir", str(tmp_path))
     r0, r1 = (json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in range(2))

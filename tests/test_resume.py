@@ -10,17 +10,13 @@ run are in-process (same thread count, CPU). Runs are tiny (digits / the vendore
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import signal
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import REPO
+from helpers import REPO, fork_train_py
 from lightning_adv.cli import main
 
 QUICK = str(REPO / "configs" / "quickstart.yaml")
@@ -83,37 +79,16 @@ def _case(name: str, tmp: Path) -> tuple[list[str], int]:
             "--model.eval_attack.steps", "1", "--checkpoint.every_n_train_steps", "3"], 3
 
 
-def _train_py(argv: list[str], err: Path) -> None:
-    """What ``python train.py <argv>`` runs (cwd the checkout, one thread), in the forked child; its stdout is
-    discarded and its stderr goes to ``err``."""
-    from lightning_adv.cli import cli_main
-
-    out_fd, err_fd = os.open(os.devnull, os.O_WRONLY), os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
-    sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # not the test's capture
-    os.chdir(REPO)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    sys.argv = [str(REPO / "train.py"), *argv]
-    cli_main()
-
-
 def _killed_run(args: list[str], root: Path, step: int, common: list[str] = COMMON,
                 last: Path = Path("checkpoints") / "last.ckpt") -> Path:
     """Run train.py fit in a forked process, SIGKILL it once step ``step``'s checkpoint (``root / last``) is on disk."""
-    flag, err = root / "paused", root.with_name(f"{root.name}-stderr.txt")
+    flag = root / "paused"
     argv = ["fit", *args, *common, "--trainer.default_root_dir", str(root), "--trainer.callbacks+=probes.faults.PauseAt",
             "--trainer.callbacks.step", str(step), "--trainer.callbacks.flag", str(flag)]
-    proc = multiprocessing.get_context("fork").Process(target=_train_py, args=(argv, err), daemon=True)
-    proc.start()
-    deadline = time.monotonic() + 240
-    while not flag.exists() and proc.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if not proc.is_alive():
-        raise AssertionError(f"train.py ended before the kill: {err.read_text()[-2000:]}")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.join(30)
-    assert proc.exitcode == -signal.SIGKILL
+    proc = fork_train_py(*argv, expect=None, kill_when=flag.exists, timeout=240)
+    if not flag.exists():
+        raise AssertionError(f"train.py ended before the kill: {proc.stderr[-2000:]}")
+    assert proc.returncode == -signal.SIGKILL
     last = root / last
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert saved["global_step"] == step  # the kill came after this mid-epoch checkpoint, before the next one
