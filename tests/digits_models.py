@@ -29,11 +29,10 @@ ADAM = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="const
 
 
 def build_module(kind: str):
-    """The untrained module of ``kind`` (weights drawn with seed 0): a Classifier, or AdvTraining with
-    PGDAT(PGD(eps 0.15, 5 steps of eps / 2.5, the model in train mode while attacked))."""
+    """The untrained module of ``kind``: a Classifier, or AdvTraining with PGDAT(PGD(eps 0.15, 5 steps of
+    eps / 2.5, the model in train mode while attacked))."""
     if kind not in KINDS:
         raise ValueError(f"digits model kind={kind!r}: use one of {KINDS}")
-    pl.seed_everything(0, verbose=False)
     if kind == "natural":
         return Classifier(arch="small_cnn", in_channels=1, optim=ADAM)
     attack = PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")
@@ -41,10 +40,12 @@ def build_module(kind: str):
 
 
 def train(kind: str, root: Path) -> dict[str, torch.Tensor]:
-    """The backbone's state dict after ``EPOCHS`` seeded epochs on digits (batch 64), on one torch thread."""
+    """The backbone's state dict after ``EPOCHS`` epochs on digits (batch 64), on one torch thread, seeded with 0
+    before the weights are drawn and again before the fit."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        pl.seed_everything(0, verbose=False)
         module = seeded_fit(build_module(kind), DigitsDataModule(batch_size=64), EPOCHS, root)
     finally:
         torch.set_num_threads(threads)
