@@ -18,7 +18,8 @@ Rows (docs/precision.md, benchmarks/README.md):
 Timings are reported, never asserted (a shared or throttled GPU is slow, not wrong). A row
 FAILs when its run raises or its check does not hold; any FAIL makes the exit status 1 and is
 named under the table. ``--dry-run`` runs the same code paths on CPU with tiny sizes
-(``compile`` with ``aot_eager`` there, inductor being slow on CPU); tests/test_gpu_check.py runs it.
+(``compile`` with ``aot_eager`` there, inductor being slow on CPU; ``ddp_fit`` calls train.py's
+``cli_main`` in this process rather than in a fresh interpreter); tests/test_gpu_check.py runs it.
 """
 from __future__ import annotations
 
@@ -144,24 +145,56 @@ def option_row(cfg: dict[str, Any], extra: list[str], compute: ComputeConfig, st
 
 
 # --------------------------------------------------------------------------- DDP fit
+def _fit_here(args: list[str]) -> tuple[int, str]:
+    """``python train.py *args`` in this process (the dry run: a fresh interpreter's imports cost more than the
+    tiny fit): train.py's ``cli_main()`` with ``sys.argv`` set as train.py would see it. The exit status and what
+    it wrote to stderr; ``sys.argv`` and the environment that Lightning's DDP launcher sets (MASTER_ADDR, ranks)
+    are restored afterwards (``cli_main`` closes the process group)."""
+    import contextlib
+    import io
+
+    from lightning_adv.cli import cli_main
+
+    argv, env, err = list(sys.argv), dict(os.environ), io.StringIO()
+    sys.argv = [str(ROOT / "train.py"), *args]
+    try:
+        with contextlib.redirect_stderr(err):
+            cli_main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(env)
+    sys.stderr.write(err.getvalue())
+    return code, err.getvalue()
+
+
 def ddp_row(cfg: dict[str, Any]) -> tuple[str, str, bool]:
+    """``train.py fit`` with DDP on one device: a fresh interpreter on the GPU; in the dry run train.py's
+    ``cli_main`` in this process (the same CLI, Trainer, DDPStrategy, gloo process group and checkpoint)."""
     dry = cfg["device"] == "cpu"
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs" / "quickstart.yaml"),
-               "--trainer.strategy", "ddp", "--trainer.devices", "1",
-               "--trainer.accelerator", "cpu" if dry else "gpu", "--trainer.max_epochs", "1" if dry else "2",
-               "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-               "--trainer.default_root_dir", tmp]
+        args = ["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+                "--trainer.strategy", "ddp", "--trainer.devices", "1",
+                "--trainer.accelerator", "cpu" if dry else "gpu", "--trainer.max_epochs", "1" if dry else "2",
+                "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                "--trainer.default_root_dir", tmp]
         if dry:
-            cmd += ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-                    "--trainer.num_sanity_val_steps", "0"]
+            args += ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+                     "--trainer.num_sanity_val_steps", "0"]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if dry:
+            code, output = _fit_here(args)
+        else:
+            proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            code, output = proc.returncode, proc.stderr or proc.stdout
         ckpt = Path(tmp) / "checkpoints" / "last.ckpt"
-        if proc.returncode != 0 or not ckpt.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            return "failed", f"exit {proc.returncode}, checkpoint {'written' if ckpt.exists() else 'missing'}: " \
+        if code != 0 or not ckpt.exists():
+            tail = output.strip().splitlines()[-1:] or ["no output"]
+            return "failed", f"exit {code}, checkpoint {'written' if ckpt.exists() else 'missing'}: " \
                              f"{tail[0][:150]}", False
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         return "finished", f"{time.perf_counter() - t0:.0f} s, {ckpt.name} read with weights_only=True " \

@@ -50,6 +50,20 @@ def digits_split():
 
 
 @pytest.fixture(scope="session")
+def digits_models(request, tmp_path_factory):
+    """The digits models of tests/digits_models.py (natural, PGD-AT), trained once per session: in a folder of this
+    session common to its xdist workers (the controller's base temporary folder; ``-n 0``: this session's own),
+    so an earlier session's models are never reused."""
+    from digits_models import DigitsModels
+
+    base = tmp_path_factory.getbasetemp()
+    workerinput = getattr(request.config, "workerinput", None)
+    if workerinput is not None:  # xdist: <controller's basetemp>/popen-gwN
+        base = base.parent
+    return DigitsModels(base / "digits-models", workerinput["workerid"] if workerinput else "main")
+
+
+@pytest.fixture(scope="session")
 def standin_root(tmp_path_factory) -> Path:
     """CIFAR-10/100 and (Fashion-)MNIST stand-ins, read by the real torchvision loaders."""
     from lightning_adv.datamodules import write_cifar_standin, write_mnist_standin

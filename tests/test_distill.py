@@ -8,13 +8,14 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from digits_models import ADAM, EPS
 from helpers import quiet_trainer, seeded_fit
 from lightning_adv.datamodules import CIFAR10DataModule, DigitsDataModule
 from lightning_adv.attacks import PGD, cross_entropy_loss, kl_loss
 from lightning_adv.attacks.threat import LinfThreat
 from lightning_adv.models import create_model
 from lightning_adv import objectives
-from lightning_adv.modules import AdvTraining, Classifier, FreeReplay, OptimConfig, distillation_kl, load_teacher
+from lightning_adv.modules import Classifier, FreeReplay, OptimConfig, distillation_kl, load_teacher
 from lightning_adv.modules import KnowledgeDistillation as DistillModule
 
 _OBJECTIVE_ARGS = {"temperature", "alpha", "kl_reduction", "attack", "attack_loss", "attack_temperature",
@@ -40,7 +41,6 @@ def _distiller(objective_cls):
 
 KnowledgeDistillation, ARD, FastARD = (_distiller(o) for o in (objectives.KD, objectives.ARD, objectives.FastARD))
 
-ADAM = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant")
 DIGITS = dict(arch="small_cnn", arch_kwargs={"width": 8}, num_classes=10, in_channels=1, teacher_arch="small_cnn",
               teacher_arch_kwargs={"width": 8})
 
@@ -439,9 +439,6 @@ def test_fast_ard_perturbation_survives_checkpoint_and_resume(tmp_path):
 # learning on digits
 # ------------------------------------------------------------------------------------
 
-EPS = 0.15  # digits: 16 grey levels, as in tests/test_learning.py
-
-
 def _accuracies(model: nn.Module, eps: float = EPS) -> tuple[float, float]:
     dm = DigitsDataModule()
     dm.setup("test")
@@ -455,22 +452,13 @@ def _accuracies(model: nn.Module, eps: float = EPS) -> tuple[float, float]:
 
 
 @pytest.fixture(scope="module")
-def digits_teachers(tmp_path_factory):
-    """A naturally trained and a PGD-trained small CNN, saved as raw state dicts."""
-    root = tmp_path_factory.mktemp("teachers")
-    natural = seeded_fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), DigitsDataModule(batch_size=64), 10,
-                         root)
-    attack = PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train")
-    robust = seeded_fit(AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=objectives.PGDAT(attack)),
-                        DigitsDataModule(batch_size=64), 10, root)
-    paths = {}
-    for name, module in (("natural", natural), ("robust", robust)):
-        paths[name] = root / f"{name}.pt"
-        torch.save(module.model.state_dict(), paths[name])
-    acc = {name: _accuracies(m.model) for name, m in (("natural", natural), ("robust", robust))}
+def digits_teachers(digits_models):
+    """The session's naturally trained and PGD-trained small CNNs (tests/digits_models.py), as raw state-dict files."""
+    kinds = {"natural": "natural", "robust": "pgd"}
+    acc = {name: _accuracies(digits_models.model(kind)) for name, kind in kinds.items()}
     print(f"teachers (clean, robust): {acc}")
     assert acc["natural"][1] < 0.3 and acc["robust"][1] > 0.5
-    return paths
+    return {name: digits_models.path(kind) for name, kind in kinds.items()}
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,21 @@ import os
 import pytest
 import torch
 
+from digits_models import ADAM, EPS
 from helpers import seeded_fit
 from lightning_adv.datamodules import DigitsDataModule, FashionMNISTDataModule
 from lightning_adv.attacks import PGD
-from lightning_adv.modules import AdvTraining, Classifier, OptimConfig
+from lightning_adv.modules import AdvTraining, Classifier
 from lightning_adv.objectives import AWP, MART, PGDAT, TRADES, Free
 
 pytestmark = pytest.mark.slow
 
-EPS = 0.15  # digits have 16 grey levels: 0.15 is about 2.4 levels
-ADAM = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0, scheduler="constant")
 
-
-def _accuracies(module, dataset, eps: float, n: int = 2000) -> tuple[float, float]:
+def _accuracies(model, dataset, eps: float, n: int = 2000) -> tuple[float, float]:
     n = min(n, len(dataset))
     xs, ys = zip(*[dataset[i] for i in range(n)])
     x, y = torch.stack(xs), torch.tensor(ys)
-    model = module.model.eval()
+    model = model.eval()
     torch.manual_seed(0)
     x_adv = PGD(eps=eps, steps=20, step_size=eps / 8)(model, x, y)
     with torch.no_grad():
@@ -35,41 +33,44 @@ def _accuracies(module, dataset, eps: float, n: int = 2000) -> tuple[float, floa
     return clean, robust
 
 
-@pytest.fixture(scope="module")
-def digits_natural(tmp_path_factory):
+def _digits_test():
     dm = DigitsDataModule(batch_size=64)
-    module = seeded_fit(Classifier(arch="small_cnn", in_channels=1, optim=ADAM), dm, 10, tmp_path_factory.mktemp("nat"))
     dm.setup("test")
-    clean, robust = _accuracies(module, dm.test_dataset, EPS)
+    return dm.test_dataset
+
+
+@pytest.fixture(scope="module")
+def digits_natural(digits_models):
+    """The session's natural small CNN (tests/digits_models.py: 10 epochs of Adam, batch 64): accurate, not robust."""
+    clean, robust = _accuracies(digits_models.model("natural"), _digits_test(), EPS)
     assert clean > 0.9, clean
     assert robust < 0.3, robust  # a natural model is not robust
     return clean, robust
 
 
 @pytest.mark.parametrize("method", ["pgd", "trades", "free", "mart", "awp"])
-def test_adversarial_training_beats_natural_on_digits(method, digits_natural, tmp_path):
+def test_adversarial_training_beats_natural_on_digits(method, digits_natural, digits_models, tmp_path):
     nat_clean, nat_robust = digits_natural
-    if method == "free":
-        module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=Free(eps=EPS, replays=4))
-        epochs = 3  # 12 replays of each batch
+    if method == "pgd":  # the session's PGD-AT model: PGDAT(PGD(eps, 5 steps of eps / 2.5, bn_mode train)), 10 epochs
+        model = digits_models.model("pgd")
     else:
-        official = PGD(eps=EPS, steps=5, step_size=EPS / 2.5, random_start=False, start_sigma=0.001)
-        if method == "trades":
-            objective = TRADES(attack=official)
-        elif method == "mart":  # Wang et al. 2020 (objectives.MART), its official attack settings
-            objective = MART(attack=official)
-        elif method == "awp":  # Wu et al. 2020: AWP on top of TRADES, the official TRADES-AWP gamma 0.005
-            objective = AWP(inner=TRADES(attack=official), gamma=0.005)
+        if method == "free":
+            module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=Free(eps=EPS, replays=4))
+            epochs = 3  # 12 replays of each batch
         else:
-            objective = PGDAT(attack=PGD(eps=EPS, steps=5, step_size=EPS / 2.5, bn_mode="train"))
-        module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=objective)
-        # AWP (an extra weight ascent per step) passes the same bar in 5 epochs: clean 0.96, robust 0.66 against the
-        # natural model's 0.09 when measured (10 epochs: 0.98 / 0.76), at half the cost
-        epochs = 5 if method == "awp" else 10
-    dm = DigitsDataModule(batch_size=64)
-    seeded_fit(module, dm, epochs, tmp_path)
-    dm.setup("test")
-    clean, robust = _accuracies(module, dm.test_dataset, EPS)
+            official = PGD(eps=EPS, steps=5, step_size=EPS / 2.5, random_start=False, start_sigma=0.001)
+            if method == "trades":
+                objective = TRADES(attack=official)
+            elif method == "mart":  # Wang et al. 2020 (objectives.MART), its official attack settings
+                objective = MART(attack=official)
+            else:  # Wu et al. 2020: AWP on top of TRADES, the official TRADES-AWP gamma 0.005
+                objective = AWP(inner=TRADES(attack=official), gamma=0.005)
+            module = AdvTraining(arch="small_cnn", in_channels=1, optim=ADAM, objective=objective)
+            # AWP (an extra weight ascent per step) passes the same bar in 5 epochs: clean 0.96, robust 0.66 against
+            # the natural model's 0.09 when measured (10 epochs: 0.98 / 0.76), at half the cost
+            epochs = 5 if method == "awp" else 10
+        model = seeded_fit(module, DigitsDataModule(batch_size=64), epochs, tmp_path).model
+    clean, robust = _accuracies(model, _digits_test(), EPS)
     print(f"{method}: clean {clean:.3f} robust {robust:.3f} | natural: clean {nat_clean:.3f} robust {nat_robust:.3f}")
     assert clean > 0.85
     assert robust > nat_robust + (0.15 if method == "free" else 0.3)
@@ -93,8 +94,8 @@ def test_pgd_training_beats_natural_on_fashion_mnist(tmp_path):
     data = dm()
     data.prepare_data()
     data.setup("test")
-    nat_clean, nat_robust = _accuracies(natural, data.test_dataset, eps, n=1000)
-    adv_clean, adv_robust = _accuracies(robust_model, data.test_dataset, eps, n=1000)
+    nat_clean, nat_robust = _accuracies(natural.model, data.test_dataset, eps, n=1000)
+    adv_clean, adv_robust = _accuracies(robust_model.model, data.test_dataset, eps, n=1000)
     print(f"fmnist natural {nat_clean:.3f}/{nat_robust:.3f}  pgd-at {adv_clean:.3f}/{adv_robust:.3f}")
     assert nat_clean > 0.75 and adv_clean > 0.6
     assert nat_robust < 0.25
