@@ -273,7 +273,7 @@ def _fresh_process_state(env: dict[str, str]) -> None:
     for logger in [root, *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]:
         for handler in logger.handlers:
             if type(handler) is logging.StreamHandler:  # made with the stderr of their import (pytest's capture)
-                handler.setStream(sys.stderr)
+                handler.stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
     for name in ("lightning.pytorch", "lightning.fabric"):  # imported with no root handler, each has its own
         logger = logging.getLogger(name)
         if name in sys.modules and not logger.handlers:
