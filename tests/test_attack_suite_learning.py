@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from digits_models import EPS
 from lightning_adv.datamodules import DigitsDataModule
 from lightning_adv.attacks import (
     FGSM, MIFGSM, PGD, AttackSuite, AutoAttack, CarliniWagnerL2, DeepFool, GradientMaskingWarning, Square,
@@ -79,7 +80,7 @@ def test_gradient_masked_model_is_flagged(natural_model, digits_test):
 
 def test_autoattack_at_most_pgd20_on_a_pgd_trained_model(digits_test, digits_models):
     x, y = digits_test[0][:80], digits_test[1][:80]
-    eps = 0.15  # the training eps: PGDAT(PGD(eps, 5 steps of eps / 2.5, bn_mode train)), 10 epochs
+    eps = EPS  # the model's training eps (digits_models: PGDAT(PGD(eps, 5 steps of eps / 2.5)), 10 epochs)
     model = digits_models.model("pgd")
     suite = AttackSuite([PGD(eps=eps, steps=20, step_size=eps / 8, name="pgd20"),
                          # standard AutoAttack without FAB-T and with Square at 500 queries (5000 take ~40 s on
